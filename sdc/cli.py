@@ -1,0 +1,36 @@
+"""The ``sdc`` command line: a thin layer that parses, calls plain functions, prints, exits.
+
+Exit codes everywhere: 0 healthy, 1 fault found, 2 unknown or error (see sdc.exitcodes).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+import sdc
+from sdc.commands.context import AppContext
+from sdc.commands.store_commands import db_group, export_command, flush_command, ingest_command
+from sdc.commands.sweep_command import sweep_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(sdc.__version__, prog_name="sdc")
+@click.option("--db", envvar="SDC_DATABASE_URL", help="Database URL (default: embedded SQLite in the data directory).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default ~/.config/sdc/config.toml).")
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable output where a command supports it.")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, config_path: str | None, json_output: bool, verbose: int) -> None:
+    """sdc — find the chips that silently compute wrong, slow or inconsistent results."""
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)], format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = AppContext(db=db, config=config_path, json_output=json_output)
+
+
+for command in (db_group, ingest_command, export_command, flush_command, sweep_command):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="sdc")

@@ -1,0 +1,1 @@
+"""Command modules of the ``sdc`` CLI: each parses, calls plain functions, prints, exits."""

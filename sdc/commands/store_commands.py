@@ -1,0 +1,133 @@
+"""``sdc db``, ``sdc ingest``, ``sdc export`` (JSON lines) and ``sdc flush``."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+
+import click
+
+from sdc.commands.context import AppContext, fail, handles_errors, pass_app
+from sdc.exitcodes import ExitCode
+from sdc.ingest import IngestError, ingest
+from sdc.records import BY_KIND, parse_time
+from sdc.store import migrate
+from sdc.store.reader import iter_records
+
+
+@click.group("db")
+def db_group() -> None:
+    """Create and upgrade the evidence database schema."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+@pass_app
+@handles_errors
+def db_upgrade(app: AppContext, revision: str) -> None:
+    """Bring the database schema up to REVISION (default: head)."""
+    before, after = migrate.upgrade(app.settings.database_url, revision)
+    where = _safe_url(app.settings.database_url)
+    if before == after:
+        click.echo(f"{where}: already at {after}")
+    else:
+        click.echo(f"{where}: upgraded {before or 'empty'} -> {after}")
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+@pass_app
+@handles_errors
+def db_downgrade(app: AppContext, revision: str) -> None:
+    """Take the schema back to REVISION ('base' drops every sdc table)."""
+    before, after = migrate.downgrade(app.settings.database_url, revision)
+    click.echo(f"{_safe_url(app.settings.database_url)}: downgraded {before} -> {after or 'base'}")
+
+
+@db_group.command("current")
+@pass_app
+@handles_errors
+def db_current(app: AppContext) -> None:
+    """Show the schema revision of the database and the one this sdc needs."""
+    from sdc.store.engine import make_engine
+
+    engine = make_engine(app.settings.database_url)
+    try:
+        current = migrate.current_revision(engine)
+    finally:
+        engine.dispose()
+    head = migrate.head_revision()
+    if app.json_output:
+        app.emit_json({"current": current, "head": head, "at_head": current == head})
+    else:
+        state = "at head" if current == head else "NOT at head: run 'sdc db upgrade'"
+        click.echo(f"{_safe_url(app.settings.database_url)}: {current or 'empty'} (head {head}, {state})")
+    sys.exit(int(ExitCode.HEALTHY if current == head else ExitCode.UNKNOWN))
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@click.command("ingest")
+@click.argument("files", nargs=-1, required=True)
+@pass_app
+@handles_errors
+def ingest_command(app: AppContext, files: tuple[str, ...]) -> None:
+    """Validate FILES (JSON lines; '-' for stdin) and store every record, or none on any error."""
+    store = app.store()
+    try:
+        result = ingest(store.engine(), files)
+    except IngestError as exc:
+        click.echo(str(exc), err=True)
+        fail(f"ingest: {exc.problems.count} problem(s); nothing was written", ExitCode.UNKNOWN)
+    if app.json_output:
+        app.emit_json({"ingested": result.offered, "total": result.total})
+    else:
+        parts = ", ".join(f"{n} {kind}" for kind, n in result.offered.items())
+        click.echo(f"ingested {result.total} records ({parts}); records already stored were left as they were")
+
+
+@click.command("export")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(sorted(BY_KIND)), help="Record kinds (repeatable; default all).")
+@click.option("--since", help="Only records at or after this ISO 8601 time.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="File to write (default stdout).")
+@pass_app
+@handles_errors
+def export_command(app: AppContext, kinds: tuple[str, ...], since: str | None, output: str | None) -> None:
+    """Write stored records as JSON lines that 'sdc ingest' reads back."""
+    since_at: datetime | None = None
+    if since:
+        try:
+            since_at = parse_time(since)
+        except ValueError:
+            fail(f"export: --since {since!r} is not an ISO 8601 time such as 2026-11-01 or 2026-11-01T12:00Z")
+    engine = app.store().engine()
+    stream = open(output, "w", encoding="utf-8") if output else sys.stdout
+    count = 0
+    try:
+        for record in iter_records(engine, kinds or tuple(BY_KIND), since_at):
+            stream.write(record.to_json())
+            stream.write("\n")
+            count += 1
+    finally:
+        if output:
+            stream.close()
+    if output:
+        click.echo(f"exported {count} records to {output}", err=True)
+
+
+@click.command("flush")
+@pass_app
+@handles_errors
+def flush_command(app: AppContext) -> None:
+    """Deliver records spooled in the outbox while the database was unreachable."""
+    store = app.store()
+    pending = store.outbox.pending_records() if store.outbox else 0
+    if not pending:
+        click.echo(f"outbox {app.settings.outbox_dir} is empty")
+        return
+    delivered = store.flush()
+    click.echo(f"delivered {delivered} of {pending} spooled records from {app.settings.outbox_dir}")

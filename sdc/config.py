@@ -1,0 +1,79 @@
+"""Settings: command-line flags > environment (SDC_*) > config file > defaults.
+
+The config file is TOML, at ``$SDC_CONFIG`` or ``~/.config/sdc/config.toml``. Top-level
+keys are the basic settings (``database_url``, ``data_dir``, ``outbox_dir``); each subsystem
+reads its own table (``[analysis]``, ``[agent]``, ``[sentinel]`` ...) through ``section()``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def default_data_dir() -> Path:
+    """Per-user data directory: $XDG_DATA_HOME/sdc, else ~/.local/share/sdc."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "sdc"
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "sdc" / "config.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    data_dir: Path
+    outbox_dir: Path
+    config_path: Path | None = None
+    tables: Mapping[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One table of the config file (e.g. ``[analysis]``), empty if absent."""
+        value = self.tables.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"config: [{name}] must be a table in {self.config_path}")
+        return dict(value)
+
+
+def load_settings(
+    database_url: str | None = None,
+    config_path: str | os.PathLike | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve settings. Arguments are the command-line flags (None when not given)."""
+    env = os.environ if environ is None else environ
+    path = Path(config_path or env.get("SDC_CONFIG") or default_config_path()).expanduser()
+    tables: dict[str, Any] = {}
+    if path.exists():
+        try:
+            tables = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config: cannot read {path}: {exc}") from None
+    elif config_path or env.get("SDC_CONFIG"):
+        raise ConfigError(f"config: {path} does not exist")
+
+    data_dir = Path(env.get("SDC_DATA_DIR") or tables.get("data_dir") or default_data_dir()).expanduser()
+    url = database_url or env.get("SDC_DATABASE_URL") or tables.get("database_url") or f"sqlite:///{data_dir / 'sdc.db'}"
+    outbox = Path(env.get("SDC_OUTBOX_DIR") or tables.get("outbox_dir") or data_dir / "outbox").expanduser()
+    return Settings(
+        database_url=str(url),
+        data_dir=data_dir,
+        outbox_dir=outbox,
+        config_path=path if path.exists() else None,
+        tables=tables,
+    )

@@ -1,0 +1,182 @@
+"""Discover chips and give each a stable identity and a software-stack fingerprint.
+
+Identity is the vendor UUID where the backend exposes one (CUDA and ROCm do). Where none
+exists (the CPU, some plug-ins) the fallback is ``host:<hostname>:<backend>:<index>``: the
+``host:`` prefix tells operators the id is positional, not burned into the chip.
+
+Testing feature: ``cpu:0,cpu:1,...`` names distinct *virtual* CPU chips, so fleet behaviour
+(cohorts, outvoting, injected faults) can be exercised on a machine without accelerators.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from sdc.records import Chip, stack_hash
+
+
+class DeviceError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ChipHandle:
+    """A chip as the sweep sees it: its record, the torch device, and the name users typed."""
+
+    name: str
+    device: torch.device
+    chip: Chip
+
+
+def hostname() -> str:
+    return os.environ.get("SDC_HOSTNAME") or socket.gethostname()
+
+
+def accelerator_backend() -> str | None:
+    """The accelerator backend torch is built for on this machine, if any device is present."""
+    accel = getattr(torch, "accelerator", None)
+    if accel is not None and accel.is_available():
+        return accel.current_accelerator().type
+    if torch.cuda.is_available():
+        return "cuda"
+    return None
+
+
+@lru_cache(maxsize=None)
+def software_stack(backend: str) -> dict[str, Any]:
+    stack: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version()}
+    blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    stack["blas"] = blas.group(1) if blas else "unknown"
+    if backend == "cuda":
+        stack["runtime"] = f"hip {torch.version.hip}" if torch.version.hip else f"cuda {torch.version.cuda}"
+        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        stack["cudnn"] = cudnn
+        stack["driver"] = _nvml_driver_version()
+    elif backend == "cpu":
+        stack["runtime"] = "cpu"
+        stack["cpu"] = platform.processor() or platform.machine()
+    else:
+        stack["runtime"] = backend
+    return stack
+
+
+def _nvml_driver_version() -> str | None:
+    try:
+        import pynvml  # nvidia-ml-py, optional
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else version
+    except Exception:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def cpu_chip(index: int) -> ChipHandle:
+    host = hostname()
+    stack = software_stack("cpu")
+    chip = Chip(
+        chip_id=f"host:{host}:cpu:{index}",
+        host=host,
+        index=index,
+        vendor="cpu",
+        model=_cpu_model(),
+        memory_bytes=_memory_bytes(),
+        stack=stack,
+        stack_hash=stack_hash(stack),
+    )
+    return ChipHandle(name=f"cpu:{index}", device=torch.device("cpu"), chip=chip)
+
+
+def accelerator_chip(backend: str, index: int) -> ChipHandle:
+    host = hostname()
+    stack = software_stack(backend)
+    device = torch.device(backend, index)
+    uuid, model, memory, vendor = None, backend, 0, backend
+    if backend == "cuda":
+        props = torch.cuda.get_device_properties(index)
+        uuid = str(getattr(props, "uuid", "") or "") or None
+        model, memory = props.name, props.total_memory
+        vendor = "amd" if torch.version.hip else "nvidia"
+    else:
+        module = getattr(torch, backend, None)
+        name_fn = getattr(module, "get_device_name", None)
+        if name_fn is not None:
+            try:
+                model = name_fn(index)
+            except Exception:
+                pass
+    chip_id = f"GPU-{uuid}" if uuid and not uuid.startswith("GPU-") else uuid
+    chip = Chip(
+        chip_id=chip_id or f"host:{host}:{backend}:{index}",
+        host=host,
+        index=index,
+        vendor=vendor,
+        model=model,
+        memory_bytes=int(memory),
+        stack=stack,
+        stack_hash=stack_hash(stack),
+    )
+    return ChipHandle(name=f"{backend}:{index}", device=device, chip=chip)
+
+
+def device_count(backend: str) -> int:
+    if backend == "cuda":
+        return torch.cuda.device_count()
+    accel = getattr(torch, "accelerator", None)
+    if accel is not None and accel.is_available() and accel.current_accelerator().type == backend:
+        return accel.device_count()
+    module = getattr(torch, backend, None)
+    count = getattr(module, "device_count", None)
+    return int(count()) if count else 0
+
+
+def discover(spec: str | None = None) -> list[ChipHandle]:
+    """Chips to probe: all accelerators found (or the CPU), or those named in ``spec``.
+
+    ``spec`` is a comma-separated list such as ``cuda:0,cuda:1`` or ``cpu:0,cpu:1,cpu:2``.
+    """
+    if spec:
+        return [_parse_one(part.strip()) for part in spec.split(",") if part.strip()]
+    backend = accelerator_backend()
+    if backend:
+        return [accelerator_chip(backend, i) for i in range(device_count(backend))]
+    return [cpu_chip(0)]
+
+
+def _parse_one(name: str) -> ChipHandle:
+    match = re.fullmatch(r"([a-z_][a-z0-9_]*)(?::(\d+))?", name)
+    if not match:
+        raise DeviceError(f"device '{name}': expected BACKEND:INDEX such as cuda:0 or cpu:1")
+    backend, index = match.group(1), int(match.group(2) or 0)
+    if backend == "cpu":
+        return cpu_chip(index)
+    count = device_count(backend)
+    if index >= count:
+        raise DeviceError(f"device '{name}': this machine has {count} {backend} device(s)")
+    return accelerator_chip(backend, index)

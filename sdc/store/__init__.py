@@ -1,0 +1,110 @@
+"""The evidence store: one place that writes records to the database or, failing that, the outbox.
+
+``Store.deliver`` is what producers call (sweeps, the sentinel's background thread, the
+analysis): it never loses a record. ``Store.engine()`` is for readers and refuses a database
+whose schema is not at head.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from sdc.records import Record
+from sdc.store.engine import StoreError, make_engine
+from sdc.store.migrate import require_head
+from sdc.store.outbox import Outbox
+from sdc.store.writer import WriteResult, write_records
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Delivery", "Store", "StoreError", "Outbox"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What happened to a batch: stored now, or spooled (with why and where)."""
+
+    stored: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    spool_path: Path | None = None
+    reason: str = ""
+
+    @property
+    def message(self) -> str:
+        if self.spooled:
+            return (
+                f"database unavailable ({self.reason}); {self.spooled} records kept in the outbox "
+                f"{self.spool_path}; 'sdc flush' delivers them"
+            )
+        extra = f" (+{self.replayed} replayed from the outbox)" if self.replayed else ""
+        return f"stored {self.stored} records{extra}"
+
+
+def _unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, (OperationalError, StoreError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+class Store:
+    def __init__(self, url: str, outbox_dir: str | Path | None = None):
+        self.url = url
+        self.outbox = Outbox(outbox_dir) if outbox_dir is not None else None
+        self._engine: Engine | None = None
+        self._checked = False
+
+    def engine(self) -> Engine:
+        """A connected engine on a database at schema head; raises StoreError otherwise."""
+        if self._engine is None:
+            self._engine = make_engine(self.url)
+        if not self._checked:
+            require_head(self._engine)
+            self._checked = True
+        return self._engine
+
+    def write(self, records: Sequence[Record]) -> WriteResult:
+        """Write now, in one transaction; raises if the database cannot take it."""
+        return write_records(self.engine(), records)
+
+    def deliver(self, records: Sequence[Record]) -> Delivery:
+        """Store records, or spool them if the database is unreachable; never loses any.
+
+        A successful write also replays whatever earlier deliveries left in the outbox.
+        """
+        records = list(records)
+        try:
+            self.write(records)
+        except Exception as exc:
+            if self.outbox is None or not _unreachable(exc):
+                raise
+            reason = _short_reason(exc)
+            spool = self.outbox.spool(records)
+            log.warning("%s: spooled %d records to %s", reason, spool.records, spool.path)
+            self._checked = False
+            return Delivery(spooled=spool.records, spool_path=spool.path, reason=reason)
+        replayed = self.flush() if self.outbox is not None else 0
+        return Delivery(stored=len(records), replayed=replayed)
+
+    def flush(self) -> int:
+        """Replay the outbox into the database; returns the records delivered."""
+        if self.outbox is None:
+            return 0
+        return self.outbox.replay(self.write)
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+            self._checked = False
+
+
+def _short_reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

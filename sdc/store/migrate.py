@@ -1,0 +1,67 @@
+"""Schema migrations as plain functions (the CLI's ``sdc db ...`` calls these)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from sdc.store.engine import StoreError, make_engine, normalise_url
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("sdc.migrations")))
+    # ConfigParser interpolation would mangle '%' in passwords.
+    config.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return script.get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(url: str, revision: str = "head") -> tuple[str | None, str | None]:
+    """Upgrade the database at ``url``; returns (revision before, revision after)."""
+    engine = make_engine(url)
+    try:
+        before = current_revision(engine)
+        config = alembic_config(url)
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+        return before, current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def downgrade(url: str, revision: str) -> tuple[str | None, str | None]:
+    engine = make_engine(url)
+    try:
+        before = current_revision(engine)
+        config = alembic_config(url)
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, revision)
+        return before, current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def require_head(engine: Engine) -> None:
+    """Refuse to work on a database whose schema is not the one this sdc expects."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        where = engine.url.render_as_string(hide_password=True)
+        state = "has no sdc schema" if current is None else f"is at schema revision {current}"
+        raise StoreError(f"database {where} {state}, this sdc needs {head}: run 'sdc db upgrade'")
