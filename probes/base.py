@@ -61,5 +61,26 @@ class Probe(ABC):
     def run(self, case: Case, device: torch.device, seed: int, repeats: int, faults: Any = None) -> Outcome:
         """Run ``case`` ``repeats`` times on ``device`` and judge the output.
 
-        ``faults`` is an injection plan for drills and tests (see ``sdc.faults``), or None.
+        ``faults`` is the chip's ``sdc.faults.FaultInjector`` for drills and tests, or None.
+        Raise ``Unsupported`` when the device lacks what the case needs (it becomes ``skipped``).
         """
+
+    def cases_for(self, suite: str, device: torch.device) -> Sequence[Case]:
+        """The cases for ``suite`` on this kind of device.
+
+        Defaults to ``cases(suite)``. Built-in probes add accelerator-sized shapes here, so a
+        CPU chip runs in seconds while a GPU's quick suite still reaches its large kernels.
+        """
+        return self.cases(suite)
+
+    def estimate_s(self, case: Case, device: torch.device) -> float:
+        """Rough seconds one case takes (all repeats), for ``--budget`` when no history exists."""
+        return 1.0
+
+    def timeout_s(self, case: Case) -> Optional[float]:
+        """A longer watchdog limit this case needs (burn cases run for minutes), or None."""
+        return None
+
+
+class Unsupported(Exception):
+    """The device cannot run this case (dtype, feature, too few devices): recorded as ``skipped``."""

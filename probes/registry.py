@@ -15,7 +15,17 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "sdc.probes"
 
-_BUILTIN_MODULES = ("probes.gemm",)
+_BUILTIN_MODULES = (
+    "probes.gemm",
+    "probes.attention",
+    "probes.conv",
+    "probes.norms",
+    "probes.elementwise",
+    "probes.memory",
+    "probes.transfer",
+    "probes.collective",
+    "probes.burn",
+)
 
 
 def _builtin() -> list[Probe]:

@@ -1,0 +1,90 @@
+"""Attention probes: ``scaled_dot_product_attention`` forward and backward, causal and not.
+
+Case shape is ``(batch, heads, length, head_dim)``; params say ``causal`` and ``backward``.
+A backward case's output is the forward output followed by dQ, dK and dV (one flat tensor),
+for a seeded upstream gradient. The fp64 reference is the math formulation on the CPU.
+
+Determinism: SDPA forward and backward (flash and memory-efficient kernels) were bit-identical
+over repeats on an H200; with deterministic algorithms requested PyTorch picks deterministic
+backward kernels where it has them. They are judged bit for bit; if a backend's backward were
+inherently nondeterministic it would show as distinct repeats, and this note must say so.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from probes.base import Case, Outcome, Probe
+from probes.harness import DTYPES, UNIT_ROUNDOFF, judge, randn, run_repeats, throughput
+from probes.reference import cached, reference_key
+
+
+def _inputs(case: Case, seed: int) -> list[torch.Tensor]:
+    dtype = DTYPES[case.dtype]
+    # q, k, v and the upstream gradient, each from its own stream of the seed
+    return [randn(case.shape, seed, "attention", name, case.shape, dtype=dtype) for name in ("q", "k", "v", "grad")]
+
+
+def _attention(q, k, v, grad, causal: bool, backward: bool) -> torch.Tensor:
+    if not backward:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal).reshape(-1)
+    q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
+    return torch.cat([t.reshape(-1) for t in (out.detach(), dq, dk, dv)])
+
+
+class AttentionProbe(Probe):
+    name = "attention"
+    version = 1
+
+    def cases(self, suite: str) -> list[Case]:
+        shape = {"quick": (2, 4, 128, 64), "standard": (4, 8, 512, 64)}.get(suite)
+        if shape is None:
+            return []
+        return [
+            Case(name, shape, dtype, {"causal": causal, "backward": backward})
+            for dtype in ("fp32",)
+            for backward in (False, True)
+            for causal in (False, True)
+            for name in (("backward" if backward else "forward") + ("_causal" if causal else ""),)
+        ]
+
+    def cases_for(self, suite: str, device: torch.device) -> list[Case]:
+        base = self.cases(suite)
+        if device.type == "cpu" or not base:
+            return base
+        shape = (4, 16, 2048, 128) if suite == "quick" else (8, 32, 4096, 128)
+        return base + [
+            Case(c.name, shape, dtype, dict(c.params)) for dtype in ("bf16", "fp16") for c in base
+        ]
+
+    def estimate_s(self, case: Case, device: torch.device) -> float:
+        b, h, n, d = case.shape
+        flops = 4.0 * b * h * n * n * d * (3.5 if case.params.get("backward") else 1.0)
+        return 0.05 + 3 * flops / (3e10 if device.type == "cpu" else 1e14)
+
+    def run(self, case: Case, device: torch.device, seed: int, repeats: int, faults=None) -> Outcome:
+        causal, backward = bool(case.params.get("causal")), bool(case.params.get("backward"))
+        q, k, v, grad = _inputs(case, seed)
+
+        def fp64_reference() -> torch.Tensor:
+            return _attention(*(t.to(torch.float64) for t in (q, k, v, grad)), causal=causal, backward=backward)
+
+        ref = cached(reference_key(self.name, self.version, case, seed), fp64_reference)
+        on_device = [t.to(device) for t in (q, k, v, grad)]
+        result = run_repeats(lambda: _attention(*on_device, causal, backward), device, repeats, faults, self.name, case.name)
+        length, head_dim = case.shape[2], case.shape[3]
+        # Softmax-weighted sums of `length` terms of `head_dim`-long dot products: roundoff
+        # grows with sqrt of both; gradients are scaled by the largest reference value.
+        u = UNIT_ROUNDOFF[case.dtype]
+        scale = float(ref.abs().max())
+        bound = 8.0 * u * ((length + head_dim) ** 0.5) * (ref.abs() + 0.1 * scale)
+        outcome = judge(result, ref, bound)
+        b, h, n, d = case.shape
+        flops = 4.0 * b * h * n * n * d * (0.5 if causal else 1.0) * (3.5 if backward else 1.0)
+        return throughput(outcome, flops, "TFLOP/s")
+
+
+PROBES = (AttentionProbe,)

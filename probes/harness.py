@@ -1,0 +1,241 @@
+"""What every probe shares: seeded inputs, device timing, repeats compared bit for bit, and judging.
+
+A probe supplies a ``compute`` callable (the kernel, on the device) and a reference (fp64 on
+the CPU, cached); ``run_repeats`` times the kernel per repeat with the injected faults of the
+chip applied, and ``judge`` turns the outputs into an ``Outcome``:
+
+- ``mismatch`` when the first output is outside the dtype- and size-aware error bound of the
+  reference, or when a deterministic kernel gave different bytes on its own repeats;
+- ``ok`` otherwise. Errors and unsupported dtypes never reach here (see ``sdc.sweep``).
+
+Digests and comparisons stay out of the timed region: timings are the kernel alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from probes.base import Case, Outcome
+from sdc.fingerprint import digest
+
+DTYPES: dict[str, torch.dtype] = {
+    "fp64": torch.float64,
+    "fp32": torch.float32,
+    "tf32": torch.float32,  # storage fp32; the matmul runs in TF32 on tensor cores
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp8e4m3": getattr(torch, "float8_e4m3fn", torch.float32),
+    "int32": torch.int32,
+}
+
+# Unit roundoff (half an ulp at 1.0) of the arithmetic each case name stands for.
+UNIT_ROUNDOFF: dict[str, float] = {
+    "fp64": 2.0**-53,
+    "fp32": 2.0**-24,
+    "tf32": 2.0**-11,
+    "bf16": 2.0**-8,
+    "fp16": 2.0**-11,
+    "fp8e4m3": 2.0**-4,
+}
+
+
+def set_deterministic() -> None:
+    """Deterministic kernels where the backend has them; called once per worker process.
+
+    ``warn_only``: an op without a deterministic implementation still runs (it is documented
+    in its probe and judged by tolerance) instead of failing the sweep.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    # Filling fresh allocations with NaN costs bandwidth and changes nothing probes read.
+    if hasattr(torch.utils, "deterministic"):
+        torch.utils.deterministic.fill_uninitialized_memory = False
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.set_float32_matmul_precision("highest")
+    # Half-precision GEMMs accumulate in fp32 (cuBLAS may otherwise reduce split-K partial
+    # sums in bf16/fp16), which keeps their error bound tight enough to catch mantissa flips.
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+
+
+def generator(seed: int, *salt: object) -> torch.Generator:
+    """A CPU generator for ``seed`` and a salt (case, operand), independent of the device."""
+    text = "|".join(str(s) for s in (seed, *salt))
+    value = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
+    return torch.Generator().manual_seed(value)
+
+
+def randn(shape: Sequence[int], seed: int, *salt: object, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal values made on the CPU (fp64, then rounded): identical bytes on every chip."""
+    return torch.randn(tuple(shape), generator=generator(seed, *salt), dtype=torch.float64).to(dtype)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cpu":
+        return
+    module = getattr(torch, device.type, None)
+    sync = getattr(module, "synchronize", None)
+    if sync is not None:
+        sync(device)
+
+
+def bit_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same bytes (NaNs with the same payload count as equal, -0 differs from +0)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype == torch.bool or a.element_size() not in (1, 2, 4, 8) or a.is_complex():
+        return bool(torch.equal(a, b))
+    view = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+    return bool(torch.equal(a.contiguous().view(view), b.contiguous().view(view)))
+
+
+@dataclass
+class Repeats:
+    """Outputs of a case's repeats: the first output, one digest per distinct output, timings."""
+
+    first: torch.Tensor
+    digests: list[str]
+    timings: list[float]
+    distinct: int = 1
+    extra: dict = field(default_factory=dict)
+
+
+def run_repeats(
+    compute: Callable[[], torch.Tensor],
+    device: torch.device,
+    repeats: int,
+    faults=None,
+    probe: str = "",
+    case: str = "",
+) -> Repeats:
+    """Run ``compute`` ``repeats`` times, timing each run on the device; compare outputs bit for bit.
+
+    Later outputs are compared with the first by ``bit_equal`` (a memcmp, far cheaper than a
+    digest); only an output that differs is digested, to count the distinct ones.
+    """
+    first: Optional[torch.Tensor] = None
+    digests: list[str] = []
+    distinct_outputs: list[torch.Tensor] = []
+    timings: list[float] = []
+    for repeat in range(max(1, repeats)):
+        if faults:
+            faults.before(probe, case)
+        synchronize(device)
+        start = time.perf_counter()
+        out = compute()
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+        if faults:
+            faults.stretch(probe, case, elapsed)
+            elapsed = time.perf_counter() - start
+            out = faults.corrupt(out, probe, case, repeat)
+        timings.append(elapsed)
+        if first is None:
+            first = out
+            digests.append(digest(out))
+            distinct_outputs.append(out)
+        elif not any(bit_equal(out, seen) for seen in distinct_outputs):
+            distinct_outputs.append(out)
+            digests.append(digest(out))
+    assert first is not None
+    return Repeats(first=first, digests=digests, timings=timings, distinct=len(distinct_outputs))
+
+
+def dot_bound(k: int, case_dtype: str, out_dtype: str | None = None, factor: float = 4.0) -> float:
+    """Relative error bound (to be multiplied by sum |a_i b_i|) for a k-term dot product.
+
+    Rounding errors of a k-term sum grow like sqrt(k) for random inputs (and like k in the
+    worst case); ``factor`` * sqrt(k) keeps healthy chips clear of it over many seeds while a
+    flipped bit above the last few mantissa bits exceeds it. The output's own rounding adds u.
+    """
+    u = UNIT_ROUNDOFF[case_dtype]
+    u_out = UNIT_ROUNDOFF[out_dtype or case_dtype]
+    return factor * (math.sqrt(max(k, 1)) * u + u_out)
+
+
+def judge(
+    repeats: Repeats,
+    reference: Optional[torch.Tensor],
+    bound: Optional[torch.Tensor | float],
+    deterministic: bool = True,
+    observed: Optional[torch.Tensor] = None,
+) -> Outcome:
+    """Judge the first output against the reference and the repeats against each other.
+
+    ``bound`` is a scalar or a per-element tensor (absolute). ``observed`` is the part of the
+    output the reference covers (e.g. sampled rows of a large GEMM); default: all of it.
+    Non-finite values must match the reference exactly (NaN where NaN, the same infinity).
+    Reported ``max_abs_err`` and ``error_bound`` are taken at the element closest to its bound.
+    """
+    outcome = Outcome(
+        status="ok",
+        repeats=len(repeats.timings),
+        distinct_repeat_digests=repeats.distinct,
+        timings=list(repeats.timings),
+        digest=repeats.digests[0] if deterministic else None,
+    )
+    problems = []
+    if reference is not None:
+        out = (repeats.first if observed is None else observed).detach().to("cpu", torch.float64).reshape(-1)
+        ref = reference.detach().to(torch.float64).reshape(-1)
+        bound_t = torch.zeros_like(ref) if bound is None else torch.as_tensor(bound, dtype=torch.float64)
+        bound_t = bound_t.reshape(-1) if bound_t.numel() == ref.numel() else bound_t.expand_as(ref)
+        finite = torch.isfinite(ref)
+        same_nonfinite = (torch.isnan(out) & torch.isnan(ref)) | (out == ref)
+        bad_nonfinite = (~finite) & ~same_nonfinite
+        err = torch.where(finite, (out - ref).abs(), torch.zeros_like(ref))
+        err = torch.where(torch.isnan(err) | (finite & ~torch.isfinite(out)), torch.full_like(err, math.inf), err)
+        bound_t = torch.where(finite, bound_t, torch.zeros_like(bound_t))
+        ratio = torch.where(finite, err / bound_t.clamp_min(1e-300), torch.zeros_like(err))
+        worst = int(ratio.argmax()) if ratio.numel() else 0
+        outcome.max_abs_err = _finite_or_none(float(err[worst])) if err.numel() else 0.0
+        outcome.error_bound = float(bound_t[worst]) if bound_t.numel() else 0.0
+        rel = err / ref.abs().clamp_min(1e-300)
+        outcome.max_rel_err = _finite_or_none(float(torch.where(finite, rel, torch.zeros_like(rel)).max())) if rel.numel() else 0.0
+        outcome.reference_digest = digest(reference)
+        if bool(bad_nonfinite.any()):
+            index = int(bad_nonfinite.nonzero()[0])
+            problems.append(f"element {index} is {float(out[index])}, reference {float(ref[index])}")
+        if err.numel() and float(ratio[worst]) > 1.0:
+            problems.append(
+                f"element {worst}: error {float(err[worst]):.3g} exceeds bound {float(bound_t[worst]):.3g} "
+                f"(value {float(out[worst]):.6g}, reference {float(ref[worst]):.6g})"
+            )
+    if repeats.distinct > 1:
+        text = f"{repeats.distinct} distinct outputs over {len(repeats.timings)} repeats"
+        if deterministic:
+            problems.append(text)
+        else:
+            outcome.message = f"{text} (nondeterministic op, judged by tolerance)"
+    if problems:
+        outcome.status = "mismatch"
+        outcome.message = "; ".join(problems)
+    return outcome
+
+
+def _finite_or_none(value: float) -> Optional[float]:
+    return value if math.isfinite(value) else None
+
+
+def throughput(outcome: Outcome, amount: float, unit: str) -> Outcome:
+    """Set throughput from the fastest repeat: ``amount`` FLOPs (TFLOP/s) or bytes (GB/s)."""
+    best = min(outcome.timings) if outcome.timings else 0.0
+    if best > 0:
+        scale = 1e12 if unit == "TFLOP/s" else 1e9
+        outcome.throughput = amount / best / scale
+        outcome.throughput_unit = unit
+    return outcome
+
+
+def case_key(case: Case) -> str:
+    from sdc.records import canonical_json
+
+    return canonical_json(case.to_dict())

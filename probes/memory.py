@@ -1,0 +1,168 @@
+"""Memory probes: pattern tests over device memory, reporting failing address ranges, and bandwidth.
+
+Patterns, over 32-bit words of one buffer:
+
+- walking ones / walking zeros: every word holds ``1 << b`` (then its complement) for each
+  bit b: a stuck or coupled bit line shows in the pass of its bit;
+- moving inversions: fill with a pattern, then block by block ascending check it and write its
+  complement, then descending check the complement and restore: catches address-order faults;
+- own address: every word holds its index mixed with a seeded mask: catches aliased addresses.
+
+The buffer is ``params["mib"]`` MiB, or on accelerators ``params["share"]`` of the free device
+memory (the cohort key holds the share, not the byte count). Failing words are reported as
+byte-offset ranges from the buffer start, with the buffer's device address. The output
+digested for the cohort is the count of failing words per pattern (zeros on a healthy chip).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from probes.base import Case, Outcome, Probe
+from probes.harness import generator, synchronize
+
+BLOCKS = 16
+MAX_RANGES = 8
+
+
+def buffer_words(case: Case, device: torch.device) -> int:
+    if "share" in case.params and device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(1 << 20, int(free * float(case.params["share"])) // 4 // BLOCKS * BLOCKS)
+    return int(float(case.params.get("mib", 8)) * (1 << 20)) // 4 // BLOCKS * BLOCKS
+
+
+def failing_ranges(indices: torch.Tensor, word_bytes: int = 4) -> list[tuple[int, int]]:
+    """Merge sorted failing word indices into byte ranges [start, end)."""
+    ranges: list[tuple[int, int]] = []
+    for index in indices.tolist():
+        start = index * word_bytes
+        if ranges and ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], start + word_bytes)
+        else:
+            ranges.append((start, start + word_bytes))
+    return ranges
+
+
+class _Tester:
+    """Runs the patterns on one buffer, counting failing words and remembering where."""
+
+    def __init__(self, words: int, device: torch.device, seed: int, corrupt, failures: set[int]):
+        self.buffer = torch.empty(words, dtype=torch.int32, device=device)
+        self.corrupt = corrupt  # injected faults act on what is read back
+        self.mask = int(torch.randint(0, 2**31 - 1, (1,), generator=generator(seed, "memory-mask")))
+        self.failures = failures
+        self.bytes_moved = 0
+
+    def _check(self, region: torch.Tensor, expected, offset: int = 0) -> int:
+        readback = self.corrupt(region)
+        bad = readback != expected
+        self.bytes_moved += region.numel() * 4
+        count = int(bad.sum())
+        if count:
+            self.failures.update((bad.nonzero().reshape(-1)[: MAX_RANGES * 64] + offset).tolist())
+        return count
+
+    def _fill(self, region: torch.Tensor, value) -> None:
+        region.copy_(value) if isinstance(value, torch.Tensor) else region.fill_(value)
+        self.bytes_moved += region.numel() * 4
+
+    def walking(self, invert: bool) -> int:
+        errors = 0
+        for bit in range(32):
+            value = torch.tensor(1 << bit, dtype=torch.int64).to(torch.int32).item()
+            value = ~value if invert else value
+            self._fill(self.buffer, value)
+            errors += self._check(self.buffer, value)
+        return errors
+
+    def moving_inversions(self) -> int:
+        blocks = self.buffer.view(BLOCKS, -1)
+        pattern, inverse = 0x55555555, ~0x55555555
+        self._fill(self.buffer, pattern)
+        errors = 0
+        for i in range(BLOCKS):
+            errors += self._check(blocks[i], pattern, i * blocks.shape[1])
+            self._fill(blocks[i], inverse)
+        for i in reversed(range(BLOCKS)):
+            errors += self._check(blocks[i], inverse, i * blocks.shape[1])
+            self._fill(blocks[i], pattern)
+        return errors
+
+    def own_address(self) -> int:
+        expected = torch.arange(self.buffer.numel(), dtype=torch.int32, device=self.buffer.device) ^ self.mask
+        self._fill(self.buffer, expected)
+        return self._check(self.buffer, expected)
+
+
+class MemoryProbe(Probe):
+    name = "memory"
+    version = 1
+
+    def cases(self, suite: str) -> list[Case]:
+        mib = {"quick": 2, "standard": 64}.get(suite)
+        return [Case("patterns", (), "int32", {"mib": mib})] if mib else []
+
+    def cases_for(self, suite: str, device: torch.device) -> list[Case]:
+        if device.type == "cpu" or suite not in ("quick", "standard"):
+            return self.cases(suite)
+        return [Case("patterns", (), "int32", {"share": 0.05 if suite == "quick" else 0.5})]
+
+    def estimate_s(self, case: Case, device: torch.device) -> float:
+        return 0.05 + 3 * 140 * float(case.params.get("mib", 1024)) * 2**20 / (3e9 if device.type == "cpu" else 2e12)
+
+    def run(self, case: Case, device: torch.device, seed: int, repeats: int, faults=None) -> Outcome:
+        words = buffer_words(case, device)
+        counts_seen: list[torch.Tensor] = []
+        timings: list[float] = []
+        tester = None
+        failures: set[int] = set()
+        for repeat in range(max(1, repeats)):
+            if faults:
+                faults.before(self.name, case.name)
+
+            def corrupt(region, repeat=repeat):
+                return faults.corrupt(region, self.name, case.name, repeat) if faults else region
+
+            tester = _Tester(words, device, seed, corrupt, failures)
+            synchronize(device)
+            start = time.perf_counter()
+            counts = torch.tensor([tester.walking(False), tester.walking(True), tester.moving_inversions(), tester.own_address()])
+            synchronize(device)
+            if faults:
+                faults.stretch(self.name, case.name, time.perf_counter() - start)
+            timings.append(time.perf_counter() - start)
+            counts_seen.append(counts)
+        assert tester is not None
+        from sdc.fingerprint import digest
+
+        total = int(sum(int(c.sum()) for c in counts_seen))
+        distinct = len({tuple(c.tolist()) for c in counts_seen})
+        outcome = Outcome(
+            status="ok" if total == 0 else "mismatch",
+            repeats=len(timings),
+            distinct_repeat_digests=distinct,
+            timings=timings,
+            digest=digest(counts_seen[0]),
+            reference_digest=digest(torch.zeros(4, dtype=torch.int64)),
+            max_abs_err=float(total),
+            error_bound=0.0,
+            throughput=tester.bytes_moved / min(timings) / 1e9,
+            throughput_unit="GB/s",
+        )
+        if total:
+            ranges = failing_ranges(torch.tensor(sorted(failures)))
+            shown = ", ".join(f"[0x{a:x}, 0x{b:x})" for a, b in ranges[:MAX_RANGES])
+            more = f" and {len(ranges) - MAX_RANGES} more" if len(ranges) > MAX_RANGES else ""
+            names = ("walking ones", "walking zeros", "moving inversions", "own address")
+            which = ", ".join(n for n, c in zip(names, counts_seen[-1].tolist()) if c) or "earlier repeats"
+            outcome.message = (
+                f"{total} failing words ({which}); byte ranges from buffer 0x{tester.buffer.data_ptr():x} "
+                f"of {words * 4} bytes: {shown}{more}"
+            )
+        return outcome
+
+
+PROBES = (MemoryProbe,)

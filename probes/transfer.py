@@ -1,0 +1,86 @@
+"""Transfer probes: host-to-device and back, checked for integrity and timed for bandwidth.
+
+A seeded host buffer (pinned where the backend supports it) goes to the device and back;
+the returned bytes must equal the sent ones exactly (the reference digest is the source's).
+Throughput is the round trip's bytes over its time, in GB/s; the two directions' own figures
+are in the message. On the CPU "device" both copies are plain memory copies, so virtual
+chips exercise the same path. Deterministic: judged bit for bit.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from probes.base import Case, Outcome, Probe
+from probes.harness import Repeats, bit_equal, judge, randn, synchronize
+from sdc.fingerprint import digest
+
+
+def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if tensor.device == device:
+        return tensor.clone()  # on the CPU .to() would be a no-op and move nothing
+    return tensor.to(device, non_blocking=False)
+
+
+class TransferProbe(Probe):
+    name = "transfer"
+    version = 1
+
+    def cases(self, suite: str) -> list[Case]:
+        mib = {"quick": 8, "standard": 256}.get(suite)
+        return [Case("roundtrip", (mib * (1 << 20) // 4,), "fp32", {"mib": mib})] if mib else []
+
+    def cases_for(self, suite: str, device: torch.device) -> list[Case]:
+        base = self.cases(suite)
+        if device.type == "cpu" or not base:
+            return base
+        mib = 1024 if suite == "quick" else 4096
+        return base + [Case("roundtrip", (mib * (1 << 20) // 4,), "fp32", {"mib": mib})]
+
+    def estimate_s(self, case: Case, device: torch.device) -> float:
+        return 0.05 + 3 * 2 * case.shape[0] * 4 / (5e9 if device.type == "cpu" else 2e10)
+
+    def run(self, case: Case, device: torch.device, seed: int, repeats: int, faults=None) -> Outcome:
+        source = randn(case.shape, seed, "transfer", case.shape)
+        if device.type == "cuda":
+            source = source.pin_memory()
+        host = torch.device("cpu")
+        first, timings, distinct_outputs, digests = None, [], [], []
+        h2d_best = d2h_best = float("inf")
+        for repeat in range(max(1, repeats)):
+            if faults:
+                faults.before(self.name, case.name)
+            synchronize(device)
+            start = time.perf_counter()
+            on_device = _to(source, device)
+            synchronize(device)
+            middle = time.perf_counter()
+            back = _to(on_device, host)
+            synchronize(device)
+            end = time.perf_counter()
+            if faults:
+                faults.stretch(self.name, case.name, end - start)
+                end = time.perf_counter()
+                back = faults.corrupt(back, self.name, case.name, repeat)
+            h2d_best, d2h_best = min(h2d_best, middle - start), min(d2h_best, end - middle)
+            timings.append(end - start)
+            if first is None:
+                first = back
+            if not any(bit_equal(back, seen) for seen in distinct_outputs):
+                distinct_outputs.append(back)
+                digests.append(digest(back))
+        assert first is not None
+        result = Repeats(first=first, digests=digests, timings=timings, distinct=len(distinct_outputs))
+        # The exact source is the reference: any difference at all exceeds the zero bound.
+        outcome = judge(result, source.to(torch.float64), 0.0)
+        nbytes = source.numel() * source.element_size()
+        outcome.throughput, outcome.throughput_unit = 2 * nbytes / min(timings) / 1e9, "GB/s"
+        detail = f"host-to-device {nbytes / h2d_best / 1e9:.1f} GB/s, device-to-host {nbytes / d2h_best / 1e9:.1f} GB/s"
+        outcome.message = f"{outcome.message}; {detail}" if outcome.message else detail
+        outcome.reference_digest = digest(source)
+        return outcome
+
+
+PROBES = (TransferProbe,)
