@@ -143,7 +143,7 @@ class CollectiveProbe(Probe):
         as64 = [t.to(torch.float64) for t in inputs]
         if op == "all_reduce":
             ref = torch.stack(as64).sum(0)
-            bound = world * UNIT_ROUNDOFF[case.dtype] * torch.stack(as64).abs().sum(0)
+            bound = 2 * world * UNIT_ROUNDOFF[case.dtype] * torch.stack(as64).abs().sum(0)
         else:
             ref, bound = torch.cat(as64), 0.0
         outcome = judge(result, ref, bound)

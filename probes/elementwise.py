@@ -99,8 +99,11 @@ class ElementwiseProbe(Probe):
         info = torch.finfo(dtype)
         # A few ulps for fp32 libm implementations (SLEEF, CUDA libdevice); half-precision
         # ops compute in fp32 and round, so one ulp of their own plus the fp32 error.
-        ulps = 4.0 if case.dtype == "fp32" else 1.0
-        bound = ulps * 2 * UNIT_ROUNDOFF[case.dtype] * ref.abs() + info.tiny
+        # Some CPU half-precision kernels use short polynomials with an absolute, not relative,
+        # error near zero (bf16 erf on x86 is 4% off at 2e-6): a floor of 2**-20 allows it.
+        ulps = 4.0 if case.dtype == "fp32" else 2.0
+        floor = info.tiny if case.dtype == "fp32" else 2.0**-20
+        bound = ulps * 2 * UNIT_ROUNDOFF[case.dtype] * ref.abs() + floor
         outcome = judge(result, ref, bound)
         return throughput(outcome, 2.0 * x.numel() * x.element_size(), "GB/s")
 

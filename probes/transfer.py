@@ -29,7 +29,7 @@ class TransferProbe(Probe):
     version = 1
 
     def cases(self, suite: str) -> list[Case]:
-        mib = {"quick": 8, "standard": 256}.get(suite)
+        mib = {"quick": 2, "standard": 256}.get(suite)
         return [Case("roundtrip", (mib * (1 << 20) // 4,), "fp32", {"mib": mib})] if mib else []
 
     def cases_for(self, suite: str, device: torch.device) -> list[Case]:

@@ -1,27 +1,41 @@
 """Run a probe suite on a set of chips and turn what happens into records (no database here).
 
 Records leave through ``sink`` as they are produced — the chips and a ``running`` sweep first,
-then each chip's results, the final sweep status last — so a sweep killed half-way keeps what
-it had recorded and is later marked ``incomplete`` instead of counting as evidence.
+then each chip's results as that chip finishes, the final sweep status last — so a sweep killed
+half-way keeps what it had recorded and is later marked ``incomplete`` instead of counting as
+evidence.
+
+Each chip's cases run in its own worker process (``sdc.worker``) under a watchdog: a case
+that outlives its time limit is killed with its worker and recorded as ``timeout``, and a new
+worker goes on with the chip's remaining cases. Accelerators run in parallel, one worker each;
+virtual CPU chips share the CPU and run one after another so their timings stay comparable.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Sequence
-
-import torch
+from multiprocessing.connection import wait
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import sdc
 from probes.base import Case, Outcome, Probe
+from sdc.budget import select_within_budget
 from sdc.devices import ChipHandle, hostname
 from sdc.exitcodes import ExitCode
-from sdc.records import ProbeResult, Record, Sweep, new_id, utcnow
+from sdc.faults import Fault, FaultInjector
+from sdc.records import ProbeResult, Record, Sweep, canonical_json, new_id, utcnow
+from sdc.worker import WorkerJob, WorkItem, configure, prepare_process, process_context, run_case, worker_main
+
+__all__ = ["ChipSummary", "SweepSummary", "SweepOptions", "plan", "run_case", "run_sweep", "to_result"]
 
 Sink = Callable[[list[Record]], None]
-Progress = Callable[[ChipHandle, Probe, Case], None]
+# Called with outcome None when a case starts and with its outcome when it ends.
+Progress = Callable[[ChipHandle, str, Case, Optional[Outcome]], None]
+
+STARTUP_TIMEOUT_S = 300.0  # a worker that cannot even import torch in this long is stuck
 
 
 @dataclass
@@ -55,20 +69,56 @@ class SweepSummary:
         return ExitCode.HEALTHY
 
 
-def plan(probes: Iterable[Probe], suite: str) -> list[tuple[Probe, Case]]:
-    return [(probe, case) for probe in probes for case in probe.cases(suite)]
+@dataclass(frozen=True)
+class SweepOptions:
+    """How a sweep runs, beyond which chips and which suite.
+
+    Args:
+        seed: seed of the probe inputs; cohorts compare equal seeds.
+        repeats: runs per case, compared bit for bit.
+        faults: injected faults (drills and tests).
+        case_timeout_s: watchdog limit per case (a probe may ask for more, e.g. burn).
+        budget_s: seconds per chip; cases are chosen by ``sdc.budget`` when set.
+        fault_counts: mismatches per probe in this fleet (for the budget order).
+        case_seconds: measured seconds per (probe, case key) from earlier sweeps.
+        isolate: run each chip in a worker process under the watchdog (False: in-process,
+            no watchdog; for benchmarks and debugging).
+        parallel: run chips at once (default: when no chip is a virtual CPU chip).
+        reference_cache: directory for cached fp64 references shared by workers.
+        probe_settings: attribute values per probe name, e.g. ``{"burn": {"duration_s": 600}}``.
+    """
+
+    seed: int = 0
+    repeats: int = 3
+    faults: Sequence[Fault] = ()
+    case_timeout_s: float = 120.0
+    budget_s: Optional[float] = None
+    fault_counts: Mapping[str, int] = field(default_factory=dict)
+    case_seconds: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    isolate: bool = True
+    parallel: Optional[bool] = None
+    reference_cache: Optional[str] = None
+    probe_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
-def run_case(probe: Probe, case: Case, handle: ChipHandle, seed: int, repeats: int, faults=None) -> Outcome:
-    """Run one case; an exception becomes an ``error`` or ``skipped`` outcome, never a mismatch."""
-    try:
-        return probe.run(case, handle.device, seed, repeats, faults)
-    except torch.OutOfMemoryError as exc:
-        return Outcome(status="error", message=f"out of memory: {str(exc).splitlines()[0][:200]}")
-    except (NotImplementedError, TypeError) as exc:
-        return Outcome(status="skipped", message=f"not supported here: {str(exc).splitlines()[0][:200]}")
-    except Exception as exc:
-        return Outcome(status="error", message=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+def plan(probes: Iterable[Probe], suite: str, handle: ChipHandle | None = None) -> list[tuple[Probe, Case]]:
+    """Every (probe, case) of ``suite`` for the chip's kind of device."""
+    if handle is None:
+        return [(probe, case) for probe in probes for case in probe.cases(suite)]
+    return [(probe, case) for probe in probes for case in probe.cases_for(suite, handle.device)]
+
+
+def chip_plan(probes: Sequence[Probe], suite: str, handle: ChipHandle, options: SweepOptions) -> list[tuple[Probe, Case]]:
+    work = plan(probes, suite, handle)
+    if options.budget_s is None:
+        return work
+
+    def cost(item: tuple[Probe, Case]) -> float:
+        probe, case = item
+        measured = options.case_seconds.get((probe.name, canonical_json(case.to_dict())))
+        return measured if measured is not None else probe.estimate_s(case, handle.device)
+
+    return select_within_budget(work, options.budget_s, lambda item: item[0].name, cost, options.fault_counts)
 
 
 def to_result(sweep_id: str, handle: ChipHandle, probe: Probe, case: Case, seed: int, outcome: Outcome) -> ProbeResult:
@@ -98,6 +148,67 @@ def to_result(sweep_id: str, handle: ChipHandle, probe: Probe, case: Case, seed:
     )
 
 
+class _ChipRun:
+    """One chip's cases and what became of them; drives its worker process when isolated."""
+
+    def __init__(self, handle: ChipHandle, work: list[tuple[Probe, Case]], options: SweepOptions):
+        self.handle = handle
+        self.work = work
+        self.options = options
+        self.outcomes: dict[int, Outcome] = {}
+        self.process = None
+        self.conn = None
+        self.current: Optional[int] = None
+        self.deadline = 0.0
+        self.heard_from = False  # whether the current worker has reported anything yet
+
+    def remaining(self) -> list[int]:
+        return [i for i in range(len(self.work)) if i not in self.outcomes]
+
+    def start_worker(self) -> bool:
+        """Start a worker for the remaining cases; False when nothing remains."""
+        todo = self.remaining()
+        if not todo:
+            return False
+        context = process_context()
+        parent_conn, child_conn = context.Pipe(duplex=False)
+        job = WorkerJob(
+            handle=self.handle,
+            items=[WorkItem(i, self.work[i][0].name, self.work[i][1]) for i in todo],
+            seed=self.options.seed,
+            repeats=self.options.repeats,
+            faults=list(self.options.faults),
+            reference_cache=self.options.reference_cache,
+            parent_pid=os.getpid(),
+            probe_settings={k: dict(v) for k, v in self.options.probe_settings.items()},
+        )
+        self.process = context.Process(target=worker_main, args=(job, child_conn), daemon=True, name=f"sdc-{self.handle.name}")
+        self.process.start()
+        child_conn.close()
+        self.conn = parent_conn
+        self.current = None
+        self.heard_from = False
+        self.deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        return True
+
+    def limit_s(self, index: int) -> float:
+        probe, case = self.work[index]
+        return max(self.options.case_timeout_s, probe.timeout_s(case) or 0.0)
+
+    def stop_worker(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+        if self.process is not None:
+            self.process.join(timeout=10)
+        if self.conn is not None:
+            self.conn.close()
+        self.process = self.conn = None
+
+
+def _failure_text(probe: Probe, case: Case, outcome: Outcome) -> str:
+    return f"{probe.name}/{case.name} {case.dtype}: {outcome.status} {outcome.message}".strip()
+
+
 def run_sweep(
     chips: Sequence[ChipHandle],
     probes: Sequence[Probe],
@@ -106,8 +217,11 @@ def run_sweep(
     seed: int = 0,
     repeats: int = 3,
     progress: Progress | None = None,
+    options: SweepOptions | None = None,
 ) -> SweepSummary:
     """Run every case of ``suite`` on every chip, sending records to ``sink`` as they come."""
+    if options is None:
+        options = SweepOptions(seed=seed, repeats=repeats)
     sweep = Sweep(
         sweep_id=new_id(),
         host=hostname(),
@@ -118,21 +232,118 @@ def run_sweep(
         pid=os.getpid(),
     )
     sink([handle.chip for handle in chips] + [sweep])
-    work = plan(probes, suite)
-    summaries = []
-    for handle in chips:
-        summary = ChipSummary(handle.name, handle.chip.chip_id)
+    configure({p.name: p for p in probes}, {k: dict(v) for k, v in options.probe_settings.items()})
+    runs = [_ChipRun(handle, chip_plan(probes, suite, handle, options), options) for handle in chips]
+    summaries: dict[str, ChipSummary] = {}
+
+    def finish(run: _ChipRun) -> None:
+        summary = ChipSummary(run.handle.name, run.handle.chip.chip_id)
         results: list[Record] = []
-        for probe, case in work:
-            if progress:
-                progress(handle, probe, case)
-            outcome = run_case(probe, case, handle, seed, repeats)
+        for index, (probe, case) in enumerate(run.work):
+            outcome = run.outcomes[index]
             summary.statuses[outcome.status] += 1
             if outcome.status in ("mismatch", "error", "timeout"):
-                summary.failures.append(f"{probe.name}/{case.name} {case.dtype}: {outcome.status} {outcome.message}".strip())
-            results.append(to_result(sweep.sweep_id, handle, probe, case, seed, outcome))
+                summary.failures.append(_failure_text(probe, case, outcome))
+            results.append(to_result(sweep.sweep_id, run.handle, probe, case, options.seed, outcome))
         sink(results)
-        summaries.append(summary)
+        summaries[run.handle.name] = summary
+
+    if options.isolate:
+        parallel = options.parallel if options.parallel is not None else all(h.device.type != "cpu" for h in chips)
+        _run_isolated(runs, parallel, progress, finish)
+    else:
+        _run_in_process(runs, progress, finish)
     final = replace(sweep, status="complete", finished_at=utcnow())
     sink([final])
-    return SweepSummary(final, summaries)
+    return SweepSummary(final, [summaries[h.name] for h in chips])
+
+
+def _run_in_process(runs: list[_ChipRun], progress: Progress | None, finish: Callable[[_ChipRun], None]) -> None:
+    if runs:
+        prepare_process(runs[0].options.reference_cache)
+    for run in runs:
+        injector = FaultInjector(run.handle.name, run.options.faults)
+        for index, (probe, case) in enumerate(run.work):
+            if progress:
+                progress(run.handle, probe.name, case, None)
+            outcome = run_case(probe, case, run.handle, run.options.seed, run.options.repeats, injector or None)
+            run.outcomes[index] = outcome
+            if progress:
+                progress(run.handle, probe.name, case, outcome)
+        finish(run)
+
+
+def _run_isolated(
+    runs: list[_ChipRun], parallel: bool, progress: Progress | None, finish: Callable[[_ChipRun], None]
+) -> None:
+    """Drive the chips' workers: at most one at a time unless ``parallel``; kill hung ones."""
+    waiting = deque(runs)
+    active: list[_ChipRun] = []
+
+    def record(run: _ChipRun, index: int, outcome: Outcome) -> None:
+        run.outcomes[index] = outcome
+        if progress:
+            probe, case = run.work[index]
+            progress(run.handle, probe.name, case, outcome)
+
+    def close(run: _ChipRun) -> None:
+        run.stop_worker()
+        active.remove(run)
+        finish(run)
+
+    def restart_or_close(run: _ChipRun) -> None:
+        run.stop_worker()
+        if not run.start_worker():
+            active.remove(run)
+            finish(run)
+
+    try:
+        while waiting or active:
+            while waiting and (parallel or not active):
+                run = waiting.popleft()
+                active.append(run)
+                if not run.start_worker():
+                    close(run)
+            if not active:
+                continue
+            now = time.monotonic()
+            timeout = max(0.0, min(run.deadline for run in active) - now)
+            ready = wait([run.conn for run in active], timeout=timeout)
+            for run in [r for r in active if r.conn in ready]:
+                try:
+                    message = run.conn.recv()
+                except (EOFError, OSError):
+                    code = run.process.exitcode if run.process is not None else None
+                    if run.current is not None:
+                        record(run, run.current, Outcome(status="error", message=f"worker process died (exit code {code})"))
+                    elif not run.heard_from:
+                        # Died before its first case: do not loop restarting a broken worker.
+                        for index in run.remaining():
+                            record(run, index, Outcome(status="error", message=f"worker process failed to start (exit code {code})"))
+                    restart_or_close(run)
+                    continue
+                run.heard_from = True
+                if message[0] == "start":
+                    run.current = message[1]
+                    if progress:
+                        probe, case = run.work[run.current]
+                        progress(run.handle, probe.name, case, None)
+                    run.deadline = time.monotonic() + run.limit_s(run.current)
+                elif message[0] == "done":
+                    record(run, message[1], message[2])
+                    run.current = None
+                    run.deadline = time.monotonic() + STARTUP_TIMEOUT_S
+                elif message[0] == "finished":
+                    close(run)
+            now = time.monotonic()
+            for run in [r for r in active if r.deadline <= now]:
+                if run.current is not None:
+                    limit = run.limit_s(run.current)
+                    record(run, run.current, Outcome(status="timeout", message=f"no result within {limit:.0f} s; worker killed"))
+                else:
+                    for index in run.remaining():
+                        record(run, index, Outcome(status="error", message="worker process did not start in time"))
+                restart_or_close(run)
+    finally:
+        for run in active:
+            run.stop_worker()

@@ -3,76 +3,167 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 
 import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from sdc.commands.context import AppContext, fail, handles_errors, pass_app
 from sdc.devices import DeviceError, discover, hostname
+from sdc.faults import FaultSpecError, parse_faults
 from sdc.store.sweeps import mark_abandoned_sweeps
-from sdc.sweep import run_sweep
+from sdc.sweep import SweepOptions, SweepSummary, chip_plan, run_sweep
+
+
+def _select_probes(names: str | None) -> list:
+    from probes.registry import all_probes
+
+    probes = all_probes()
+    if not names:
+        return list(probes.values())
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in probes]
+    if unknown:
+        fail(f"--probes: unknown probe(s) {', '.join(unknown)}; installed: {', '.join(probes)}")
+    return [probes[n] for n in wanted]
 
 
 @click.command("sweep")
 @click.option("--suite", default="quick", show_default=True, type=click.Choice(["quick", "standard", "burn"]))
 @click.option("--devices", help="Chips to probe, e.g. cuda:0,cuda:1 (default: all found). cpu:0,cpu:1 are virtual test chips.")
+@click.option("--probes", "probe_names", help="Only these probe families, e.g. gemm,memory (default: all installed).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for probe inputs; cohorts compare equal seeds.")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(1, 1000), help="Runs per case, compared bit for bit.")
+@click.option("--budget", type=click.FloatRange(min=0, min_open=True), help="Seconds per chip: run the probes that found most faults in this fleet first, then the widest coverage, until the time is used.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Seconds of sustained load per chip for --suite burn.")
+@click.option("--case-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="Watchdog: a case running longer is killed and recorded as timeout.")
+@click.option("--inject", multiple=True, help="Inject a fault for a drill, e.g. cpu:2:bitflip:rate=0.05 (repeatable; also SDC_INJECT).")
+@click.option("--db", "db_url", help="Database URL (same as the global --db).")
 @pass_app
 @handles_errors
-def sweep_command(app: AppContext, suite: str, devices: str | None, seed: int, repeats: int) -> None:
+def sweep_command(
+    app: AppContext,
+    suite: str,
+    devices: str | None,
+    probe_names: str | None,
+    seed: int,
+    repeats: int,
+    budget: float | None,
+    duration: float,
+    case_timeout: float,
+    inject: tuple[str, ...],
+    db_url: str | None,
+) -> None:
     """Probe this node's chips and store a sweep. Exit 0 healthy, 1 fault found, 2 error."""
-    from probes.registry import all_probes
-
+    if db_url:
+        app.db, app._settings = db_url, None
+    try:
+        faults = parse_faults(inject)
+    except FaultSpecError as exc:
+        fail(str(exc))
     try:
         chips = discover(devices)
     except DeviceError as exc:
         fail(str(exc))
+    probes = _select_probes(probe_names)
+    known = {c.name for c in chips}
+    stray = sorted({f.chip for f in faults} - known)
+    if stray:
+        fail(f"--inject names {', '.join(stray)}, which this sweep does not probe (chips: {', '.join(sorted(known))})")
+
     store = app.store()
     engine = store.engine()  # refuses a database that is not at schema head, before any work
     abandoned = mark_abandoned_sweeps(engine, hostname())
     if abandoned:
         app.err.print(f"marked {len(abandoned)} earlier sweep(s) on this host incomplete (their process had died)")
+    fault_counts, case_seconds = {}, {}
+    if budget is not None:
+        from sdc.store.history import case_seconds as measured, mismatch_counts
+
+        fault_counts, case_seconds = mismatch_counts(engine), measured(engine)
+    options = SweepOptions(
+        seed=seed,
+        repeats=repeats,
+        faults=faults,
+        case_timeout_s=case_timeout,
+        budget_s=budget,
+        fault_counts=fault_counts,
+        case_seconds=case_seconds,
+        reference_cache=str(app.settings.data_dir / "reference-cache"),
+        probe_settings={"burn": {"duration_s": duration}},
+    )
 
     deliveries = []
 
     def sink(records):
         deliveries.append(store.deliver(records))
 
-    summary = run_sweep(chips, list(all_probes().values()), suite, sink, seed=seed, repeats=repeats)
+    show_progress = not app.json_output and app.err.is_terminal
+    with _progress(app, show_progress) as bar:
+        callback = None
+        if bar is not None:
+            total = sum(len(chip_plan(probes, suite, c, options)) for c in chips)
+            task = bar.add_task("starting", total=total)
+
+            def callback(handle, probe_name, case, outcome):
+                bar.update(task, description=f"{handle.name} {probe_name}/{case.name} {case.dtype}")
+                if outcome is not None:
+                    bar.advance(task)
+
+        summary = run_sweep(chips, probes, suite, sink, seed=seed, repeats=repeats, progress=callback, options=options)
     spooled = sum(d.spooled for d in deliveries)
     if app.json_output:
-        app.emit_json(
-            {
-                "sweep_id": summary.sweep.sweep_id,
-                "status": summary.sweep.status,
-                "exit_code": int(summary.exit_code),
-                "chips": [
-                    {"name": c.name, "chip_id": c.chip_id, "statuses": dict(c.statuses), "failures": c.failures}
-                    for c in summary.chips
-                ],
-                "spooled": spooled,
-            }
-        )
+        app.emit_json(_as_json(summary, spooled))
     else:
-        table = Table(title=f"sweep {summary.sweep.sweep_id[:12]} ({suite}) on {summary.sweep.host}")
-        for column in ("chip", "chip id", "ok", "mismatch", "error", "timeout", "skipped", "verdict"):
-            table.add_column(column)
-        for c in summary.chips:
-            verdict = {0: "[green]healthy[/]", 1: "[red]FAULT[/]", 2: "[yellow]unknown[/]"}[int(c.exit_code)]
-            table.add_row(
-                c.name, c.chip_id, *(str(c.statuses[s]) for s in ("ok", "mismatch", "error", "timeout", "skipped")), verdict
-            )
-        app.out.print(table)
-        for c in summary.chips:
-            for failure in c.failures:
-                app.out.print(f"  {c.name}: {failure}")
+        _print_table(app, summary, suite)
         if spooled:
             last = next(d for d in reversed(deliveries) if d.spooled)
             app.err.print(f"[yellow]{last.message}[/]")
         else:
             app.out.print(f"stored in {app.store().url.split('://')[0]} database: {_where(app)}")
     sys.exit(int(summary.exit_code))
+
+
+def _progress(app: AppContext, enabled: bool):
+    if not enabled:
+        return nullcontext(None)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=app.err,
+        transient=True,
+    )
+
+
+def _as_json(summary: SweepSummary, spooled: int) -> dict:
+    return {
+        "sweep_id": summary.sweep.sweep_id,
+        "status": summary.sweep.status,
+        "exit_code": int(summary.exit_code),
+        "chips": [
+            {"name": c.name, "chip_id": c.chip_id, "statuses": dict(c.statuses), "failures": c.failures}
+            for c in summary.chips
+        ],
+        "spooled": spooled,
+    }
+
+
+def _print_table(app: AppContext, summary: SweepSummary, suite: str) -> None:
+    table = Table(title=f"sweep {summary.sweep.sweep_id[:12]} ({suite}) on {summary.sweep.host}")
+    for column in ("chip", "chip id", "ok", "mismatch", "error", "timeout", "skipped", "verdict"):
+        table.add_column(column)
+    for c in summary.chips:
+        verdict = {0: "[green]healthy[/]", 1: "[red]FAULT[/]", 2: "[yellow]unknown[/]"}[int(c.exit_code)]
+        table.add_row(c.name, c.chip_id, *(str(c.statuses[s]) for s in ("ok", "mismatch", "error", "timeout", "skipped")), verdict)
+    app.out.print(table)
+    for c in summary.chips:
+        for failure in c.failures:
+            app.out.print(f"  {c.name}: {failure}")
 
 
 def _where(app: AppContext) -> str:
