@@ -33,7 +33,8 @@ class AnalysisConfig:
     slow_min_effect: float = 0.05
     slow_high_effect: float = 0.08
     node_gap: float = 0.05
-    chip_scale_floor: float = 0.005
+    # Floor of the spread of chips' robust z-scores among chips of a model (z units).
+    chip_scale_floor: float = 0.25
     # Drift (CUSUM on the chip's own per-sweep throughput): slack and alarm level (log units).
     drift_slack: float = 0.015
     drift_alarm: float = 0.08
@@ -57,9 +58,15 @@ class AnalysisConfig:
             if f is None:
                 raise ConfigError(f"config: unknown key '{key}' in [analysis]; known keys: {', '.join(sorted(known))}")
             default = f.default
-            if isinstance(default, bool) or not isinstance(value, (type(default), int) if isinstance(default, float) else type(default)):
+            if isinstance(default, str):
+                ok = isinstance(value, str) and value.strip() != ""
+            elif isinstance(default, float):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            if not ok:
                 raise ConfigError(f"config: [analysis] {key} must be a {type(default).__name__}, got {value!r}")
-            if isinstance(default, (int, float)) and not isinstance(default, bool) and value < 0:
+            if not isinstance(default, str) and value < 0:
                 raise ConfigError(f"config: [analysis] {key} must not be negative, got {value!r}")
             values[key] = type(default)(value)
         for key in ("fdr", "breaker_share", "nondeterministic_cohort_share"):

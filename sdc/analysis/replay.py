@@ -92,7 +92,6 @@ def _deadlines(fleet: SimulatedFleet) -> dict[int, tuple[str, int | None]]:
 def summarize(results: list[ReplayResult]) -> dict[str, object]:
     """Figures over many seeds: false quarantines per 10,000 chips per 30 sweeps, detection rates."""
     chip_sweeps = sum(r.chips * r.sweeps for r in results)
-    planted = {c for r in results for c in r.deadlines}
     healthy_chip_sweeps = chip_sweeps - sum(r.sweeps * len(r.deadlines) for r in results)
     false_q = sum(r.false_quarantines() for r in results)
     false_f = sum(r.false_flags() for r in results)
@@ -102,7 +101,7 @@ def summarize(results: list[ReplayResult]) -> dict[str, object]:
         "false_quarantines_per_10k_chips_per_30_sweeps": false_q / max(healthy_chip_sweeps, 1) * 10_000 * 30,
         "false_suspects": false_f,
         "breaker_trips": sum(r.breaker_trips for r in results),
-        "planted": len(planted),
+        "planted": sum(len(r.deadlines) for r in results),
     }
     for kind in DEADLINES:
         found = sum(r.detections(kind)[0] for r in results)

@@ -36,6 +36,10 @@ def find_slow(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
     n_cohorts = int(cohort.max()) + 1
     centre = grouped_median(cohort, x, n_cohorts)
     dev = x - centre[cohort]
+    # Cohort spread: MAD, floored at mad_floor (log units ~ share of the median) so a very
+    # tight cohort does not turn a 1% wobble into a many-sigma event.
+    spread = np.maximum(1.4826 * grouped_median(cohort, np.abs(dev), n_cohorts), cfg.mad_floor)
+    z_row = dev / spread[cohort]
     chip = ev.chip[rows]
 
     # Per chip and sweep: the median deviation, placed in a chips × sweeps matrix (time order).
@@ -44,6 +48,7 @@ def find_slow(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
     pair_chip = (pairs // ev.sweep_ids.shape[0]).astype(np.int64)
     pair_time = ev.sweep_time[pairs % ev.sweep_ids.shape[0]]
     pair_dev = grouped_median(pair_of_row, dev, pairs.size)
+    pair_z = grouped_median(pair_of_row, z_row, pairs.size)
     order = np.lexsort((pair_time, pair_chip))
     counts = np.bincount(pair_chip, minlength=n_chips)
     starts = np.r_[0, np.cumsum(counts)[:-1]]
@@ -68,11 +73,14 @@ def find_slow(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
     n_window = np.bincount(w_chip, minlength=n_chips)
     tested = n_window > 0
 
-    # Robust z of the chip's effect among chips of its model.
+    # Robust z of the chip among chips of its model, on its least slow window sweep's median
+    # per-result z (each result scaled by its cohort's spread).
+    effect_z = np.full(n_chips, -np.inf)
+    np.maximum.at(effect_z, pair_chip[w_pairs], pair_z[w_pairs])
     z = np.full(n_chips, np.nan)
     for model in np.unique(ev.chip_model[tested]):
         members = tested & (ev.chip_model == model)
-        e = effect[members]
+        e = effect_z[members]
         c = np.median(e)
         s = max(1.4826 * np.median(np.abs(e - c)), cfg.chip_scale_floor)
         z[members] = (e - c) / s
@@ -103,7 +111,7 @@ def find_slow(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
     cusum = np.zeros(n_chips)
     if can_drift.any():
         cusum[can_drift] = lower_cusum(series[can_drift], baseline[can_drift], cfg.drift_slack)
-    drop = 1.0 - np.exp(np.nan_to_num(effect - baseline, nan=0.0))
+    drop = 1.0 - np.exp(np.nan_to_num(median_effect - baseline, nan=0.0))
     drifting = can_drift & (cusum > cfg.drift_alarm) & (drop >= cfg.slow_min_effect)
 
     chosen = np.flatnonzero(slow | drifting)

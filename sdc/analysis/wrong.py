@@ -131,22 +131,25 @@ def _test_against_background(
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Exact binomial test of each chip's (aged) count against the fleet rate, BH across chips.
 
-    The background is the pooled rate of the chips not already flagged, re-estimated once
-    without the chips the first pass flags, so a few bad chips do not raise the bar for the
-    others; it never goes below ``floor``.
+    Each chip is tested against the pooled rate of the *other* chips (leave-one-out, so a chip
+    cannot raise its own bar), re-estimated once without the chips the first pass flags so a
+    few bad chips do not raise it for the rest; never below ``floor``. Returns p-values, the
+    flagged mask and the fleet rate.
     """
     tested = n > 0
-    keep = tested & ~exclude
-    p0 = max(floor, float(k[keep].sum() / max(n[keep].sum(), 1e-12)))
-    p_value = binomial_sf(k, n, p0)
     flagged = np.zeros(k.shape, dtype=bool)
-    flagged[tested] = benjamini_hochberg(p_value[tested], fdr)
-    keep2 = keep & ~flagged
-    p0 = max(floor, float(k[keep2].sum() / max(n[keep2].sum(), 1e-12)))
-    p_value = binomial_sf(k, n, p0)
-    flagged[:] = False
-    flagged[tested] = benjamini_hochberg(p_value[tested], fdr)
-    return p_value, flagged, p0
+    p_value = np.ones(k.shape)
+    rate = floor
+    for _ in range(2):
+        pool = tested & ~exclude & ~flagged
+        big_k, big_n = float(k[pool].sum()), float(n[pool].sum())
+        own_k, own_n = np.where(pool, k, 0.0), np.where(pool, n, 0.0)
+        p0 = np.maximum(floor, (big_k - own_k) / np.maximum(big_n - own_n, 1e-12))
+        p_value = binomial_sf(k, n, p0)
+        flagged = np.zeros(k.shape, dtype=bool)
+        flagged[tested] = benjamini_hochberg(p_value[tested], fdr)
+        rate = max(floor, big_k / max(big_n, 1e-12))
+    return p_value, flagged, rate
 
 
 def _units_text(units: list[str], limit: int = 4) -> str:
