@@ -10,6 +10,7 @@ import logging
 import click
 
 import sdc
+from sdc.commands.analysis_commands import analyze_command, quarantine_group, simulate_command, status_command
 from sdc.commands.context import AppContext
 from sdc.commands.store_commands import db_group, export_command, flush_command, ingest_command
 from sdc.commands.sweep_command import sweep_command
@@ -28,7 +29,7 @@ def cli(ctx: click.Context, db: str | None, config_path: str | None, json_output
     ctx.obj = AppContext(db=db, config=config_path, json_output=json_output)
 
 
-for command in (db_group, ingest_command, export_command, flush_command, sweep_command):
+for command in (db_group, ingest_command, export_command, flush_command, sweep_command, analyze_command, quarantine_group, status_command, simulate_command):
     cli.add_command(command)
 
 

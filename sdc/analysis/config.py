@@ -1,0 +1,76 @@
+"""Thresholds of the analysis and the quarantine policy: the ``[analysis]`` table of the config file.
+
+Every key is optional; the defaults below are the documented ones (README, "Analysis and
+quarantine"). Unknown keys and wrong types are refused with a message naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from sdc.config import ConfigError
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    # False-discovery rate across chips (Benjamini–Hochberg), per kind of test.
+    fdr: float = 0.001
+    # Fleet background rates are estimated from the data but never taken below these floors.
+    wrong_background_floor: float = 1e-6
+    nondeterminism_background_floor: float = 1e-6
+    # A cohort majority needs at least this many chips agreeing (besides the chip judged).
+    majority_min_chips: int = 2
+    # A cohort where more than this share of chips shows repeat disagreement runs a kernel
+    # that is not deterministic there: its repeats are not evidence against any chip.
+    nondeterministic_cohort_share: float = 0.5
+    # Ageing: evidence weight halves every half_life_days; older than max_age_days is not loaded.
+    half_life_days: float = 30.0
+    max_age_days: float = 90.0
+    # Slow: per-result spread floor (share of the median), recent window, effect thresholds.
+    mad_floor: float = 0.02
+    slow_window_sweeps: int = 3
+    slow_min_effect: float = 0.05
+    slow_high_effect: float = 0.08
+    node_gap: float = 0.05
+    # Floor of the spread of chips' robust z-scores among chips of a model (z units).
+    chip_scale_floor: float = 0.25
+    # Drift (CUSUM on the chip's own per-sweep throughput): slack and alarm level (log units).
+    drift_slack: float = 0.015
+    drift_alarm: float = 0.08
+    drift_min_history: int = 4
+    # Inconsistent from training jobs: a chip blamed in this many disagreements with different
+    # partners (or once with a persistent diagnosis) is inconsistent.
+    job_min_incidents: int = 2
+    job_min_partners: int = 2
+    # Quarantine policy.
+    breaker_share: float = 0.05
+    breaker_window_hours: float = 24.0
+    probation_sweeps: int = 3
+    actor: str = "sdc-analysis"
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> "AnalysisConfig":
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in section.items():
+            f = known.get(key)
+            if f is None:
+                raise ConfigError(f"config: unknown key '{key}' in [analysis]; known keys: {', '.join(sorted(known))}")
+            default = f.default
+            if isinstance(default, str):
+                ok = isinstance(value, str) and value.strip() != ""
+            elif isinstance(default, float):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            if not ok:
+                raise ConfigError(f"config: [analysis] {key} must be a {type(default).__name__}, got {value!r}")
+            if not isinstance(default, str) and value < 0:
+                raise ConfigError(f"config: [analysis] {key} must not be negative, got {value!r}")
+            values[key] = type(default)(value)
+        for key in ("fdr", "breaker_share", "nondeterministic_cohort_share"):
+            v = values.get(key, getattr(cls, key))
+            if not 0 < v <= 1:
+                raise ConfigError(f"config: [analysis] {key} must be in (0, 1], got {v!r}")
+        return cls(**values)

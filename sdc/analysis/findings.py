@@ -1,0 +1,63 @@
+"""``Finding``: what one analysis concluded about one chip, before it becomes a ``Verdict``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+
+@dataclass
+class Finding:
+    """Evidence against one chip from one analysis (wrong, slow or inconsistent).
+
+    ``rows`` index the Evidence results behind it; ``event_ids`` name job events.
+    """
+
+    chip: int
+    kind: str
+    severity: str
+    k: int
+    n: int
+    summary: str
+    statistic: float | None = None
+    p_value: float | None = None
+    score: float | None = None
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    event_ids: list[str] = field(default_factory=list)
+    first_seen: float | None = None
+    last_seen: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def age_weights(times: np.ndarray, now: float, half_life_days: float) -> np.ndarray:
+    """Weight of each observation: 1 now, halving every ``half_life_days``."""
+    if half_life_days <= 0:
+        return np.ones_like(times)
+    age_days = np.maximum(0.0, now - times) / 86_400.0
+    return np.exp2(-age_days / half_life_days)
+
+
+def per_chip_sum(chip: np.ndarray, weights: np.ndarray, n_chips: int) -> np.ndarray:
+    return np.bincount(chip, weights=weights, minlength=n_chips)
+
+
+def first_last(chip: np.ndarray, times: np.ndarray, n_chips: int) -> tuple[np.ndarray, np.ndarray]:
+    first = np.full(n_chips, np.inf)
+    last = np.full(n_chips, -np.inf)
+    np.minimum.at(first, chip, times)
+    np.maximum.at(last, chip, times)
+    return first, last
+
+
+def rows_by_chip(chip_of_row: np.ndarray, rows: np.ndarray, wanted: np.ndarray) -> dict[int, np.ndarray]:
+    """``rows`` grouped by chip, for the chips in ``wanted`` only (one sort, not one scan each)."""
+    keep = np.isin(chip_of_row, wanted)
+    chips, rows = chip_of_row[keep], rows[keep]
+    order = np.argsort(chips, kind="stable")
+    chips, rows = chips[order], rows[order]
+    bounds = np.flatnonzero(np.r_[True, chips[1:] != chips[:-1], True]) if chips.size else np.zeros(1, np.int64)
+    return {int(chips[a]): rows[a:b] for a, b in zip(bounds[:-1], bounds[1:])}

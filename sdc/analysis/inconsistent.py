@@ -1,0 +1,160 @@
+"""Inconsistent chips: a deterministic kernel that gives different answers when repeated on one
+chip, and chips that keep disagreeing with their replicas in training jobs.
+
+Nondeterminism: a result whose repeats gave more than one digest. Counted per chip (aged) and
+tested against the fleet background with an exact binomial tail and BH across chips. A cohort
+where most chips disagree with themselves runs a kernel that is not deterministic there, and
+is left out rather than blamed on every chip.
+
+Replica disagreements (``job_events`` with a mismatch kind): the chip blamed is the one named
+in ``details["suspects"]`` (chip ids, or ranks of the same job), else the event's own chip;
+its partners are the other chips of the same job and step. A chip blamed in
+``job_min_incidents`` disagreements with at least ``job_min_partners`` different partners, or
+once with diagnosis ``persistent`` (reproduced on replay), is inconsistent. A single
+transient disagreement is recorded as low severity and changes no state.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from sdc.analysis.config import AnalysisConfig
+from sdc.analysis.evidence import Evidence, JobEvidence
+from sdc.analysis.findings import Finding, age_weights, first_last, per_chip_sum, rows_by_chip
+from sdc.analysis.stats import unique_sorted
+from sdc.analysis.wrong import _test_against_background
+
+BLAMING = ("persistent", "transient", "unattributed")
+
+
+def find_nondeterministic(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
+    rows = np.flatnonzero(ev.evidence_mask() & (ev.repeats >= 2))
+    if rows.size == 0:
+        return []
+    chip = ev.chip[rows]
+    nd = ev.distinct[rows] > 1
+    # Share of chips per cohort that ever disagreed with themselves.
+    cohort = ev.cohort[rows].astype(np.int64)
+    n_cohorts = int(cohort.max()) + 1
+    n_chip = int(ev.n_chips)
+    pairs = unique_sorted(cohort * n_chip + chip)
+    chips_per_cohort = np.bincount(pairs // n_chip, minlength=n_cohorts)
+    nd_pairs = unique_sorted(cohort[nd] * n_chip + chip[nd])
+    nd_per_cohort = np.bincount(nd_pairs // n_chip, minlength=n_cohorts)
+    natural = (nd_per_cohort >= 2) & (nd_per_cohort > cfg.nondeterministic_cohort_share * chips_per_cohort)
+    keep = ~natural[cohort]
+    rows, chip, nd = rows[keep], chip[keep], nd[keep]
+    if rows.size == 0:
+        return []
+
+    times = ev.sweep_time[ev.sweep[rows]]
+    w = age_weights(times, now, cfg.half_life_days)
+    n = per_chip_sum(chip, w, n_chip)
+    k = per_chip_sum(chip, w * nd, n_chip)
+    k_raw = np.bincount(chip[nd], minlength=n_chip)
+    n_raw = np.bincount(chip, minlength=n_chip)
+    p_value, flagged, p0 = _test_against_background(k, n, np.zeros(n_chip, bool), cfg.nondeterminism_background_floor, cfg.fdr)
+    chosen = np.flatnonzero(flagged)
+    by_chip = rows_by_chip(chip[nd], rows[nd], chosen)
+    first, last = first_last(chip[nd], times[nd], n_chip) if nd.any() else (None, None)
+    findings = []
+    for c in chosen:
+        chip_rows = by_chip.get(int(c), np.zeros(0, np.int64))
+        units = sorted({ev.cohort_labels[i] for i in unique_sorted(ev.cohort[chip_rows])})
+        findings.append(
+            Finding(
+                chip=int(c),
+                kind="inconsistent",
+                severity="high",
+                k=int(k_raw[c]),
+                n=int(n_raw[c]),
+                summary=(
+                    f"is not deterministic: {int(k_raw[c])} of {int(n_raw[c])} results gave different digests "
+                    f"on repeats (fleet background {p0:.2g}), on {', '.join(units[:4])}"
+                ),
+                statistic=float(k[c]),
+                p_value=float(p_value[c]),
+                rows=chip_rows,
+                first_seen=float(first[c]),
+                last_seen=float(last[c]),
+                details={"source": "repeats", "units": units, "background_rate": p0, "aged_k": float(k[c]), "aged_n": float(n[c])},
+            )
+        )
+    return findings
+
+
+def find_replica_disagreements(
+    jobs: JobEvidence, chip_index: dict[str, int], cfg: AnalysisConfig
+) -> tuple[list[Finding], dict[str, int]]:
+    """Findings from training-job disagreements; also returns chips not yet in the fleet table.
+
+    ``chip_index`` maps chip ids to codes; chips seen only in jobs are appended to it.
+    """
+    incidents: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for i, (kind, diagnosis) in enumerate(zip(jobs.kind, jobs.diagnosis)):
+        if kind.endswith("mismatch") and diagnosis in BLAMING:
+            incidents[(jobs.job_id[i], jobs.step[i])].append(i)
+    rank_chip: dict[tuple[str, int], str] = {}
+    for i, chip in enumerate(jobs.chip_id):
+        if chip:
+            rank_chip[(jobs.job_id[i], jobs.rank[i])] = chip
+
+    blamed: dict[str, dict] = defaultdict(lambda: {"incidents": set(), "partners": set(), "jobs": set(), "events": [], "times": [], "persistent": False})
+    for (job, step), members in incidents.items():
+        suspects: set[str] = set()
+        involved: set[str] = set()
+        for i in members:
+            if jobs.chip_id[i]:
+                involved.add(jobs.chip_id[i])
+            for s in jobs.details[i].get("suspects", []) or []:
+                chip = rank_chip.get((job, s)) if isinstance(s, int) else s
+                if chip:
+                    suspects.add(chip)
+            for p in jobs.details[i].get("partners", []) or []:
+                chip = rank_chip.get((job, p)) if isinstance(p, int) else p
+                if chip:
+                    involved.add(chip)
+        if not suspects:
+            suspects = {jobs.chip_id[i] for i in members if jobs.chip_id[i] and jobs.diagnosis[i] != "unattributed"}
+        for chip in suspects:
+            entry = blamed[chip]
+            entry["incidents"].add((job, step))
+            entry["jobs"].add(job)
+            entry["partners"].update(involved - suspects)
+            for i in members:
+                if jobs.chip_id[i] == chip or not jobs.chip_id[i]:
+                    entry["events"].append(jobs.event_id[i])
+                    entry["times"].append(jobs.time[i])
+                    entry["persistent"] |= jobs.diagnosis[i] == "persistent"
+                elif jobs.chip_id[i] != chip and chip in (jobs.details[i].get("suspects") or []):
+                    entry["events"].append(jobs.event_id[i])
+                    entry["times"].append(jobs.time[i])
+
+    findings = []
+    for chip, entry in sorted(blamed.items()):
+        n_inc, n_partners = len(entry["incidents"]), len(entry["partners"])
+        recurring = n_inc >= cfg.job_min_incidents and n_partners >= cfg.job_min_partners
+        severity = "high" if (recurring or entry["persistent"]) else "low"
+        code = chip_index.setdefault(chip, len(chip_index))
+        why = (
+            "reproduced on replay" if entry["persistent"] else f"with {n_partners} different partner chip(s) in {len(entry['jobs'])} job(s)"
+        )
+        times = entry["times"] or [0.0]
+        findings.append(
+            Finding(
+                chip=code,
+                kind="inconsistent",
+                severity=severity,
+                k=n_inc,
+                n=n_inc,
+                summary=f"disagreed with its replicas in training {n_inc} time(s), {why}",
+                score=float(n_partners),
+                event_ids=sorted(set(entry["events"])),
+                first_seen=min(times),
+                last_seen=max(times),
+                details={"source": "jobs", "incidents": n_inc, "partners": sorted(entry["partners"])[:20], "jobs": sorted(entry["jobs"])[:20], "persistent": entry["persistent"]},
+            )
+        )
+    return findings, chip_index

@@ -1,0 +1,144 @@
+"""From the store to verdicts and quarantine transitions: what ``sdc analyze`` and the agent run.
+
+The only module of the analysis that touches the database or the clock: it loads evidence
+as columns, runs the pure analyses, applies the pure quarantine policy and stores what they
+return (verdicts and transitions; nothing on a dry run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from sdc.analysis.config import AnalysisConfig
+from sdc.analysis.evidence import Evidence
+from sdc.analysis.findings import Finding
+from sdc.analysis.ledger import analyze, to_verdicts
+from sdc.config import Settings
+from sdc.exitcodes import ExitCode
+from sdc.quarantine import QUARANTINED, SUSPECT, ChipHistory, apply_policy, recent_quarantine_count
+from sdc.records import QuarantineEvent, Verdict, new_id, utcnow
+
+
+@dataclass
+class AnalysisReport:
+    """What one analysis found and did."""
+
+    analysis_id: str
+    created_at: datetime
+    verdicts: list[Verdict] = field(default_factory=list)
+    transitions: list[QuarantineEvent] = field(default_factory=list)
+    breaker_tripped: bool = False
+    breaker_message: str = ""
+    dry_run: bool = False
+    chips: int = 0
+    results: int = 0
+    job_events: int = 0
+    states: dict[str, str] = field(default_factory=dict)  # after this analysis
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """1 if a chip became suspect or quarantined, 2 if only the breaker spoke, else 0."""
+        if any(e.to_state in (SUSPECT, QUARANTINED) for e in self.transitions):
+            return ExitCode.FAULT
+        if self.breaker_tripped:
+            return ExitCode.UNKNOWN
+        return ExitCode.HEALTHY
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "analysis_id": self.analysis_id,
+            "created_at": self.created_at.isoformat(),
+            "dry_run": self.dry_run,
+            "chips": self.chips,
+            "results": self.results,
+            "job_events": self.job_events,
+            "breaker_tripped": self.breaker_tripped,
+            "breaker_message": self.breaker_message,
+            "verdicts": [v.to_json_dict() for v in self.verdicts],
+            "transitions": [e.to_json_dict() for e in self.transitions],
+            "exit_code": int(self.exit_code),
+        }
+
+
+def analyze_store(store, settings: Settings, since: datetime | None = None, dry_run: bool = False) -> AnalysisReport:
+    """Load evidence, analyse it, store verdicts and apply the quarantine policy.
+
+    Args:
+        store: an ``sdc.store.Store``.
+        settings: thresholds come from its ``[analysis]`` table.
+        since: only evidence observed at or after this time (default: ``max_age_days`` ago).
+        dry_run: compute and return everything, store nothing.
+    """
+    from sdc.store.evidence import fleet_size, load_evidence, load_job_events, quarantine_events
+
+    cfg = AnalysisConfig.from_section(settings.section("analysis"))
+    now = utcnow()
+    if since is None and cfg.max_age_days > 0:
+        since = now - timedelta(days=cfg.max_age_days)
+    engine = store.engine()
+    ev = load_evidence(engine, since)
+    jobs = load_job_events(engine, since)
+    findings, chip_ids = analyze(ev, cfg, now.timestamp(), jobs)
+    _explain_slow(engine, ev, findings)
+    report = AnalysisReport(analysis_id=new_id(), created_at=now, dry_run=dry_run, chips=ev.n_chips, results=ev.n_results, job_events=len(jobs))
+    report.verdicts = to_verdicts(findings, chip_ids, ev.result_id, report.analysis_id, now)
+
+    history_events = quarantine_events(engine)
+    states: dict[str, str] = {}
+    since_at: dict[str, datetime] = {}
+    for e in history_events:
+        states[e.chip_id] = e.to_state
+        since_at[e.chip_id] = e.at
+    history = {chip: ChipHistory(at, sweeps) for chip, at, sweeps in _sweeps_since(ev, since_at)}
+    outcome = apply_policy(
+        states, report.verdicts, max(fleet_size(engine), ev.n_chips), recent_quarantine_count(history_events, now, cfg), now, cfg, history
+    )
+    report.transitions = outcome.events
+    report.breaker_tripped = outcome.breaker_tripped
+    report.breaker_message = outcome.message
+    for e in outcome.events:
+        states[e.chip_id] = e.to_state
+    report.states = states
+    if not dry_run and (report.verdicts or report.transitions):
+        store.deliver([*report.verdicts, *report.transitions])
+    return report
+
+
+def _sweeps_since(ev: Evidence, since_at: dict[str, datetime]):
+    """For each chip with a state: how many complete sweeps tested it after its last transition."""
+    if not since_at or ev.n_results == 0:
+        for chip, at in since_at.items():
+            yield chip, at, 0
+        return
+    index = {c: i for i, c in enumerate(ev.chip_ids)}
+    cutoff = np.full(ev.n_chips, np.inf)
+    for chip, at in since_at.items():
+        if chip in index:
+            cutoff[index[chip]] = at.timestamp()
+    n_sweeps = ev.sweep_ids.shape[0]
+    pairs = np.unique(ev.chip.astype(np.int64) * n_sweeps + ev.sweep)
+    pair_chip = pairs // n_sweeps
+    later = ev.sweep_time[pairs % n_sweeps] > cutoff[pair_chip]
+    counts = np.bincount(pair_chip[later], minlength=ev.n_chips)
+    for chip, at in since_at.items():
+        code = index.get(chip)
+        yield chip, at, 0 if code is None else int(counts[code])
+
+
+def _explain_slow(engine, ev: Evidence, findings: list[Finding]) -> None:
+    """Show recorded throttle reasons as the likely cause of slowness (never to hide a chip)."""
+    from sdc.store.evidence import throttle_reasons
+
+    for f in findings:
+        if f.kind != "slow" or f.rows.size == 0:
+            continue
+        ids = [r.decode() if isinstance(r, bytes) else str(r) for r in ev.result_id[f.rows[:500]]]
+        reasons = throttle_reasons(engine, ids)
+        if reasons:
+            top = ", ".join(f"{reason} ({count} of {len(ids)} slow results)" for reason, count in reasons.most_common(3))
+            f.details["throttle_reasons"] = dict(reasons)
+            f.summary += f"; likely cause: throttling recorded: {top}"

@@ -1,0 +1,112 @@
+"""Replay a simulated fleet sweep by sweep through the analysis and the quarantine policy.
+
+After each round of sweeps the whole evidence so far is analysed (as ``sdc analyze`` would be
+run by the agent) and the policy applied; the replay notes when each chip was first flagged
+(suspect or quarantined) and first quarantined, and scores that against the planted faults.
+Used by the quality tests and ``benchmarks/bench_quality.py``. No database: pure and fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from sdc.analysis.config import AnalysisConfig
+from sdc.analysis.ledger import analyze, to_verdicts
+from sdc.quarantine import QUARANTINED, SUSPECT, ChipHistory, apply_policy, recent_quarantine_count
+from sdc.simulate import SimulatedFleet
+
+# Complete sweeps after onset within which each planted fault must be quarantined (the issue's
+# targets); "degrading" has no target and is reported only.
+DEADLINES = {"persistent": 1, "intermittent": 10, "slow": 3, "nondeterministic": 3, "degrading": 10}
+
+
+@dataclass
+class ReplayResult:
+    chips: int
+    sweeps: int
+    flagged_at: dict[int, int] = field(default_factory=dict)  # chip -> round first suspect/quarantined
+    quarantined_at: dict[int, int] = field(default_factory=dict)
+    breaker_trips: int = 0
+    # Per planted chip: (kind, deadline round or None when the run ends before it).
+    deadlines: dict[int, tuple[str, int | None]] = field(default_factory=dict)
+
+    def false_quarantines(self) -> int:
+        return sum(1 for c in self.quarantined_at if c not in self.deadlines)
+
+    def false_flags(self) -> int:
+        return sum(1 for c in self.flagged_at if c not in self.deadlines)
+
+    def detections(self, kind: str, quarantine: bool = True) -> tuple[int, int]:
+        """(found in time, judged) for planted chips of ``kind`` whose deadline fell inside the run."""
+        when = self.quarantined_at if quarantine else self.flagged_at
+        judged = [(c, d) for c, (k, d) in self.deadlines.items() if k == kind and d is not None]
+        found = sum(1 for c, d in judged if c in when and when[c] <= d)
+        return found, len(judged)
+
+
+def replay(fleet: SimulatedFleet, cfg: AnalysisConfig | None = None) -> ReplayResult:
+    cfg = cfg or AnalysisConfig()
+    s = fleet.spec
+    result = ReplayResult(chips=s.chips, sweeps=s.sweeps)
+    result.deadlines = _deadlines(fleet)
+    states: dict[str, str] = {}
+    since: dict[str, tuple[datetime, int]] = {}
+    events = []
+    for t in range(s.sweeps):
+        ev = fleet.evidence(upto_round=t)
+        now_ts = fleet.round_time(t)
+        now = datetime.fromtimestamp(now_ts, tz=timezone.utc)
+        findings, chip_ids = analyze(ev, cfg, now_ts)
+        verdicts = to_verdicts(findings, chip_ids, ev.result_id, f"replay-{t}", now)
+        history = {c: ChipHistory(at, t - r) for c, (at, r) in since.items()}
+        outcome = apply_policy(states, verdicts, s.chips, recent_quarantine_count(events, now, cfg), now, cfg, history)
+        result.breaker_trips += outcome.breaker_tripped
+        for e in outcome.events:
+            states[e.chip_id] = e.to_state
+            since[e.chip_id] = (e.at, t)
+            events.append(e)
+            code = int(e.chip_id.rsplit("-", 1)[1])
+            if e.to_state in (SUSPECT, QUARANTINED):
+                result.flagged_at.setdefault(code, t)
+            if e.to_state == QUARANTINED:
+                result.quarantined_at.setdefault(code, t)
+    return result
+
+
+def _deadlines(fleet: SimulatedFleet) -> dict[int, tuple[str, int | None]]:
+    """Round by which each planted chip must be caught: its host's Nth complete sweep from onset."""
+    s = fleet.spec
+    out: dict[int, tuple[str, int | None]] = {}
+    for chip, fault in fleet.faults.items():
+        host = fleet.chip_host[chip]
+        rounds = np.flatnonzero(fleet.sweep_complete[fleet.sweep_host == host])
+        after = rounds[rounds >= fault.onset]
+        need = DEADLINES[fault.kind]
+        out[chip] = (fault.kind, int(after[need - 1]) if after.size >= need else None)
+    return out
+
+
+def summarize(results: list[ReplayResult]) -> dict[str, object]:
+    """Figures over many seeds: false quarantines per 10,000 chips per 30 sweeps, detection rates."""
+    chip_sweeps = sum(r.chips * r.sweeps for r in results)
+    healthy_chip_sweeps = chip_sweeps - sum(r.sweeps * len(r.deadlines) for r in results)
+    false_q = sum(r.false_quarantines() for r in results)
+    false_f = sum(r.false_flags() for r in results)
+    out: dict[str, object] = {
+        "seeds": len(results),
+        "false_quarantines": false_q,
+        "false_quarantines_per_10k_chips_per_30_sweeps": false_q / max(healthy_chip_sweeps, 1) * 10_000 * 30,
+        "false_suspects": false_f,
+        "breaker_trips": sum(r.breaker_trips for r in results),
+        "planted": sum(len(r.deadlines) for r in results),
+    }
+    for kind in DEADLINES:
+        found = sum(r.detections(kind)[0] for r in results)
+        judged = sum(r.detections(kind)[1] for r in results)
+        flagged = sum(r.detections(kind, quarantine=False)[0] for r in results)
+        out[kind] = {"quarantined_in_time": found, "flagged_in_time": flagged, "judged": judged,
+                     "rate": found / judged if judged else float("nan")}
+    return out

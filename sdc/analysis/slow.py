@@ -1,0 +1,173 @@
+"""Slow chips: throughput well below peers running the same case, or sinking below the chip's own past.
+
+Per cohort (probe, version, case, chip model, stack) the centre is the median log throughput
+and the spread its MAD, floored at a few per cent so a tight cohort does not turn noise into
+alarms. Over the chip's most recent sweeps its effect is the median deviation (robust to
+heavy-tailed timing noise and noisy neighbours). A chip is slow when all of these hold:
+
+- the effect is at least ``slow_min_effect`` slower than the cohort median (practical size);
+- its robust z-score among chips of its model is significant (BH across chips);
+- a one-sided stratified Mann–Whitney rank test against its peers agrees (BH across chips).
+
+Severity is high (quarantine) when the effect reaches ``slow_high_effect`` and the chip is also
+slower than the best chip of its own node by ``node_gap`` — a whole node running slow is the
+node's problem (cooling, a noisy neighbour), not one chip's. A one-sided CUSUM of the chip's
+per-sweep throughput against its own earlier baseline catches gradual degradation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats as sps
+
+from sdc.analysis.config import AnalysisConfig
+from sdc.analysis.evidence import Evidence
+from sdc.analysis.findings import Finding, first_last, rows_by_chip
+from sdc.analysis.stats import benjamini_hochberg, grouped_median, grouped_rank, lower_cusum, unique_inverse
+
+
+def find_slow(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
+    rows = np.flatnonzero(ev.evidence_mask() & (ev.throughput > 0))
+    if rows.size == 0:
+        return []
+    n_chips = ev.n_chips
+    x = np.log(ev.throughput[rows])
+    cohort = ev.slow_cohort[rows]
+    n_cohorts = int(cohort.max()) + 1
+    centre = grouped_median(cohort, x, n_cohorts)
+    dev = x - centre[cohort]
+    # Cohort spread: MAD, floored at mad_floor (log units ~ share of the median) so a very
+    # tight cohort does not turn a 1% wobble into a many-sigma event.
+    spread = np.maximum(1.4826 * grouped_median(cohort, np.abs(dev), n_cohorts), cfg.mad_floor)
+    z_row = dev / spread[cohort]
+    chip = ev.chip[rows]
+
+    # Per chip and sweep: the median deviation, placed in a chips × sweeps matrix (time order).
+    pair_key = chip.astype(np.int64) * ev.sweep_ids.shape[0] + ev.sweep[rows]
+    pairs, pair_of_row, _ = unique_inverse(pair_key)
+    pair_chip = (pairs // ev.sweep_ids.shape[0]).astype(np.int64)
+    pair_time = ev.sweep_time[pairs % ev.sweep_ids.shape[0]]
+    pair_dev = grouped_median(pair_of_row, dev, pairs.size)
+    pair_z = grouped_median(pair_of_row, z_row, pairs.size)
+    order = np.lexsort((pair_time, pair_chip))
+    counts = np.bincount(pair_chip, minlength=n_chips)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    slot = np.empty(pairs.size, dtype=np.int64)
+    slot[order] = np.arange(pairs.size) - np.repeat(starts, counts)
+    width = int(counts.max())
+    series = np.full((n_chips, width), np.nan)
+    series[pair_chip, slot] = pair_dev
+
+    # The recent window: each chip's last slow_window_sweeps sweeps.
+    from_end = counts[pair_chip] - slot  # 1 = the chip's latest sweep
+    in_window = (from_end <= cfg.slow_window_sweeps)[pair_of_row]
+    w_rows, w_chip, w_dev = rows[in_window], chip[in_window], dev[in_window]
+    # The effect is the chip's *least* slow sweep in the window (log ratio to the cohort
+    # median): a slow chip is slow every time, a healthy chip that throttled in one or two
+    # sweeps is not, and neither is one hit by a noisy neighbour now and then.
+    w_pairs = np.flatnonzero(from_end <= cfg.slow_window_sweeps)
+    effect = np.full(n_chips, -np.inf)
+    np.maximum.at(effect, pair_chip[w_pairs], pair_dev[w_pairs])
+    effect[~np.isfinite(effect)] = np.nan
+    median_effect = grouped_median(w_chip, w_dev, n_chips)
+    n_window = np.bincount(w_chip, minlength=n_chips)
+    tested = n_window > 0
+
+    # Robust z of the chip among chips of its model, on its least slow window sweep's median
+    # per-result z (each result scaled by its cohort's spread).
+    effect_z = np.full(n_chips, -np.inf)
+    np.maximum.at(effect_z, pair_chip[w_pairs], pair_z[w_pairs])
+    z = np.full(n_chips, np.nan)
+    for model in np.unique(ev.chip_model[tested]):
+        members = tested & (ev.chip_model == model)
+        e = effect_z[members]
+        c = np.median(e)
+        s = max(1.4826 * np.median(np.abs(e - c)), cfg.chip_scale_floor)
+        z[members] = (e - c) / s
+    p_z = np.where(tested, sps.norm.cdf(np.nan_to_num(z, nan=0.0)), 1.0)
+
+    # Stratified Mann–Whitney: mid-rank percentile of each window result inside its cohort.
+    u, _ = grouped_rank(ev.slow_cohort[w_rows].astype(np.int64), w_dev)
+    mean_u = np.bincount(w_chip, weights=u, minlength=n_chips) / np.maximum(n_window, 1)
+    z_mw = (mean_u - 0.5) / np.sqrt(1.0 / (12.0 * np.maximum(n_window, 1)))
+    p_mw = np.where(tested, sps.norm.cdf(z_mw), 1.0)
+
+    sig_z = np.zeros(n_chips, bool)
+    sig_mw = np.zeros(n_chips, bool)
+    sig_z[tested] = benjamini_hochberg(p_z[tested], cfg.fdr)
+    sig_mw[tested] = benjamini_hochberg(p_mw[tested], cfg.fdr)
+
+    slowdown = 1.0 - np.exp(np.nan_to_num(effect, nan=0.0))  # 0.1 = 10% slower than peers
+    gap, has_peer = _node_gap(ev, effect, tested)
+    slow = tested & (slowdown >= cfg.slow_min_effect) & sig_z & sig_mw
+
+    # Drift: CUSUM of per-sweep deviation below the chip's baseline before the window.
+    history = counts - cfg.slow_window_sweeps
+    can_drift = history >= cfg.drift_min_history
+    baseline = np.full(n_chips, np.nan)
+    if can_drift.any():
+        early = np.where(np.arange(width)[None, :] < history[:, None], series, np.nan)
+        baseline[can_drift] = np.nanmedian(early[can_drift], axis=1)
+    cusum = np.zeros(n_chips)
+    if can_drift.any():
+        cusum[can_drift] = lower_cusum(series[can_drift], baseline[can_drift], cfg.drift_slack)
+    drop = 1.0 - np.exp(np.nan_to_num(median_effect - baseline, nan=0.0))
+    drifting = can_drift & (cusum > cfg.drift_alarm) & (drop >= cfg.slow_min_effect)
+
+    chosen = np.flatnonzero(slow | drifting)
+    slow_rows = w_dev < np.log1p(-cfg.slow_min_effect)
+    by_chip = rows_by_chip(w_chip[slow_rows], w_rows[slow_rows], chosen)
+    first, last = first_last(w_chip, ev.sweep_time[ev.sweep[w_rows]], n_chips)
+    findings = []
+    for c in chosen:
+        node_ok = (not has_peer[c]) or gap[c] >= cfg.node_gap
+        high = slow[c] and slowdown[c] >= cfg.slow_high_effect and node_ok
+        why = []
+        if slow[c]:
+            why.append(f"at least {slowdown[c]:.1%} slower than the median of its peers in each of its last {cfg.slow_window_sweeps} sweeps")
+        if drifting[c]:
+            why.append(f"{drop[c]:.1%} below its own earlier throughput (CUSUM {cusum[c]:.3f})")
+        if has_peer[c]:
+            why.append(f"{1 - np.exp(-gap[c]):.1%} slower than the best chip on its node")
+        chip_rows = by_chip.get(int(c), np.zeros(0, np.int64))
+        findings.append(
+            Finding(
+                chip=int(c),
+                kind="slow",
+                severity="high" if high else "medium",
+                k=int(chip_rows.size),
+                n=int(n_window[c]),
+                summary="runs slow: " + "; ".join(why),
+                statistic=float(z[c]),
+                p_value=float(max(p_z[c], p_mw[c])) if slow[c] else None,
+                score=float(slowdown[c]),
+                rows=chip_rows,
+                first_seen=float(first[c]),
+                last_seen=float(last[c]),
+                details={
+                    "slowdown": float(slowdown[c]),
+                    "median_slowdown": float(1 - np.exp(median_effect[c])),
+                    "robust_z": float(z[c]),
+                    "mann_whitney_z": float(z_mw[c]),
+                    "node_gap": float(1 - np.exp(-gap[c])) if has_peer[c] else None,
+                    "drift_cusum": float(cusum[c]),
+                    "drift_drop": float(drop[c]) if can_drift[c] else None,
+                    "window_sweeps": cfg.slow_window_sweeps,
+                },
+            )
+        )
+    return findings
+
+
+def _node_gap(ev: Evidence, effect: np.ndarray, tested: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How far (log units) each chip is below the best chip of the same model on its host."""
+    n_models = int(ev.chip_model.max()) + 1 if ev.n_chips else 1
+    group = ev.chip_host.astype(np.int64) * n_models + ev.chip_model
+    groups, inverse, _ = unique_inverse(group)
+    e = np.where(tested, effect, -np.inf)
+    best = np.full(groups.size, -np.inf)
+    np.maximum.at(best, inverse, e)
+    members = np.bincount(inverse, weights=tested.astype(float), minlength=groups.size)
+    has_peer = tested & (members[inverse] >= 2)
+    gap = np.where(has_peer, best[inverse] - np.nan_to_num(effect, nan=0.0), 0.0)
+    return gap, has_peer

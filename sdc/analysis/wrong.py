@@ -1,0 +1,157 @@
+"""Wrong chips: outputs that disagree with the cohort majority or break the fp64 error bound.
+
+Inside a cohort (same probe, version, case, seed, chip model, software stack) a deterministic
+kernel gives bit-identical digests on every healthy chip, so the digest most chips agree on
+is the answer and a chip with another digest is wrong — even if its own repeats agree. Per
+chip, wrong results are counted over all its complete sweeps (aged) and tested against the
+fleet's background rate with an exact binomial tail, Benjamini–Hochberg across chips. A wrong
+result that the chip's own repeats reproduce is strong evidence on its own: it is not a
+transient upset but a broken unit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sdc.analysis.config import AnalysisConfig
+from sdc.analysis.evidence import MISMATCH, NO_DIGEST, Evidence
+from sdc.analysis.findings import Finding, age_weights, first_last, per_chip_sum, rows_by_chip
+from sdc.analysis.stats import benjamini_hochberg, binomial_sf, unique_inverse, unique_sorted
+
+
+def cohort_majority(ev: Evidence, rows: np.ndarray, min_chips: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per result in ``rows``: the cohort's majority digest and whether it is usable.
+
+    Votes are by chip, not by result, so a chip seen in many sweeps does not outvote the
+    fleet. A majority is usable when it holds more than half of the cohort's chips and at
+    least ``min_chips`` chips other than the one being judged.
+    """
+    cohort = ev.cohort[rows].astype(np.int64)
+    digest = ev.digest[rows].astype(np.int64)
+    chip = ev.chip[rows].astype(np.int64)
+    n_digest = int(digest.max()) + 2 if digest.size else 1
+    n_chip = int(chip.max()) + 1 if chip.size else 1
+    has = digest != NO_DIGEST
+    # One vote per (cohort, digest, chip).
+    votes = unique_sorted((cohort[has] * n_digest + (digest[has] + 1)) * n_chip + chip[has])
+    pair = votes // n_chip
+    pairs, _, support = unique_inverse(pair)
+    pair_cohort = pairs // n_digest
+    pair_digest = pairs % n_digest - 1
+    n_cohorts = int(cohort.max()) + 1 if cohort.size else 0
+    cohort_chips = np.bincount(unique_sorted(votes // n_chip // n_digest * n_chip + votes % n_chip) // n_chip, minlength=n_cohorts)
+    # Highest support per cohort (ties: no majority, since neither exceeds half).
+    order = np.lexsort((support, pair_cohort))
+    last = np.r_[pair_cohort[order][1:] != pair_cohort[order][:-1], True]
+    best = order[last]
+    majority = np.full(n_cohorts, NO_DIGEST, dtype=np.int64)
+    majority_support = np.zeros(n_cohorts, dtype=np.int64)
+    majority[pair_cohort[best]] = pair_digest[best]
+    majority_support[pair_cohort[best]] = support[best]
+    usable_cohort = 2 * majority_support > cohort_chips
+    result_majority = majority[cohort]
+    agrees = digest == result_majority
+    others = majority_support[cohort] - agrees.astype(np.int64)
+    usable = usable_cohort[cohort] & (others >= min_chips)
+    return result_majority, usable
+
+
+def find_wrong(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
+    """Findings for chips whose outputs are wrong more often than the fleet's background."""
+    rows = np.flatnonzero(ev.evidence_mask())
+    if rows.size == 0:
+        return []
+    majority, usable = cohort_majority(ev, rows, cfg.majority_min_chips)
+    digest = ev.digest[rows]
+    has_digest = digest != NO_DIGEST
+    minority = usable & has_digest & (digest != majority)
+    # An fp64-bound mismatch whose repeats agree (distinct == 1) is a wrong answer; one the
+    # cohort majority shares is the probe's bound, not the chip.
+    bound = (ev.status[rows] == MISMATCH) & (ev.distinct[rows] <= 1) & ~(usable & (digest == majority))
+    wrong = minority | bound
+    confirmed = wrong & (ev.repeats[rows] >= 2) & (ev.distinct[rows] == 1)
+
+    n_chips = ev.n_chips
+    chip = ev.chip[rows]
+    times = ev.sweep_time[ev.sweep[rows]]
+    w = age_weights(times, now, cfg.half_life_days)
+    n = per_chip_sum(chip, w, n_chips)
+    k = per_chip_sum(chip, w * wrong, n_chips)
+    k_raw = np.bincount(chip[wrong], minlength=n_chips)
+    n_raw = np.bincount(chip, minlength=n_chips)
+    strong = np.bincount(chip[confirmed], minlength=n_chips) > 0
+
+    p_value, flagged, p0 = _test_against_background(k, n, strong, cfg.wrong_background_floor, cfg.fdr)
+    first, last = first_last(chip[wrong], times[wrong], n_chips) if wrong.any() else (None, None)
+    findings = []
+    chosen = np.flatnonzero(flagged | strong)
+    by_chip = rows_by_chip(chip[wrong], rows[wrong], chosen)
+    n_confirmed_all = np.bincount(chip[confirmed], minlength=n_chips)
+    n_minority = np.bincount(chip[minority], minlength=n_chips)
+    n_bound = np.bincount(chip[bound], minlength=n_chips)
+    for c in chosen:
+        chip_rows = by_chip.get(int(c), np.zeros(0, np.int64))
+        n_confirmed = int(n_confirmed_all[c])
+        severity = "critical" if strong[c] else "high"
+        units = sorted({ev.cohort_labels[i] for i in unique_sorted(ev.cohort[chip_rows])})
+        how = (
+            f"{n_confirmed} wrong result(s) reproduced by the chip's own repeats"
+            if strong[c]
+            else f"{int(k_raw[c])} of {int(n_raw[c])} results wrong against a fleet background of {p0:.2g}"
+        )
+        findings.append(
+            Finding(
+                chip=int(c),
+                kind="wrong",
+                severity=severity,
+                k=int(k_raw[c]),
+                n=int(n_raw[c]),
+                summary=f"computes wrong results: {how}, on {_units_text(units)}",
+                statistic=float(k[c]),
+                p_value=float(p_value[c]),
+                rows=chip_rows,
+                first_seen=float(first[c]),
+                last_seen=float(last[c]),
+                details={
+                    "units": units,
+                    "confirmed_by_repeats": n_confirmed,
+                    "against_majority": int(n_minority[c]),
+                    "against_fp64": int(n_bound[c]),
+                    "background_rate": p0,
+                    "aged_k": float(k[c]),
+                    "aged_n": float(n[c]),
+                },
+            )
+        )
+    return findings
+
+
+def _test_against_background(
+    k: np.ndarray, n: np.ndarray, exclude: np.ndarray, floor: float, fdr: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Exact binomial test of each chip's (aged) count against the fleet rate, BH across chips.
+
+    Each chip is tested against the pooled rate of the *other* chips (leave-one-out, so a chip
+    cannot raise its own bar), re-estimated once without the chips the first pass flags so a
+    few bad chips do not raise it for the rest; never below ``floor``. Returns p-values, the
+    flagged mask and the fleet rate.
+    """
+    tested = n > 0
+    flagged = np.zeros(k.shape, dtype=bool)
+    p_value = np.ones(k.shape)
+    rate = floor
+    for _ in range(2):
+        pool = tested & ~exclude & ~flagged
+        big_k, big_n = float(k[pool].sum()), float(n[pool].sum())
+        own_k, own_n = np.where(pool, k, 0.0), np.where(pool, n, 0.0)
+        p0 = np.maximum(floor, (big_k - own_k) / np.maximum(big_n - own_n, 1e-12))
+        p_value = binomial_sf(k, n, p0)
+        flagged = np.zeros(k.shape, dtype=bool)
+        flagged[tested] = benjamini_hochberg(p_value[tested], fdr)
+        rate = max(floor, big_k / max(big_n, 1e-12))
+    return p_value, flagged, rate
+
+
+def _units_text(units: list[str], limit: int = 4) -> str:
+    shown = ", ".join(units[:limit])
+    return shown + (f" and {len(units) - limit} more" if len(units) > limit else "")

@@ -1,0 +1,236 @@
+"""``sdc analyze``, ``sdc quarantine ...``, ``sdc status`` and ``sdc simulate``: thin wrappers that
+parse, call ``sdc.analysis.pipeline`` / ``sdc.quarantine`` / ``sdc.simulate``, print, exit."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+
+import click
+
+from sdc.commands.context import AppContext, fail, handles_errors, pass_app
+from sdc.exitcodes import ExitCode
+from sdc.records import parse_time, utcnow
+
+SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
+
+
+def _since(value: str | None, command: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        fail(f"{command}: --since {value!r} is not an ISO 8601 time such as 2026-11-01 or 2026-11-01T12:00Z")
+    return None
+
+
+@click.command("analyze")
+@click.option("--since", help="Only evidence observed at or after this ISO 8601 time (default: [analysis] max_age_days ago).")
+@click.option("--dry-run", is_flag=True, help="Show what would change; store nothing.")
+@pass_app
+@handles_errors
+def analyze_command(app: AppContext, since: str | None, dry_run: bool) -> None:
+    """Analyse the stored evidence, store verdicts and apply the quarantine policy.
+
+    Exits 1 if any chip became suspect or quarantined, 0 otherwise (2 on errors, or when the
+    circuit breaker held quarantines back and nothing else changed).
+    """
+    from sdc.analysis.pipeline import analyze_store
+    from sdc.config import ConfigError
+
+    since_at = _since(since, "analyze")
+    try:
+        report = analyze_store(app.store(), app.settings, since_at, dry_run)
+    except ConfigError as exc:
+        fail(str(exc))
+        return
+    if app.json_output:
+        app.emit_json(report.to_json_dict())
+        sys.exit(int(report.exit_code))
+    out, err = app.out, app.err
+    prefix = "[bold]DRY RUN[/bold] (nothing stored): " if dry_run else ""
+    out.print(f"{prefix}analysed {report.results:,} probe results of {report.chips:,} chips and {report.job_events:,} job events")
+    if report.breaker_tripped:
+        err.print(f"[bold red]{report.breaker_message}[/bold red]")
+    if not report.verdicts:
+        out.print("no verdicts: every chip is consistent with its peers")
+    for v in report.verdicts:
+        out.print(f"[{SEVERITY_STYLE[v.severity]}]{v.severity:8s}[/] {v.kind:12s} {v.chip_id}  k={v.k}/{v.n}  {v.summary}")
+    verb = "would move" if dry_run else "moved"
+    for e in report.transitions:
+        out.print(f"{verb} {e.chip_id}: {e.from_state} -> [bold]{e.to_state}[/bold] ({e.reason[:160]})")
+    if not report.transitions:
+        out.print("no quarantine state changes")
+    sys.exit(int(report.exit_code))
+
+
+@click.group("quarantine")
+def quarantine_group() -> None:
+    """List, show, release and retire chips held by the quarantine policy."""
+
+
+@quarantine_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--all", "show_all", is_flag=True, help="Also chips back to healthy.")
+@pass_app
+@handles_errors
+def quarantine_list(app: AppContext, as_json: bool, show_all: bool) -> None:
+    """Chips that are suspect, quarantined, released (on probation) or retired."""
+    from sdc.store.evidence import quarantine_events
+
+    latest = {}
+    for e in quarantine_events(app.store().engine()):
+        latest[e.chip_id] = e
+    rows = [e for e in latest.values() if show_all or e.to_state != "healthy"]
+    rows.sort(key=lambda e: ("quarantined suspect released retired healthy".split().index(e.to_state), e.chip_id))
+    if as_json or app.json_output:
+        app.emit_json([
+            {"chip_id": e.chip_id, "state": e.to_state, "since": e.at.isoformat(), "actor": e.actor, "reason": e.reason, "verdict_id": e.verdict_id}
+            for e in rows
+        ])
+        return
+    if not rows:
+        click.echo("no chip is suspect, quarantined, released or retired")
+        return
+    for e in rows:
+        app.out.print(f"{e.chip_id}  [bold]{e.to_state:11s}[/bold] since {e.at:%Y-%m-%d %H:%M}Z by {e.actor}: {e.reason[:160]}")
+
+
+@quarantine_group.command("show")
+@click.argument("chip")
+@pass_app
+@handles_errors
+def quarantine_show(app: AppContext, chip: str) -> None:
+    """A chip's state, its full transition history and its latest verdicts."""
+    from sqlalchemy import select
+
+    from sdc.store.evidence import quarantine_events
+    from sdc.store.models import VerdictRow
+
+    engine = app.store().engine()
+    events = quarantine_events(engine, chip)
+    table = VerdictRow.__table__
+    with engine.connect() as connection:
+        verdicts = connection.execute(
+            select(table.c.created_at, table.c.kind, table.c.severity, table.c.k, table.c.n, table.c.summary)
+            .where(table.c.chip_id == chip).order_by(table.c.created_at.desc()).limit(10)
+        ).all()
+    state = events[-1].to_state if events else "healthy"
+    if app.json_output:
+        app.emit_json({"chip_id": chip, "state": state, "history": [e.to_json_dict() for e in events],
+                       "verdicts": [dict(r._mapping) for r in verdicts]})
+        return
+    app.out.print(f"{chip}: [bold]{state}[/bold]")
+    for e in events:
+        app.out.print(f"  {e.at:%Y-%m-%d %H:%M}Z {e.from_state} -> {e.to_state} by {e.actor}: {e.reason[:200]}")
+    if verdicts:
+        app.out.print("latest verdicts:")
+    for r in verdicts:
+        app.out.print(f"  {r.created_at:%Y-%m-%d %H:%M}Z {r.severity} {r.kind} k={r.k}/{r.n}: {r.summary[:200]}")
+    if not events and not verdicts:
+        app.out.print("  no transitions and no verdicts recorded for this chip")
+
+
+def _manual(app: AppContext, chip: str, by: str, reason: str, action) -> None:
+    from sdc.quarantine import QuarantineError
+    from sdc.store.reader import chip_states
+
+    store = app.store()
+    try:
+        event = action(chip_states(store.engine()), chip, by, reason, utcnow())
+    except QuarantineError as exc:
+        fail(str(exc))
+        return
+    delivery = store.deliver([event])
+    click.echo(f"{chip}: {event.from_state} -> {event.to_state} by {by}" + ("" if delivery.stored else f" ({delivery.message})"))
+
+
+@quarantine_group.command("release")
+@click.argument("chip")
+@click.option("--by", required=True, help="Who releases the chip (kept in its history).")
+@click.option("--reason", required=True, help="Why (kept in its history).")
+@pass_app
+@handles_errors
+def quarantine_release(app: AppContext, chip: str, by: str, reason: str) -> None:
+    """Release CHIP: it goes on probation and is re-tested first in later sweeps."""
+    from sdc.quarantine import release
+
+    _manual(app, chip, by, reason, release)
+
+
+@quarantine_group.command("retire")
+@click.argument("chip")
+@click.option("--by", required=True, help="Who retires the chip.")
+@click.option("--reason", required=True, help="Why.")
+@pass_app
+@handles_errors
+def quarantine_retire(app: AppContext, chip: str, by: str, reason: str) -> None:
+    """Retire CHIP for good (its history stays)."""
+    from sdc.quarantine import retire
+
+    _manual(app, chip, by, reason, retire)
+
+
+@click.command("status")
+@pass_app
+@handles_errors
+def status_command(app: AppContext) -> None:
+    """Fleet summary: chips by state, sweeps, evidence, the latest analysis. Exits 1 if any chip is suspect or quarantined."""
+    from sqlalchemy import func, select
+
+    from sdc.store.models import ChipRow, ProbeResultRow, SweepRow, VerdictRow
+    from sdc.store.reader import chip_states
+
+    engine = app.store().engine()
+    states = chip_states(engine)
+    with engine.connect() as connection:
+        chips = connection.execute(select(func.count()).select_from(ChipRow.__table__)).scalar_one()
+        sweeps = dict(connection.execute(select(SweepRow.status, func.count()).group_by(SweepRow.status)).all())
+        last_sweep = connection.execute(select(func.max(SweepRow.started_at))).scalar_one()
+        results = connection.execute(select(func.count()).select_from(ProbeResultRow.__table__)).scalar_one()
+        last = connection.execute(select(VerdictRow.analysis_id, VerdictRow.created_at).order_by(VerdictRow.created_at.desc()).limit(1)).first()
+    counts = {s: 0 for s in ("healthy", "suspect", "quarantined", "released", "retired")}
+    for s in states.values():
+        counts[s] += 1
+    counts["healthy"] = chips - sum(v for k, v in counts.items() if k != "healthy")
+    summary = {"chips": chips, "states": counts, "sweeps": sweeps, "last_sweep": last_sweep.isoformat() if last_sweep else None,
+               "probe_results": results, "last_verdict_at": last.created_at.isoformat() if last else None}
+    code = ExitCode.FAULT if counts["suspect"] or counts["quarantined"] else ExitCode.HEALTHY
+    if app.json_output:
+        app.emit_json(summary)
+    else:
+        app.out.print(f"fleet: {chips:,} chips — " + ", ".join(f"{v:,} {k}" for k, v in counts.items()))
+        app.out.print(f"sweeps: " + (", ".join(f"{v:,} {k}" for k, v in sorted(sweeps.items())) or "none") +
+                      (f"; last started {last_sweep:%Y-%m-%d %H:%M}Z" if last_sweep else ""))
+        app.out.print(f"evidence: {results:,} probe results; last verdict " + (f"{last.created_at:%Y-%m-%d %H:%M}Z" if last else "never (run 'sdc analyze')"))
+    sys.exit(int(code))
+
+
+@click.command("simulate")
+@click.option("--chips", type=click.IntRange(2, 1_000_000), default=64, show_default=True)
+@click.option("--chips-per-host", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--sweeps", type=click.IntRange(1, 10_000), default=5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--faults", default="", help="Planted faults, e.g. 'persistent=1,slow=2' (kinds: persistent, intermittent, slow, degrading, nondeterministic).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True), help="JSON lines for 'sdc ingest'.")
+@click.option("--truth", type=click.Path(dir_okay=False, writable=True), help="Ground-truth JSON file (planted faults per chip).")
+@click.option("--onset", type=int, default=None, help="Faults start at a random sweep up to this one (default: half the sweeps).")
+def simulate_command(chips, chips_per_host, sweeps, seed, faults, output, truth, onset) -> None:
+    """Write a synthetic fleet with planted faults as JSON lines (its last sweep ends about now)."""
+    from sdc.simulate import FleetSpec, SimulatedFleet, parse_faults
+
+    try:
+        planted = parse_faults(faults)
+    except ValueError as exc:
+        fail(f"simulate: --faults: {exc}")
+        return
+    if sum(planted.values()) > chips:
+        fail(f"simulate: {sum(planted.values())} planted faults but only {chips} chips")
+    fleet = SimulatedFleet(FleetSpec(chips=chips, chips_per_host=chips_per_host, sweeps=sweeps, faults=planted, onset_max=onset), seed=seed)
+    shift = utcnow().timestamp() - 3600 - float(fleet.sweep_time.max())
+    count = fleet.write_jsonl(output, time_shift=shift)
+    if truth:
+        fleet.write_truth(truth)
+    click.echo(f"wrote {count:,} records ({chips} chips, {sweeps} sweeps, {sum(planted.values())} planted faults) to {output}"
+               + (f"; ground truth in {truth}" if truth else ""))

@@ -1,0 +1,170 @@
+"""Quarantine: the state machine that turns verdicts into transitions, with a circuit breaker.
+
+States: healthy → suspect → quarantined → released | retired. Every transition is an
+append-only ``QuarantineEvent`` (actor, reason, time, the verdict behind it); the current
+state of a chip is the ``to_state`` of its latest event. Pure: callers pass states, verdicts
+and the time, and store the events that come back.
+
+Policy (automatic, actor ``sdc-analysis``):
+
+- healthy: a high or critical verdict quarantines; a medium verdict makes the chip suspect;
+  low verdicts are recorded only.
+- suspect: a high or critical verdict, or a medium one resting wholly on evidence gathered
+  after the suspicion, quarantines; a newer complete sweep with no verdict clears it back to healthy.
+- released (probation, re-tested first): any medium or worse verdict quarantines again;
+  ``probation_sweeps`` clean sweeps return it to healthy.
+- quarantined and retired chips change only by hand (``release``, ``retire``).
+
+The circuit breaker refuses to quarantine more than ``breaker_share`` of the fleet (at least
+one chip) within ``breaker_window_hours``: a mass "failure" is far more likely a bad probe,
+stack or analysis than many chips dying at once. When it trips, none of this run's new
+quarantines happen; those chips become suspect instead, and the outcome says so loudly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Mapping, Sequence
+
+from sdc.analysis.config import AnalysisConfig
+from sdc.analysis.findings import SEVERITY_RANK
+from sdc.records import QuarantineEvent, Verdict, new_id
+
+HEALTHY, SUSPECT, QUARANTINED, RELEASED, RETIRED = "healthy", "suspect", "quarantined", "released", "retired"
+
+
+class QuarantineError(ValueError):
+    """A manual transition that is not allowed; the message says why and what to do."""
+
+
+@dataclass
+class PolicyOutcome:
+    events: list[QuarantineEvent] = field(default_factory=list)
+    breaker_tripped: bool = False
+    refused: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ChipHistory:
+    """What the policy needs to know about a chip besides its state."""
+
+    state_since: datetime | None = None  # time of its latest transition
+    sweeps_since: int = 0  # complete sweeps with evidence for the chip after state_since
+
+
+def apply_policy(
+    states: Mapping[str, str],
+    verdicts: Sequence[Verdict],
+    fleet_size: int,
+    recent_quarantines: int,
+    now: datetime,
+    cfg: AnalysisConfig,
+    history: Mapping[str, ChipHistory] | None = None,
+) -> PolicyOutcome:
+    """Transitions implied by this analysis's verdicts, after the circuit breaker."""
+    history = history or {}
+    worst: dict[str, Verdict] = {}
+    for v in verdicts:
+        held = worst.get(v.chip_id)
+        if held is None or SEVERITY_RANK[v.severity] > SEVERITY_RANK[held.severity]:
+            worst[v.chip_id] = v
+
+    proposed: list[tuple[str, str, str, Verdict | None, str]] = []  # chip, from, to, verdict, reason
+    for chip, v in sorted(worst.items()):
+        state = states.get(chip, HEALTHY)
+        rank = SEVERITY_RANK[v.severity]
+        h = history.get(chip, ChipHistory())
+        reason = f"{v.kind} ({v.severity}): {v.summary}"
+        if state == HEALTHY:
+            if rank >= SEVERITY_RANK["high"]:
+                proposed.append((chip, state, QUARANTINED, v, reason))
+            elif rank == SEVERITY_RANK["medium"]:
+                proposed.append((chip, state, SUSPECT, v, reason))
+        elif state == SUSPECT:
+            # Only evidence gathered wholly after the suspicion confirms it (slow windows overlap).
+            newer = h.state_since is None or (v.first_seen is not None and v.first_seen > h.state_since)
+            if rank >= SEVERITY_RANK["high"] or (rank == SEVERITY_RANK["medium"] and newer):
+                proposed.append((chip, state, QUARANTINED, v, "confirmed on newer evidence: " + reason))
+        elif state == RELEASED and rank >= SEVERITY_RANK["medium"]:
+            proposed.append((chip, state, QUARANTINED, v, "failed probation: " + reason))
+
+    for chip, state in sorted(states.items()):
+        if chip in worst:
+            continue
+        h = history.get(chip, ChipHistory())
+        if state == SUSPECT and h.sweeps_since >= 1:
+            proposed.append((chip, state, HEALTHY, None, f"cleared: no verdict over {h.sweeps_since} newer sweep(s)"))
+        elif state == RELEASED and h.sweeps_since >= cfg.probation_sweeps:
+            proposed.append((chip, state, HEALTHY, None, f"probation passed: {h.sweeps_since} clean sweeps since release"))
+
+    outcome = PolicyOutcome()
+    allowance = max(1, math.floor(cfg.breaker_share * fleet_size)) - recent_quarantines
+    new_quarantines = [p for p in proposed if p[2] == QUARANTINED]
+    if len(new_quarantines) > max(allowance, 0):
+        outcome.breaker_tripped = True
+        outcome.refused = [p[0] for p in new_quarantines]
+        outcome.message = (
+            f"CIRCUIT BREAKER TRIPPED: this analysis would quarantine {len(new_quarantines)} chips on top of "
+            f"{recent_quarantines} in the last {cfg.breaker_window_hours:g} h, more than {cfg.breaker_share:.0%} of "
+            f"the {fleet_size}-chip fleet. No chip was quarantined; they are marked suspect. Check for a bad probe, "
+            f"stack or data before quarantining by hand, or raise [analysis] breaker_share."
+        )
+    for chip, frm, to, v, reason in proposed:
+        details: dict = {}
+        if outcome.breaker_tripped and to == QUARANTINED:
+            if frm == SUSPECT:
+                continue
+            to, reason = SUSPECT, "circuit breaker held back quarantine: " + reason
+            details["breaker"] = True
+            if frm == to:
+                continue
+        if v is not None:
+            details.update({"kind": v.kind, "severity": v.severity})
+        outcome.events.append(_event(chip, frm, to, cfg.actor, reason, now, v.verdict_id if v else None, details))
+    return outcome
+
+
+def release(states: Mapping[str, str], chip: str, by: str, reason: str, now: datetime) -> QuarantineEvent:
+    """Hand a quarantined (or suspect) chip back; it goes on probation and is re-tested first."""
+    _require_actor(by, reason, "release")
+    state = states.get(chip, HEALTHY)
+    if state not in (QUARANTINED, SUSPECT):
+        raise QuarantineError(f"release: {chip} is {state}, not quarantined or suspect; nothing to release")
+    return _event(chip, state, RELEASED, by, reason, now, None, {"manual": True})
+
+
+def retire(states: Mapping[str, str], chip: str, by: str, reason: str, now: datetime) -> QuarantineEvent:
+    """Take a chip out of service for good (it stays in the history)."""
+    _require_actor(by, reason, "retire")
+    state = states.get(chip, HEALTHY)
+    if state == RETIRED:
+        raise QuarantineError(f"retire: {chip} is already retired")
+    return _event(chip, state, RETIRED, by, reason, now, None, {"manual": True})
+
+
+def probation_chips(states: Mapping[str, str]) -> list[str]:
+    """Chips on probation (released): sweeps should test these first."""
+    return sorted(chip for chip, state in states.items() if state == RELEASED)
+
+
+def recent_quarantine_count(events: Sequence[QuarantineEvent], now: datetime, cfg: AnalysisConfig) -> int:
+    """Automatic quarantines inside the breaker window (manual ones are the operator's call)."""
+    since = now - timedelta(hours=cfg.breaker_window_hours)
+    return sum(1 for e in events if e.to_state == QUARANTINED and e.actor == cfg.actor and e.at >= since)
+
+
+def _require_actor(by: str, reason: str, what: str) -> None:
+    if not (by or "").strip():
+        raise QuarantineError(f"{what}: say who you are with --by NAME")
+    if not (reason or "").strip():
+        raise QuarantineError(f"{what}: give a reason with --reason TEXT (it is kept in the chip's history)")
+
+
+def _event(chip, frm, to, actor, reason, at, verdict_id, details) -> QuarantineEvent:
+    return QuarantineEvent(
+        event_id=new_id(), chip_id=chip, from_state=frm, to_state=to, actor=actor, reason=reason[:2000],
+        at=at, verdict_id=verdict_id, details=details,
+    )

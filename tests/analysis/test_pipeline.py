@@ -1,0 +1,94 @@
+"""From the store to verdicts and quarantine events, on SQLite and PostgreSQL."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from sdc.analysis.pipeline import analyze_store
+from sdc.config import ConfigError, Settings
+from sdc.exitcodes import ExitCode
+from sdc.records import JobEvent, utcnow
+from sdc.simulate import FleetSpec, SimulatedFleet
+from sdc.store.evidence import load_evidence, load_job_events, quarantine_events
+from sdc.store.reader import chip_states, iter_records
+
+
+def settings(store, **analysis):
+    return Settings(database_url=store.url, data_dir=Path("."), outbox_dir=Path("."), tables={"analysis": analysis})
+
+
+def load_fleet(store, **spec):
+    spec = {"chips": 48, "sweeps": 6, "onset_max": 2, "incomplete_rate": 0.1, **spec}
+    fleet = SimulatedFleet(FleetSpec(**spec), seed=7)
+    shift = utcnow().timestamp() - 3600 - float(fleet.sweep_time.max())
+    store.write(list(fleet.records(time_shift=shift)))
+    return fleet
+
+
+def test_loaded_evidence_is_the_complete_sweeps_only(store):
+    fleet = load_fleet(store)
+    ev = load_evidence(store.engine())
+    assert ev.n_results == fleet.evidence().n_results > 0
+    assert set(ev.sweep_ids) == {s for s, done in zip(fleet.sweep_ids, fleet.sweep_complete) if done}
+
+
+def test_analysis_stores_verdicts_and_quarantines_the_planted_chips(store):
+    fleet = load_fleet(store, faults={"persistent": 1, "slow": 1, "nondeterministic": 1})
+    truth = set(fleet.truth())
+    config = settings(store, breaker_share=0.1)  # 3 of 48 chips are broken here
+    dry = analyze_store(store, config, dry_run=True)
+    assert {e.chip_id for e in dry.transitions if e.to_state == "quarantined"} == truth
+    assert chip_states(store.engine()) == {} and not list(iter_records(store.engine(), ["verdict"]))
+
+    report = analyze_store(store, config)
+    assert report.exit_code == ExitCode.FAULT
+    assert {v.chip_id for v in report.verdicts} == truth
+    assert chip_states(store.engine()) == {chip: "quarantined" for chip in truth}
+    stored = list(iter_records(store.engine(), ["verdict"]))
+    assert len(stored) == len(report.verdicts) and all(v.evidence_ids for v in stored)
+    wrong = next(v for v in stored if v.kind == "wrong")
+    assert wrong.severity == "critical" and wrong.first_seen is not None and wrong.k >= 1
+
+    again = analyze_store(store, config)  # quarantined chips stay put; nothing new happens
+    assert again.transitions == [] and again.exit_code == ExitCode.HEALTHY
+
+
+def test_throttle_reasons_are_shown_as_the_likely_cause_not_used_to_hide(store):
+    fleet = load_fleet(store, throttled_share=1.0, throttle_prob=1.0, throttle_depth=(0.0, 0.0), faults={"slow": 1})
+    report = analyze_store(store, settings(store), dry_run=True)
+    (slow,) = [v for v in report.verdicts if v.kind == "slow"]
+    assert slow.chip_id in fleet.truth()
+    assert "likely cause: throttling recorded" in slow.summary and slow.details["throttle_reasons"]
+
+
+def test_job_disagreements_make_a_recurring_chip_inconsistent(store):
+    load_fleet(store)
+    now = utcnow()
+    events = []
+    for n, (job, partner) in enumerate((("job-a", "GPU-0007-000001"), ("job-b", "GPU-0007-000002"))):
+        for rank, chip in enumerate(("GPU-0007-000010", partner)):
+            events.append(JobEvent(event_id=f"{job}-{rank}", job_id=job, step=100 + n, rank=rank, world_size=2, host="h",
+                                   kind="grad_mismatch", diagnosis="transient", observed_at=now - timedelta(minutes=5),
+                                   chip_id=chip, details={"suspects": [0]}))
+    store.write(events)
+    assert len(load_job_events(store.engine())) == 4
+    report = analyze_store(store, settings(store), dry_run=True)
+    verdicts = {v.chip_id: v for v in report.verdicts}
+    assert verdicts["GPU-0007-000010"].kind == "inconsistent"
+    assert set(verdicts["GPU-0007-000010"].evidence_ids) == {"job-a-0", "job-b-0"}
+    assert "GPU-0007-000001" not in verdicts
+
+
+def test_circuit_breaker_holds_back_a_mass_quarantine(store):
+    load_fleet(store, faults={"persistent": 5})
+    report = analyze_store(store, settings(store, breaker_share=0.05))
+    assert report.breaker_tripped and "CIRCUIT BREAKER" in report.breaker_message
+    assert {e.to_state for e in report.transitions} == {"suspect"}
+    assert set(chip_states(store.engine()).values()) == {"suspect"}
+    assert len(quarantine_events(store.engine())) == 5
+
+
+def test_bad_analysis_config_is_refused_by_name(store):
+    with pytest.raises(ConfigError, match="fdr"):
+        analyze_store(store, settings(store, fdr="often"))

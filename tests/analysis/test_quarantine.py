@@ -1,0 +1,93 @@
+"""The quarantine state machine: transitions, manual release/retire, probation, circuit breaker."""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from sdc.analysis.config import AnalysisConfig
+from sdc.quarantine import (
+    ChipHistory,
+    QuarantineError,
+    apply_policy,
+    probation_chips,
+    recent_quarantine_count,
+    release,
+    retire,
+)
+from sdc.records import Verdict
+
+NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+CFG = AnalysisConfig()
+
+
+def verdict(chip, severity="high", kind="wrong", first_seen=NOW, last_seen=NOW):
+    return Verdict(verdict_id=f"v-{chip}-{severity}", analysis_id="a", chip_id=chip, kind=kind, severity=severity,
+                   k=1, n=10, summary=f"{chip} is {kind}", created_at=NOW, first_seen=first_seen, last_seen=last_seen)
+
+
+def moves(outcome):
+    return {e.chip_id: (e.from_state, e.to_state) for e in outcome.events}
+
+
+def test_severity_decides_between_suspect_and_quarantine_and_low_changes_nothing():
+    out = apply_policy({}, [verdict("a", "critical"), verdict("b", "high"), verdict("c", "medium"), verdict("d", "low")], 100, 0, NOW, CFG)
+    assert moves(out) == {"a": ("healthy", "quarantined"), "b": ("healthy", "quarantined"), "c": ("healthy", "suspect")}
+    event = out.events[0]
+    assert event.actor == "sdc-analysis" and event.verdict_id == "v-a-critical" and "is wrong" in event.reason
+
+
+def test_suspect_is_quarantined_only_on_evidence_gathered_after_the_suspicion():
+    since = NOW - timedelta(days=2)
+    overlapping = verdict("s", "medium", kind="slow", first_seen=since - timedelta(days=1))
+    history = {"s": ChipHistory(since, 2)}
+    assert moves(apply_policy({"s": "suspect"}, [overlapping], 100, 0, NOW, CFG, history)) == {}
+    newer = verdict("s", "medium", kind="slow", first_seen=since + timedelta(hours=1))
+    assert moves(apply_policy({"s": "suspect"}, [newer], 100, 0, NOW, CFG, history)) == {"s": ("suspect", "quarantined")}
+
+
+def test_suspect_without_verdict_on_newer_sweeps_is_cleared():
+    out = apply_policy({"s": "suspect"}, [], 100, 0, NOW, CFG, {"s": ChipHistory(NOW - timedelta(days=1), 1)})
+    assert moves(out) == {"s": ("suspect", "healthy")}
+    assert moves(apply_policy({"s": "suspect"}, [], 100, 0, NOW, CFG, {"s": ChipHistory(NOW, 0)})) == {}
+
+
+def test_release_needs_actor_and_reason_and_puts_the_chip_on_probation():
+    with pytest.raises(QuarantineError, match="--by"):
+        release({"q": "quarantined"}, "q", "", "fixed", NOW)
+    with pytest.raises(QuarantineError, match="--reason"):
+        release({"q": "quarantined"}, "q", "ana", "  ", NOW)
+    with pytest.raises(QuarantineError, match="healthy"):
+        release({}, "h", "ana", "why", NOW)
+    event = release({"q": "quarantined"}, "q", "ana", "reseated the card", NOW)
+    assert (event.from_state, event.to_state, event.actor, event.reason) == ("quarantined", "released", "ana", "reseated the card")
+    states = {"q": "released", "x": "healthy", "r": "retired"}
+    assert probation_chips(states) == ["q"]
+    # On probation any medium verdict quarantines again; clean sweeps end probation.
+    assert moves(apply_policy(states, [verdict("q", "medium")], 100, 0, NOW, CFG)) == {"q": ("released", "quarantined")}
+    passed = apply_policy(states, [], 100, 0, NOW, CFG, {"q": ChipHistory(NOW, CFG.probation_sweeps)})
+    assert moves(passed) == {"q": ("released", "healthy")}
+
+
+def test_retire_from_any_state_once_and_quarantined_chips_stay_put():
+    assert retire({"q": "quarantined"}, "q", "ana", "RMA", NOW).to_state == "retired"
+    with pytest.raises(QuarantineError, match="already retired"):
+        retire({"q": "retired"}, "q", "ana", "RMA", NOW)
+    assert moves(apply_policy({"q": "quarantined", "r": "retired"}, [verdict("q"), verdict("r")], 100, 0, NOW, CFG)) == {}
+
+
+def test_circuit_breaker_refuses_mass_quarantine_and_says_so():
+    verdicts = [verdict(f"c{i}") for i in range(6)]
+    out = apply_policy({}, verdicts, 100, 0, NOW, CFG)  # 6 of 100 > 5%
+    assert out.breaker_tripped and "CIRCUIT BREAKER" in out.message and len(out.refused) == 6
+    assert {to for _, to in moves(out).values()} == {"suspect"}
+    assert all(e.details.get("breaker") for e in out.events)
+    # Within the share it quarantines; earlier quarantines in the window count against it.
+    assert not apply_policy({}, verdicts[:5], 100, 0, NOW, CFG).breaker_tripped
+    assert apply_policy({}, verdicts[:3], 100, 3, NOW, CFG).breaker_tripped
+
+
+def test_recent_quarantines_are_those_of_the_analysis_inside_the_window():
+    out = apply_policy({}, [verdict("a"), verdict("b")], 100, 0, NOW - timedelta(hours=30), CFG)
+    manual = retire({}, "c", "ana", "x", NOW)
+    later = apply_policy({}, [verdict("d")], 100, 0, NOW - timedelta(hours=1), CFG)
+    assert recent_quarantine_count(out.events + later.events + [manual], NOW, CFG) == 1
