@@ -13,7 +13,7 @@ chip's proposed state and provenance, and never drains anything.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Iterable
 
@@ -320,11 +320,12 @@ def build_report(engine: Engine, source: str = "", now: datetime | None = None, 
         if proposal and event and proposal.at < event.at:
             proposal = None  # an applied transition came after the dry run
         views = tuple(verdicts.get(chip_id, ()))
+        proposed = bool(proposal) and state in ("healthy", "released")
         action = recommend(
-            chip_id, ident.host, ident.index, ident.vendor,
-            proposal.to_state if proposal and state == "healthy" else state,
-            [v.severity for v in views],
+            chip_id, ident.host, ident.index, ident.vendor, proposal.to_state if proposed else state, [v.severity for v in views]
         )
+        if proposed and action.kind != "none":
+            action = replace(action, why=f"if the dry run is applied: {action.why}")
         report = ChipReport(
             identity=ident,
             state=state,
@@ -340,8 +341,6 @@ def build_report(engine: Engine, source: str = "", now: datetime | None = None, 
 
 
 def _with_evidence(engine: Engine, report: ChipReport) -> ChipReport:
-    from dataclasses import replace
-
     evidence_ids: set[str] = set()
     t = VerdictRow.__table__
     ids = [v.verdict_id for v in report.verdicts]
