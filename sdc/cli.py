@@ -10,13 +10,12 @@ import logging
 import click
 
 import sdc
-from sdc.commands.analysis_commands import analyze_command, quarantine_group, simulate_command, status_command
 from sdc.commands.context import AppContext
+from sdc.commands.lazy import LazyGroup
 from sdc.commands.store_commands import db_group, export_command, flush_command, ingest_command
-from sdc.commands.sweep_command import sweep_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(sdc.__version__, prog_name="sdc")
 @click.option("--db", envvar="SDC_DATABASE_URL", help="Database URL (default: embedded SQLite in the data directory).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default ~/.config/sdc/config.toml).")
@@ -29,8 +28,23 @@ def cli(ctx: click.Context, db: str | None, config_path: str | None, json_output
     ctx.obj = AppContext(db=db, config=config_path, json_output=json_output)
 
 
-for command in (db_group, ingest_command, export_command, flush_command, sweep_command, analyze_command, quarantine_group, status_command, simulate_command):
-    cli.add_command(command)
+# A "name=module:attribute" string is imported only when that command runs (see LazyGroup):
+# use it for commands whose module imports torch, so `sdc --version` and `sdc check` stay fast.
+for command in (
+    db_group,
+    ingest_command,
+    export_command,
+    flush_command,
+    "sweep=sdc.commands.sweep_command:sweep_command",
+    "agent=sdc.commands.ops_commands:agent_command",
+    "report=sdc.commands.ops_commands:report_command",
+    "check=sdc.commands.ops_commands:check_command",
+    "analyze=sdc.commands.analysis_commands:analyze_command",
+    "quarantine=sdc.commands.analysis_commands:quarantine_group",
+    "status=sdc.commands.analysis_commands:status_command",
+    "simulate=sdc.commands.analysis_commands:simulate_command",
+):
+    cli.add(command)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from datetime import datetime
 import click
 
 from sdc.commands.context import AppContext, fail, handles_errors, pass_app
+from sdc.commands.lazy import LazyGroup
 from sdc.exitcodes import ExitCode
 from sdc.ingest import IngestError, ingest
 from sdc.records import BY_KIND, parse_time
@@ -90,14 +91,29 @@ def ingest_command(app: AppContext, files: tuple[str, ...]) -> None:
         click.echo(f"ingested {result.total} records ({parts}); records already stored were left as they were")
 
 
-@click.command("export")
+@click.group(
+    "export",
+    cls=LazyGroup,
+    invoke_without_command=True,
+    lazy_commands={
+        "slurm": "sdc.commands.ops_commands:export_slurm",
+        "k8s": "sdc.commands.ops_commands:export_k8s",
+        "prometheus": "sdc.commands.ops_commands:export_prometheus",
+    },
+)
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(sorted(BY_KIND)), help="Record kinds (repeatable; default all).")
 @click.option("--since", help="Only records at or after this ISO 8601 time.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="File to write (default stdout).")
-@pass_app
+@click.pass_context
 @handles_errors
-def export_command(app: AppContext, kinds: tuple[str, ...], since: str | None, output: str | None) -> None:
-    """Write stored records as JSON lines that 'sdc ingest' reads back."""
+def export_command(ctx: click.Context, kinds: tuple[str, ...], since: str | None, output: str | None) -> None:
+    """Write stored records as JSON lines that 'sdc ingest' reads back.
+
+    With a subcommand (slurm, k8s, prometheus), hand the quarantine list to that system instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    app = ctx.find_object(AppContext) or ctx.ensure_object(AppContext)
     since_at: datetime | None = None
     if since:
         try:

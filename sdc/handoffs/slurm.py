@@ -1,0 +1,99 @@
+"""``sdc export slurm``: drain nodes with quarantined chips, resume them when released.
+
+Ownership is the reason string: sdc drains with a reason starting ``SDC:`` and only ever
+changes or resumes nodes whose current reason starts with ``SDC:``. A node drained or downed
+by anyone else (an admin, NHC, Slurm itself) is left exactly as it is, and the plan says so.
+Current reasons are read with ``sinfo`` behind the ``SlurmClient`` protocol; the plan is a
+pure function of chip states and those reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Protocol, Sequence
+
+from sdc.handoffs.commands import Skip, Step, run_tool
+from sdc.handoffs.state import DRAIN_STATES, ChipStatus
+
+REASON_PREFIX = "SDC:"
+# Slurm keeps reasons short in sinfo's columns; long ones are still stored, but stay readable.
+MAX_REASON = 120
+SINFO_FORMAT = "%N|%T|%E"
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    state: str
+    reason: str = ""
+
+
+class SlurmClient(Protocol):
+    def node_status(self, nodes: Sequence[str]) -> dict[str, NodeStatus]: ...
+
+    def run(self, argv: Sequence[str]) -> None: ...
+
+
+def parse_sinfo(text: str) -> dict[str, NodeStatus]:
+    """Parse ``sinfo --noheader --Node --format='%N|%T|%E'`` (node|state|reason) lines."""
+    out: dict[str, NodeStatus] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        name, _, rest = line.partition("|")
+        state, _, reason = rest.partition("|")
+        reason = reason.strip()
+        out[name.strip()] = NodeStatus(name.strip(), state.strip(), "" if reason.lower() == "none" else reason)
+    return out
+
+
+class CommandSlurm:
+    """The real client: ``sinfo`` to read, ``scontrol`` to act."""
+
+    def node_status(self, nodes: Sequence[str]) -> dict[str, NodeStatus]:
+        if not nodes:
+            return {}
+        return parse_sinfo(
+            run_tool(["sinfo", "--noheader", "--Node", f"--nodes={','.join(nodes)}", f"--format={SINFO_FORMAT}"])
+        )
+
+    def run(self, argv: Sequence[str]) -> None:
+        run_tool(argv)
+
+
+def drain_reason(chips: Sequence[ChipStatus]) -> str:
+    bad = [c for c in chips if c.state in DRAIN_STATES]
+    first = bad[0]
+    why = "/".join(x for x in (first.verdict_kind, first.severity) if x)
+    text = f"{REASON_PREFIX} chip {first.chip_id} {first.state}" + (f" ({why})" if why else "")
+    if len(bad) > 1:
+        text += f" +{len(bad) - 1} more"
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+
+
+def plan(statuses: Mapping[str, Sequence[ChipStatus]], current: Mapping[str, NodeStatus]) -> tuple[list[Step], list[Skip]]:
+    """What to run so Slurm matches the quarantine list, touching only ``SDC:`` reasons."""
+    steps: list[Step] = []
+    skips: list[Skip] = []
+    for host in sorted(statuses):
+        chips = statuses[host]
+        node = current.get(host)
+        if node is None:
+            skips.append(Skip(host, "not a Slurm node (sinfo does not know it)"))
+            continue
+        ours = node.reason.startswith(REASON_PREFIX)
+        quarantined = any(c.state in DRAIN_STATES for c in chips)
+        if quarantined:
+            reason = drain_reason(chips)
+            if node.reason and not ours:
+                skips.append(Skip(host, f"left alone: reason {node.reason!r} is not sdc's (it does not start with {REASON_PREFIX})"))
+            elif ours and node.reason == reason and "drain" in node.state.lower():
+                skips.append(Skip(host, "already drained by sdc"))
+            else:
+                argv = ("scontrol", "update", f"NodeName={host}", "State=DRAIN", f"Reason={reason}")
+                steps.append(Step(host, argv, "quarantined chip(s)"))
+        elif ours:
+            argv = ("scontrol", "update", f"NodeName={host}", "State=RESUME")
+            steps.append(Step(host, argv, "every chip released or healthy; sdc drained it"))
+    return steps, skips

@@ -1,0 +1,396 @@
+"""``sdc agent``: run sweeps, analyses and reports on crontab schedules (APScheduler 3).
+
+Jobs come from the ``[agent]`` table of the config file and from flags. Every job has cron's
+meaning (see ``sdc.cron``), an optional random jitter, ``coalesce=True`` (after downtime, one
+run instead of a burst), ``max_instances=1`` and a misfire grace time.
+
+Restarts: the agent keeps the time each job last ran in ``<data dir>/agent-state.json``. On
+start, a job whose schedule fired while the agent was down is scheduled at its first missed
+fire time; APScheduler then coalesces all the missed runs into one, and runs it only if the
+latest missed time is within ``misfire_grace_time`` (else it waits for the next fire time).
+
+Busy chips: before a sweep the agent asks ``sdc.busy``; if busy, the sweep is deferred, the
+deferral is stored as a ``Sweep`` record with status ``aborted`` and a message starting
+``deferred:`` (never analysed, visible to ``sdc export`` and reports), and retried after
+``defer_retry`` seconds, at most ``max_defers`` times per scheduled run.
+
+SIGTERM (or SIGINT): no new job starts; a running sweep finishes the probe it is running,
+stores its sweep as ``aborted`` with a message saying so, and the agent exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from sdc import cron
+from sdc.busy import BusyPolicy, busy_reason
+from sdc.config import ConfigError, Settings
+from sdc.records import Sweep, format_time, new_id, parse_time, utcnow
+
+log = logging.getLogger("sdc.agent")
+
+JOB_NAMES = ("sweep", "analyze", "report")
+SUITES = ("quick", "standard", "burn")
+REPORT_FORMATS = ("html", "json", "markdown", "table")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    schedule: str
+    jitter: int = 0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    jobs: tuple[JobSpec, ...]
+    state_file: Path
+    suite: str = "quick"
+    devices: str | None = None
+    repeats: int = 3
+    seed: int = 0
+    misfire_grace_time: int = 3600
+    report_path: Path | None = None
+    report_format: str = "html"
+    analyze_dry_run: bool = False
+    busy_check: bool = True
+    busy: BusyPolicy = field(default_factory=BusyPolicy)
+    defer_retry: int = 600
+    max_defers: int = 3
+    timezone: str | None = None
+    run_now: bool = False
+
+
+def _int(section: Mapping[str, Any], key: str, default: int, low: int = 0) -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"config: [agent] {key} must be a whole number >= {low}, got {value!r}")
+    return value
+
+
+def agent_config(settings: Settings, flags: Mapping[str, Any]) -> AgentConfig:
+    """Merge the ``[agent]`` table with flags (flags win); validate every schedule now."""
+    section = settings.section("agent")
+    merged = {**section, **{k: v for k, v in flags.items() if v is not None}}
+    jobs = []
+    for name in JOB_NAMES:
+        schedule = merged.get(name)
+        if schedule in (None, "", False):
+            continue
+        if not isinstance(schedule, str):
+            raise ConfigError(f"config: [agent] {name} must be a crontab string such as '0 3 * * 0', got {schedule!r}")
+        try:
+            cron.parse(schedule)
+        except cron.CronError as exc:
+            raise ConfigError(f"agent: {name}: {exc}") from None
+        jobs.append(JobSpec(name, schedule, _int(merged, f"{name}_jitter", 0)))
+    if not jobs:
+        raise ConfigError(
+            "agent: no job scheduled; give --sweep CRON (and/or --analyze, --report) or set them in the [agent] table "
+            f"of {settings.config_path or 'the config file'}"
+        )
+    suite = merged.get("suite", "quick")
+    if suite not in SUITES:
+        raise ConfigError(f"config: [agent] suite must be one of {', '.join(SUITES)}, got {suite!r}")
+    fmt = merged.get("report_format", "html")
+    if fmt not in REPORT_FORMATS:
+        raise ConfigError(f"config: [agent] report_format must be one of {', '.join(REPORT_FORMATS)}, got {fmt!r}")
+    suffix = {"html": "html", "json": "json", "markdown": "md", "table": "txt"}[fmt]
+    return AgentConfig(
+        jobs=tuple(jobs),
+        state_file=Path(merged.get("state_file") or settings.data_dir / "agent-state.json").expanduser(),
+        suite=suite,
+        devices=merged.get("devices") or None,
+        repeats=_int(merged, "repeats", 3, 1),
+        seed=_int(merged, "seed", 0),
+        misfire_grace_time=_int(merged, "misfire_grace_time", 3600, 1),
+        report_path=Path(merged.get("report_path") or settings.data_dir / f"report.{suffix}").expanduser(),
+        report_format=fmt,
+        analyze_dry_run=bool(merged.get("analyze_dry_run", False)),
+        busy_check=bool(merged.get("busy_check", True)),
+        busy=BusyPolicy(float(merged.get("busy_utilization", 10.0)), float(merged.get("busy_load", 0.9))),
+        defer_retry=_int(merged, "defer_retry", 600, 1),
+        max_defers=_int(merged, "max_defers", 3),
+        timezone=merged.get("timezone") or None,
+        run_now=bool(merged.get("run_now", False)),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Restart bookkeeping
+
+
+def load_state(path: Path) -> dict[str, datetime]:
+    try:
+        raw = json.loads(path.read_text())
+        return {name: parse_time(entry["last_run"]) for name, entry in raw.items()}
+    except FileNotFoundError:
+        return {}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("agent state %s unreadable (%s); missed runs before this start are not caught up", path, exc)
+        return {}
+
+
+def save_state(path: Path, state: Mapping[str, datetime]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({n: {"last_run": format_time(t)} for n, t in sorted(state.items())}, indent=2) + "\n")
+    os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one
+
+
+def first_missed_run(trigger, last_run: datetime | None, now: datetime) -> datetime | None:
+    """The first fire time after ``last_run`` that is already past, if any (pure)."""
+    if last_run is None:
+        return None
+    fire = trigger.get_next_fire_time(None, last_run + timedelta(microseconds=1))
+    return fire if fire is not None and fire <= now else None
+
+
+# ---------------------------------------------------------------------------------------
+# The agent
+
+
+class SweepStopped(Exception):
+    """Raised between two probes when the agent is asked to stop."""
+
+
+class Agent:
+    """Holds the scheduler, the jobs and the stop flag; ``run()`` blocks until stopped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: AgentConfig,
+        scheduler_factory: Callable[..., Any] | None = None,
+        busy: Callable[[], str | None] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ):
+        self.settings = settings
+        self.config = config
+        self.stop = threading.Event()
+        self.clock = clock
+        self.busy = busy or (lambda: busy_reason(config.busy))
+        self._state = load_state(config.state_file)
+        self._state_lock = threading.Lock()
+        self._running = 0
+        self._idle = threading.Condition()
+        self._defers = 0
+        if scheduler_factory is None:
+            from apscheduler.schedulers.blocking import BlockingScheduler
+
+            scheduler_factory = BlockingScheduler
+        self.scheduler = scheduler_factory(timezone=config.timezone or _local_zone())
+        self.functions: dict[str, Callable[[], None]] = {"sweep": self.sweep, "analyze": self.analyze, "report": self.report}
+
+    # -- scheduling -------------------------------------------------------------------
+    def add_jobs(self) -> None:
+        now = self.clock()
+        for spec in self.config.jobs:
+            trigger = cron.trigger(spec.schedule, jitter=spec.jitter, timezone=self.scheduler.timezone)
+            options: dict[str, Any] = {}
+            missed = first_missed_run(trigger, self._state.get(spec.name), now)
+            if self.config.run_now:
+                options["next_run_time"] = now
+            elif missed is not None:
+                log.info("%s: schedule fired while the agent was down (first missed %s); catching up once", spec.name, missed)
+                options["next_run_time"] = missed
+            self.scheduler.add_job(
+                self._guarded(spec.name),
+                trigger,
+                id=spec.name,
+                name=spec.name,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=self.config.misfire_grace_time,
+                replace_existing=True,
+                **options,
+            )
+            log.info("%s: '%s' (jitter %d s)", spec.name, spec.schedule, spec.jitter)
+
+    def _guarded(self, name: str) -> Callable[[], None]:
+        function = self.functions[name]
+
+        def run() -> None:
+            if self.stop.is_set():
+                return
+            with self._idle:
+                self._running += 1
+            started = self.clock()
+            try:
+                function()
+                with self._state_lock:
+                    self._state[name] = started
+                    save_state(self.config.state_file, self._state)
+            except Exception:  # a failed job is logged; the agent keeps its schedule
+                log.exception("%s failed", name)
+            finally:
+                with self._idle:
+                    self._running -= 1
+                    self._idle.notify_all()
+
+        run.__name__ = f"sdc_{name}"
+        return run
+
+    def run(self) -> int:
+        """Install signal handlers, run until SIGTERM/SIGINT, wait for the running job; exit code."""
+        self.add_jobs()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        log.info("agent started (pid %d); state in %s", os.getpid(), self.config.state_file)
+        self.scheduler.start()  # blocks until shutdown
+        self.wait_idle()
+        log.info("agent stopped")
+        return 0
+
+    def _on_signal(self, signum, _frame) -> None:
+        log.info("%s: finishing the running probe, then stopping", signal.Signals(signum).name)
+        self.stop.set()
+        # Not from inside the handler: the main thread may hold the scheduler's locks here.
+        threading.Thread(target=self._shutdown, name="sdc-agent-stop", daemon=True).start()
+
+    def _shutdown(self) -> None:
+        try:
+            self.scheduler.shutdown(wait=False)
+        except Exception:  # already stopped
+            pass
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
+
+    # -- jobs -------------------------------------------------------------------------
+    def _store(self):
+        from sdc.store import Store
+
+        return Store(self.settings.database_url, self.settings.outbox_dir)
+
+    def sweep(self) -> None:
+        cfg = self.config
+        store = self._store()
+        try:
+            reason = self.busy() if cfg.busy_check else None
+            if reason:
+                self._defer(store, reason)
+                return
+            self._defers = 0
+            self._sweep(store)
+        finally:
+            store.dispose()
+
+    def _defer(self, store, reason: str) -> None:
+        import sdc
+        from sdc.handoffs.state import this_host
+
+        now = utcnow()
+        retry = self._defers < self.config.max_defers
+        note = f"; retry in {self.config.defer_retry} s" if retry else "; no retry left, waiting for the next scheduled run"
+        record = Sweep(
+            sweep_id=new_id(), host=this_host(), suite=self.config.suite, started_at=now, status="aborted",
+            sdc_version=sdc.__version__, finished_at=now, pid=os.getpid(), message=f"deferred: {reason}{note}",
+        )
+        store.deliver([record])
+        log.warning("sweep deferred: %s%s", reason, note)
+        if retry:
+            self._defers += 1
+            self.scheduler.add_job(
+                self._guarded("sweep"), "date", run_date=now + timedelta(seconds=self.config.defer_retry),
+                id="sweep-retry", name="sweep-retry", replace_existing=True, misfire_grace_time=self.config.misfire_grace_time,
+            )
+        else:
+            self._defers = 0
+
+    def _sweep(self, store) -> None:
+        from probes.registry import all_probes
+        from sdc.devices import discover, hostname
+        from sdc.store.sweeps import mark_abandoned_sweeps
+        from sdc.sweep import run_sweep
+
+        cfg = self.config
+        chips = discover(cfg.devices)
+        mark_abandoned_sweeps(store.engine(), hostname())
+        current: dict[str, Sweep] = {}
+
+        def sink(records) -> None:
+            for record in records:
+                if isinstance(record, Sweep):
+                    current["sweep"] = record
+            delivery = store.deliver(records)
+            if delivery.spooled:
+                log.warning("%s", delivery.message)
+
+        def progress(handle, probe, case) -> None:
+            # Called before each case: stopping here lets the probe that was running finish.
+            if self.stop.is_set():
+                raise SweepStopped(f"{probe.name}/{case.name} on {handle.name}")
+            log.info("sweep %s: %s/%s %s on %s", current["sweep"].sweep_id[:12], probe.name, case.name, case.dtype, handle.name)
+
+        log.info("sweep starting: suite %s on %s", cfg.suite, ", ".join(h.name for h in chips))
+        try:
+            summary = run_sweep(chips, list(all_probes().values()), cfg.suite, sink, seed=cfg.seed, repeats=cfg.repeats, progress=progress)
+        except SweepStopped as stopped:
+            sweep = current["sweep"]
+            message = f"stopped by signal: the running probe finished; not run from {stopped} on"
+            store.deliver([replace(sweep, status="aborted", finished_at=utcnow(), message=message)])
+            log.info("sweep %s aborted: %s", sweep.sweep_id[:12], message)
+            return
+        log.info("sweep %s %s, exit code %d", summary.sweep.sweep_id[:12], summary.sweep.status, int(summary.exit_code))
+
+    def analyze(self) -> None:
+        try:
+            from sdc.analysis.pipeline import analyze_store
+        except ImportError as exc:
+            log.error("analyze: this sdc has no analysis pipeline (%s); nothing was analysed", exc)
+            return
+        store = self._store()
+        try:
+            result = analyze_store(store, self.settings, dry_run=self.config.analyze_dry_run)
+        finally:
+            store.dispose()
+        log.info(
+            "analyze: %d verdict(s), %d transition(s)%s, exit code %d",
+            len(result.verdicts), len(result.transitions), ", circuit breaker tripped" if result.breaker_tripped else "",
+            int(result.exit_code),
+        )
+
+    def report(self) -> None:
+        from sdc.reports import build_report, render
+
+        store = self._store()
+        try:
+            text = render(build_report(store.engine(), source=_safe_url(store.url)), self.config.report_format)
+        finally:
+            store.dispose()
+        path = self.config.report_path
+        write_atomically(path, text)
+        log.info("report written to %s", path)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _local_zone():
+    # Cron runs in local time; so do we, unless [agent] timezone says otherwise.
+    try:
+        from tzlocal import get_localzone
+
+        return get_localzone()
+    except Exception:
+        return timezone.utc
