@@ -9,18 +9,32 @@ reduction — the same bytes give the same digest on every chip and every backen
 Words are at most 32 bits wide (8-byte dtypes are split into two int32 words) so that for
 any tensor under 2**31 elements a swap changes the weighted sum by (a-b)*(i-j), which is
 non-zero and below 2**64 in magnitude, hence never cancels.
+
+Three implementations give identical values: a one-pass C kernel on the CPU
+(``sdc._digest_native``), a torch.compile fused kernel on accelerators (Triton on CUDA/ROCm),
+and the eager torch code below, which is correct everywhere and is the reference the tests
+hold the other two to. ``bucket_sums`` fingerprints groups of tensors (parameters,
+gradients) as if each group were one concatenated tensor, without concatenating them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
-CHUNK_ELEMENTS = 1 << 24  # bounds the int64 temporaries to 128 MiB per chunk
+from sdc import _digest_native
 
+log = logging.getLogger(__name__)
+
+CHUNK_ELEMENTS = 1 << 24  # bounds the int64 temporaries to 128 MiB per chunk
 _WORD_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int32}
+_SIGN = 1 << 63
+_MOD = 1 << 64
 
 
 def integer_words(tensor: torch.Tensor) -> torch.Tensor:
@@ -33,12 +47,19 @@ def integer_words(tensor: torch.Tensor) -> torch.Tensor:
     return flat.view(_WORD_VIEW[flat.element_size()])
 
 
-def digest_sums(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(plain sum, position-weighted sum) of the integer words, as int64 tensors on the device.
+def word_count(tensor: torch.Tensor) -> int:
+    """How many digest words a tensor has (8-byte scalars count twice, complex counts its parts)."""
+    size = tensor.element_size()
+    scalar = size // 2 if tensor.is_complex() else size
+    return tensor.numel() * size // min(scalar, 4)
 
-    Stays on the device: callers that compare across ranks reduce these without a host sync.
-    """
-    words = integer_words(tensor)
+
+def _signed(value: int) -> int:
+    value &= _MOD - 1
+    return value - _MOD if value >= _SIGN else value
+
+
+def _eager_sums(words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     total = torch.zeros((), dtype=torch.int64, device=words.device)
     weighted = torch.zeros((), dtype=torch.int64, device=words.device)
     for start in range(0, words.numel(), CHUNK_ELEMENTS):
@@ -49,11 +70,132 @@ def digest_sums(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return total, weighted
 
 
+def _fused(words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    wide = words.to(torch.int64)
+    positions = torch.arange(1, words.numel() + 1, dtype=torch.int64, device=words.device)
+    return wide.sum(), (wide * positions).sum()
+
+
+_compiled = None
+_compiled_failed = os.environ.get("SDC_DIGEST_COMPILE", "1") == "0"
+
+
+def _compiled_sums(words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The fused accelerator path; None (and the eager path from then on) if it cannot compile."""
+    global _compiled, _compiled_failed
+    if _compiled_failed:
+        return None
+    try:
+        if _compiled is None:
+            _compiled = torch.compile(_fused, dynamic=True, fullgraph=True)
+        return _compiled(words)
+    except Exception as exc:  # no Triton, an unsupported backend: the eager path is still exact
+        log.info("sdc digest: compiled path unavailable (%s); using the eager path", exc)
+        _compiled_failed = True
+        return None
+
+
+def digest_sums(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(plain sum, position-weighted sum) of the integer words, as int64 tensors on the device.
+
+    Stays on the device: callers that compare across ranks reduce these without a host sync.
+    """
+    words = integer_words(tensor)
+    if words.numel() == 0:
+        zero = torch.zeros((), dtype=torch.int64, device=words.device)
+        return zero, zero.clone()
+    if words.device.type == "cpu" and _digest_native.available():
+        total, weighted = _digest_native.word_sums(words)
+        return torch.tensor(_signed(total), dtype=torch.int64), torch.tensor(_signed(weighted), dtype=torch.int64)
+    if words.device.type != "cpu" and words.numel() >= 1 << 16:
+        fused = _compiled_sums(words)
+        if fused is not None:
+            return fused
+    return _eager_sums(words)
+
+
+def eager_digest_sums(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference implementation (slow, correct everywhere); tests hold the fast paths to it."""
+    return _eager_sums(integer_words(tensor))
+
+
 def digest(tensor: torch.Tensor) -> str:
     """Hex digest of a tensor's exact bytes, dtype and shape (32 hex characters)."""
     total, weighted = digest_sums(tensor)
     header = f"{tensor.dtype}|{tuple(tensor.shape)}|{int(total) & 0xFFFFFFFFFFFFFFFF:016x}|{int(weighted) & 0xFFFFFFFFFFFFFFFF:016x}"
     return hashlib.blake2b(header.encode(), digest_size=16).hexdigest()
+
+
+# --------------------------------------------------------------------------------------
+# Many tensors at once: per-tensor sums, and buckets fingerprinted as if concatenated.
+
+
+def tensor_sums(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-tensor (plain, weighted) sums as an (N, 2) int64 tensor on the tensors' device."""
+    if not tensors:
+        return torch.zeros((0, 2), dtype=torch.int64)
+    rows = [torch.stack(digest_sums(t)) for t in tensors]
+    return torch.stack([r.to(rows[0].device) for r in rows])
+
+
+def combine_sums(sums: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+    """The (plain, weighted) sums of the concatenation of tensors with per-tensor ``sums``.
+
+    A tensor starting ``offset`` words into the concatenation has every position shifted by
+    ``offset``, which adds ``offset * plain`` to its weighted sum (all mod 2**64).
+    """
+    if sums.shape[0] == 0:
+        return torch.zeros(2, dtype=torch.int64, device=sums.device)
+    offsets = [0]
+    for length in lengths[:-1]:
+        offsets.append(offsets[-1] + int(length))
+    shift = torch.tensor(offsets, dtype=torch.int64, device=sums.device)
+    return torch.stack([sums[:, 0].sum(), (sums[:, 1] + shift * sums[:, 0]).sum()])
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A group of named tensors fingerprinted together (like a DDP gradient bucket)."""
+
+    index: int
+    names: tuple[str, ...]
+    words: tuple[int, ...]
+
+
+def plan_buckets(named: Sequence[tuple[str, torch.Tensor]], bucket_bytes: int = 25 << 20) -> list[Bucket]:
+    """Split tensors, in order, into buckets of about ``bucket_bytes`` (a tensor never splits)."""
+    if bucket_bytes <= 0:
+        raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
+    buckets: list[Bucket] = []
+    names: list[str] = []
+    words: list[int] = []
+    size = 0
+    for name, tensor in named:
+        nbytes = tensor.numel() * tensor.element_size()
+        if names and size + nbytes > bucket_bytes:
+            buckets.append(Bucket(len(buckets), tuple(names), tuple(words)))
+            names, words, size = [], [], 0
+        names.append(name)
+        words.append(word_count(tensor))
+        size += nbytes
+    if names:
+        buckets.append(Bucket(len(buckets), tuple(names), tuple(words)))
+    return buckets
+
+
+def bucket_sums(per_tensor: torch.Tensor, buckets: Sequence[Bucket]) -> torch.Tensor:
+    """(B, 2) sums per bucket from the (N, 2) per-tensor sums, tensors in bucket order."""
+    rows, start = [], 0
+    for bucket in buckets:
+        stop = start + len(bucket.names)
+        rows.append(combine_sums(per_tensor[start:stop], bucket.words))
+        start = stop
+    if not rows:
+        return torch.zeros((0, 2), dtype=torch.int64, device=per_tensor.device)
+    return torch.stack(rows)
+
+
+# --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,113 @@
+/* Digest kernels for the CPU: the plain and position-weighted sums of sdc.fingerprint,
+ * modulo 2**64, in one pass over memory.
+ *
+ * The position weight is never multiplied in per element. Lane l of a vector loop sees the
+ * words w_0..w_{K-1}; with running prefix sums P_j = w_0 + .. + w_j,
+ *     sum_j P_j = sum_j (K - j) w_j,   so   sum_j j w_j = K * total - sum_j P_j,
+ * which costs one extra add per element. All arithmetic is unsigned (wraps mod 2**64).
+ * Built at first use by sdc/_digest_native.py; SDC_AVX2 selects the intrinsics path.
+ */
+#include <stdint.h>
+#ifdef SDC_AVX2
+#include <immintrin.h>
+#endif
+
+static void tail(const void* base, int width, int64_t from, int64_t n, uint64_t* total, uint64_t* weighted) {
+  for (int64_t i = from; i < n; ++i) {
+    uint64_t w;
+    if (width == 1) w = (uint64_t)((const uint8_t*)base)[i];
+    else if (width == 2) w = (uint64_t)(int64_t)((const int16_t*)base)[i];
+    else w = (uint64_t)(int64_t)((const int32_t*)base)[i];
+    *total += w;
+    *weighted += (uint64_t)(i + 1) * w;
+  }
+}
+
+/* Generic lanes: the compiler vectorises the fixed inner loop where it can. */
+#define LANES 16
+#define GENERIC(NAME, T)                                                                  \
+  static void NAME(const T* restrict p, int64_t n, uint64_t* out) {                       \
+    uint64_t acc[LANES] = {0}, pre[LANES] = {0};                                          \
+    int64_t k = n / LANES;                                                                \
+    for (int64_t j = 0; j < k; ++j) {                                                     \
+      const T* q = p + j * LANES;                                                         \
+      for (int l = 0; l < LANES; ++l) { acc[l] += (uint64_t)(int64_t)q[l]; pre[l] += acc[l]; } \
+    }                                                                                     \
+    uint64_t total = 0, weighted = 0;                                                     \
+    for (int l = 0; l < LANES; ++l) {                                                     \
+      total += acc[l];                                                                    \
+      weighted += (uint64_t)LANES * ((uint64_t)k * acc[l] - pre[l]) + (uint64_t)(l + 1) * acc[l]; \
+    }                                                                                     \
+    tail(p, sizeof(T), k * LANES, n, &total, &weighted);                                  \
+    out[0] = total; out[1] = weighted;                                                    \
+  }
+GENERIC(generic_u8, uint8_t)
+GENERIC(generic_i16, int16_t)
+GENERIC(generic_i32, int32_t)
+
+void sdc_digest_u8(const uint8_t* p, int64_t n, uint64_t* out) { generic_u8(p, n, out); }
+
+#ifdef SDC_AVX2
+/* 32-bit words: sign-extend into four sets of int64 lanes (16 independent lanes). */
+void sdc_digest_i32(const int32_t* restrict p, int64_t n, uint64_t* restrict out) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, q0 = a0, q1 = a0, q2 = a0, q3 = a0;
+  int64_t k = n / 16;
+  for (int64_t j = 0; j < k; ++j) {
+    const int32_t* s = p + j * 16;
+    __m256i x = _mm256_loadu_si256((const __m256i*)s);
+    __m256i y = _mm256_loadu_si256((const __m256i*)(s + 8));
+    a0 = _mm256_add_epi64(a0, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(x)));
+    a1 = _mm256_add_epi64(a1, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(x, 1)));
+    a2 = _mm256_add_epi64(a2, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(y)));
+    a3 = _mm256_add_epi64(a3, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(y, 1)));
+    q0 = _mm256_add_epi64(q0, a0); q1 = _mm256_add_epi64(q1, a1);
+    q2 = _mm256_add_epi64(q2, a2); q3 = _mm256_add_epi64(q3, a3);
+  }
+  uint64_t acc[16], pre[16];
+  _mm256_storeu_si256((__m256i*)acc, a0); _mm256_storeu_si256((__m256i*)(acc + 4), a1);
+  _mm256_storeu_si256((__m256i*)(acc + 8), a2); _mm256_storeu_si256((__m256i*)(acc + 12), a3);
+  _mm256_storeu_si256((__m256i*)pre, q0); _mm256_storeu_si256((__m256i*)(pre + 4), q1);
+  _mm256_storeu_si256((__m256i*)(pre + 8), q2); _mm256_storeu_si256((__m256i*)(pre + 12), q3);
+  uint64_t total = 0, weighted = 0;
+  for (int l = 0; l < 16; ++l) {
+    total += acc[l];
+    weighted += 16u * ((uint64_t)k * acc[l] - pre[l]) + (uint64_t)(l + 1) * acc[l];
+  }
+  tail(p, 4, k * 16, n, &total, &weighted);
+  out[0] = total; out[1] = weighted;
+}
+
+/* 16-bit words: vpmaddwd gives pair sums, plain and weighted by position inside the
+ * vector, in int32 lanes; blocks of 128 vectors keep every int32 exact (|prefix sum of
+ * prefix sums| <= 128 * 128 * 2**16 = 2**30), then fold into 64 bits. */
+void sdc_digest_i16(const int16_t* restrict p, int64_t n, uint64_t* restrict out) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i pos = _mm256_setr_epi16(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+  int64_t nv = n / 16, j = 0;
+  uint64_t A = 0, Q = 0, L = 0; /* words' sum; sum of per-vector prefix sums; in-vector weighted */
+  while (j < nv) {
+    int64_t end = nv - j > 128 ? j + 128 : nv, B = end - j;
+    __m256i acc = _mm256_setzero_si256(), pre = acc, loc = acc;
+    for (; j < end; ++j) {
+      __m256i x = _mm256_loadu_si256((const __m256i*)(p + j * 16));
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(x, ones));
+      loc = _mm256_add_epi32(loc, _mm256_madd_epi16(x, pos));
+      pre = _mm256_add_epi32(pre, acc);
+    }
+    int32_t a[8], q[8], l8[8];
+    _mm256_storeu_si256((__m256i*)a, acc); _mm256_storeu_si256((__m256i*)q, pre);
+    _mm256_storeu_si256((__m256i*)l8, loc);
+    int64_t sa = 0, sq = 0, sl = 0;
+    for (int i = 0; i < 8; ++i) { sa += a[i]; sq += q[i]; sl += l8[i]; }
+    Q += (uint64_t)B * A + (uint64_t)sq;
+    A += (uint64_t)sa;
+    L += (uint64_t)sl;
+  }
+  uint64_t total = A, weighted = 16u * ((uint64_t)nv * A - Q) + L;
+  tail(p, 2, nv * 16, n, &total, &weighted);
+  out[0] = total; out[1] = weighted;
+}
+#else
+void sdc_digest_i32(const int32_t* p, int64_t n, uint64_t* out) { generic_i32(p, n, out); }
+void sdc_digest_i16(const int16_t* p, int64_t n, uint64_t* out) { generic_i16(p, n, out); }
+#endif
