@@ -47,7 +47,8 @@ def test_analysis_stores_verdicts_and_quarantines_the_planted_chips(store):
     assert chip_states(store.engine()) == {chip: "quarantined" for chip in truth}
     stored = list(iter_records(store.engine(), ["verdict"]))
     assert len(stored) == len(report.verdicts) and all(v.evidence_ids for v in stored)
-    wrong = next(v for v in stored if v.kind == "wrong")
+    persistent = next(c for c, t in fleet.truth().items() if t["fault"] == "persistent")
+    wrong = next(v for v in stored if v.kind == "wrong" and v.chip_id == persistent)
     assert wrong.severity == "critical" and wrong.first_seen is not None and wrong.k >= 1
 
     again = analyze_store(store, config)  # quarantined chips stay put; nothing new happens
