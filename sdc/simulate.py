@@ -290,14 +290,15 @@ class SimulatedFleet:
             d = int(self.r_digest[i])
             tp = float(self.r_throughput[i])
             judged = status in ("ok", "mismatch")
+            timed = judged and np.isfinite(tp)
             yield ProbeResult(
                 result_id=f"{self.sweep_ids[sw]}-{c:06d}-{k:02d}", sweep_id=self.sweep_ids[sw], chip_id=self.chip_ids[c],
                 probe=s.cases[k][0], probe_version=1, case=cases[k], seed=int(self.r_round[i]), status=status,
                 stack_hash=_stack_hash(self.chip_stack[c]), repeats=s.repeats if judged else 0,
                 distinct_repeat_digests=int(self.r_distinct[i]) if judged else 0,
-                timings=[round(1.0 / tp, 6)] if judged else [], observed_at=times[sw],
+                timings=[round(1.0 / tp, 6)] if timed else [], observed_at=times[sw],
                 digest=f"{k:04x}{self.r_round[i]:04x}{self.chip_stack[c]:04x}{d:020x}" if judged else None,
-                throughput=tp if judged else None, throughput_unit="TFLOP/s" if judged else None,
+                throughput=tp if timed else None, throughput_unit="TFLOP/s" if timed else None,
                 message="" if judged else "simulated failure to run",
                 telemetry={"throttle_reasons": ["hw_thermal_slowdown"]} if self.r_throttled[i] else {},
             )

@@ -47,6 +47,10 @@ class Evidence:
     throughput: np.ndarray
     result_id: np.ndarray
     cohort_labels: list[str] = field(default_factory=list)
+    # Optional, for evidence loaded with result ids left in the store: per result the code of
+    # its (probe, version, case_key, seed), and those tuples; ids are looked up when needed.
+    probe_case: np.ndarray | None = None
+    probe_case_keys: list[tuple] = field(default_factory=list)
 
     @property
     def n_results(self) -> int:

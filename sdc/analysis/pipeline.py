@@ -16,7 +16,7 @@ import numpy as np
 from sdc.analysis.config import AnalysisConfig
 from sdc.analysis.evidence import Evidence
 from sdc.analysis.findings import Finding
-from sdc.analysis.ledger import analyze, to_verdicts
+from sdc.analysis.ledger import MAX_EVIDENCE_IDS, analyze, to_verdicts
 from sdc.config import Settings
 from sdc.exitcodes import ExitCode
 from sdc.quarantine import QUARANTINED, SUSPECT, ChipHistory, apply_policy, recent_quarantine_count
@@ -73,7 +73,7 @@ def analyze_store(store, settings: Settings, since: datetime | None = None, dry_
         since: only evidence observed at or after this time (default: ``max_age_days`` ago).
         dry_run: compute and return everything, store nothing.
     """
-    from sdc.store.evidence import fleet_size, load_evidence, load_job_events, quarantine_events
+    from sdc.store.evidence import fleet_size, load_evidence, load_job_events, quarantine_events, result_ids_for
 
     cfg = AnalysisConfig.from_section(settings.section("analysis"))
     now = utcnow()
@@ -83,7 +83,11 @@ def analyze_store(store, settings: Settings, since: datetime | None = None, dry_
     ev = load_evidence(engine, since)
     jobs = load_job_events(engine, since)
     findings, chip_ids = analyze(ev, cfg, now.timestamp(), jobs)
-    _explain_slow(engine, ev, findings)
+    for f in findings:  # name the evidence: result ids stay in the store until a verdict needs them
+        if f.rows.size:
+            f.event_ids = result_ids_for(engine, ev, f.rows[:MAX_EVIDENCE_IDS]) + f.event_ids
+            f.rows = f.rows[:0]
+    _explain_slow(engine, findings)
     report = AnalysisReport(analysis_id=new_id(), created_at=now, dry_run=dry_run, chips=ev.n_chips, results=ev.n_results, job_events=len(jobs))
     report.verdicts = to_verdicts(findings, chip_ids, ev.result_id, report.analysis_id, now)
 
@@ -129,14 +133,14 @@ def _sweeps_since(ev: Evidence, since_at: dict[str, datetime]):
         yield chip, at, 0 if code is None else int(counts[code])
 
 
-def _explain_slow(engine, ev: Evidence, findings: list[Finding]) -> None:
+def _explain_slow(engine, findings: list[Finding]) -> None:
     """Show recorded throttle reasons as the likely cause of slowness (never to hide a chip)."""
     from sdc.store.evidence import throttle_reasons
 
     for f in findings:
-        if f.kind != "slow" or f.rows.size == 0:
+        ids = [i for i in f.event_ids]
+        if f.kind != "slow" or not ids:
             continue
-        ids = [r.decode() if isinstance(r, bytes) else str(r) for r in ev.result_id[f.rows[:500]]]
         reasons = throttle_reasons(engine, ids)
         if reasons:
             top = ", ".join(f"{reason} ({count} of {len(ids)} slow results)" for reason, count in reasons.most_common(3))

@@ -1,0 +1,179 @@
+"""Performance: from the database to verdicts for 1,000 and 10,000 chips x 10 sweeps x 20 cases.
+
+10,000 chips give 2 million probe results. Each measurement runs ``analyze_store`` (load the
+evidence, analyse, store verdicts and quarantine events) in a fresh child process and
+reports its wall time and peak memory (max RSS). Targets: <= 30 s and <= 2 GB at 10,000 chips,
+and time(10,000) / time(1,000) <= 12 (linear growth). The fleets are bulk-loaded once and
+kept (SQLite files under --cache; PostgreSQL schemas) so later runs only measure.
+
+    .venv/bin/python benchmarks/bench_analysis.py                     # SQLite
+    SDC_TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test .venv/bin/python benchmarks/bench_analysis.py
+    .venv/bin/python benchmarks/bench_analysis.py --chips 1000 2000   # other sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sdc.records import utcnow  # noqa: E402
+from sdc.simulate import STATUS_NAMES, FleetSpec, SimulatedFleet  # noqa: E402
+from sdc.store.engine import make_engine, normalise_url  # noqa: E402
+from sdc.store.migrate import upgrade  # noqa: E402
+
+SWEEPS, FAULTS = 10, {"persistent": 3, "intermittent": 3, "slow": 3, "nondeterministic": 3}
+
+CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+from sdc.analysis.pipeline import analyze_store
+from sdc.config import Settings
+from sdc.store import Store
+url = sys.argv[1]
+start = time.perf_counter()
+store = Store(url)
+report = analyze_store(store, Settings(database_url=url, data_dir=Path("."), outbox_dir=Path("."), tables={}))
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "results": report.results, "chips": report.chips, "verdicts": len(report.verdicts)}))
+"""
+
+
+def rows(fleet: SimulatedFleet, stamp):
+    """Chip, sweep and probe-result rows as tuples in table column order (bulk-load speed)."""
+    s = fleet.spec
+    shift = utcnow().timestamp() - 3600 - float(fleet.sweep_time.max())
+    records = fleet.records(time_shift=shift)
+    chips, sweeps = [], []
+    for _ in range(s.chips):
+        c = next(records)
+        chips.append((c.chip_id, c.host, c.index, c.vendor, c.model, c.memory_bytes, json.dumps(c.stack), c.stack_hash, stamp(c.observed_at)))
+    for _ in range(len(fleet.sweep_ids)):
+        w = next(records)
+        sweeps.append((w.sweep_id, w.host, w.suite, stamp(w.started_at), w.status, w.sdc_version,
+                       stamp(w.finished_at) if w.finished_at else None, None, w.message))
+    case_json = {}
+    results = []
+    for r in records:
+        key = (r.probe, r.case["name"], r.case["dtype"])
+        if key not in case_json:
+            case_json[key] = json.dumps(r.case, sort_keys=True, separators=(",", ":"))
+        text = case_json[key]
+        results.append((r.result_id, r.sweep_id, r.chip_id, r.probe, r.probe_version, text, text, r.seed, r.status, r.stack_hash,
+                        r.repeats, r.distinct_repeat_digests, json.dumps(r.timings), stamp(r.observed_at), r.digest, None, None, None,
+                        None, r.throughput, r.throughput_unit, r.message, json.dumps(r.telemetry)))
+    return chips, sweeps, results
+
+
+RESULT_COLUMNS = ("result_id, sweep_id, chip_id, probe, probe_version, \"case\", case_key, seed, status, stack_hash, repeats, "
+                  "distinct_repeat_digests, timings, observed_at, digest, reference_digest, max_abs_err, max_rel_err, error_bound, "
+                  "throughput, throughput_unit, message, telemetry")
+CHIP_COLUMNS = "chip_id, host, \"index\", vendor, model, memory_bytes, stack, stack_hash, observed_at"
+SWEEP_COLUMNS = "sweep_id, host, suite, started_at, status, sdc_version, finished_at, pid, message"
+
+
+def build_sqlite(path: Path, chips: int) -> str:
+    url = f"sqlite:///{path}"
+    if path.exists():
+        return url
+    import sqlite3
+
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    upgrade(f"sqlite:///{tmp}")
+    fleet = SimulatedFleet(FleetSpec(chips=chips, sweeps=SWEEPS, faults=FAULTS), seed=chips)
+    chip_rows, sweep_rows, result_rows = rows(fleet, lambda t: t.astimezone(timezone.utc).replace(tzinfo=None).isoformat(sep=" "))
+    db = sqlite3.connect(tmp)
+    db.execute("PRAGMA synchronous=OFF")
+    for table, cols, data in (("chips", CHIP_COLUMNS, chip_rows), ("sweeps", SWEEP_COLUMNS, sweep_rows), ("probe_results", RESULT_COLUMNS, result_rows)):
+        db.executemany(f"INSERT INTO {table} ({cols}) VALUES ({','.join('?' * (cols.count(',') + 1))})", data)
+    db.commit()
+    db.close()
+    tmp.rename(path)
+    return url
+
+
+def build_postgres(base_url: str, chips: int) -> str:
+    from sqlalchemy import text
+
+    schema = f"sdc_bench_{chips}"
+    sep = "&" if "?" in base_url else "?"
+    url = f"{normalise_url(base_url)}{sep}options=-csearch_path%3D{schema}"
+    admin = make_engine(base_url)
+    with admin.begin() as connection:
+        exists = connection.execute(text("SELECT 1 FROM information_schema.tables WHERE table_schema=:s AND table_name='probe_results'"), {"s": schema}).first()
+        if exists:
+            n = connection.execute(text(f'SELECT count(*) FROM "{schema}".probe_results')).scalar_one()
+            if n > 0:
+                return url
+        connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    upgrade(url)
+    fleet = SimulatedFleet(FleetSpec(chips=chips, sweeps=SWEEPS, faults=FAULTS), seed=chips)
+    chip_rows, sweep_rows, result_rows = rows(fleet, lambda t: t.isoformat())
+    engine = make_engine(url)
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for table, cols, data in (("chips", CHIP_COLUMNS, chip_rows), ("sweeps", SWEEP_COLUMNS, sweep_rows), ("probe_results", RESULT_COLUMNS, result_rows)):
+            with cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+                for row in data:
+                    copy.write_row(row)
+        raw.commit()
+    finally:
+        raw.close()
+        engine.dispose()
+    return url
+
+
+def measure(url: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, url], capture_output=True, text=True, cwd=ROOT, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"analysis failed on {url}:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chips", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--cache", default=os.environ.get("SDC_BENCH_CACHE", "/tmp/sdc-bench"))
+    parser.add_argument("--postgres", default=os.environ.get("SDC_TEST_DATABASE_URL"), help="PostgreSQL URL (default $SDC_TEST_DATABASE_URL)")
+    args = parser.parse_args()
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    backends = [("sqlite", lambda n: build_sqlite(cache / f"fleet-{n}x{SWEEPS}.db", n))]
+    if args.postgres:
+        backends.append(("postgresql", lambda n: build_postgres(args.postgres, n)))
+    ok = True
+    for name, build in backends:
+        times = {}
+        for n in args.chips:
+            start = time.perf_counter()
+            url = build(n)
+            built = time.perf_counter() - start
+            m = measure(url)
+            times[n] = m["seconds"]
+            ok &= n < 10000 or (m["seconds"] <= 30 and m["max_rss_mb"] <= 2048)
+            print(f"{name:10s} {n:>6,} chips: {m['results']:>9,} results -> {m['verdicts']} verdicts in {m['seconds']:6.1f} s, "
+                  f"peak {m['max_rss_mb']:6.0f} MB (fleet ready in {built:.0f} s)", flush=True)
+        if len(times) >= 2:
+            small, large = min(times), max(times)
+            ratio = times[large] / times[small]
+            print(f"{name:10s} time({large:,}) / time({small:,}) = {ratio:.1f} (size ratio {large / small:.0f}; target <= 12)")
+            ok &= ratio <= 12 * (large / small) / 10
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
