@@ -326,7 +326,7 @@ class ReplicaSentinel:
             if diagnosis in ("transient", "persistent") and self.config.action in ("skip_step", "resync"):
                 self._skip()  # the reduced gradients carry the fault to everyone: drop the update
 
-    def _my_result(self, replayed: bool = False) -> LocalResult | None:
+    def _my_result(self) -> LocalResult | None:
         if self._loss_fp is None:
             return None
         layout = [self._local_layout[i] for i in sorted(self._local_buckets)] if self._local_buckets else None
@@ -371,6 +371,8 @@ class ReplicaSentinel:
             return "unattributed", {"replayed": False, "why": package.get("error", "no local result to compare")}
         if not package["same"]:
             return "transient", {"replayed": True, "replay": "differs on the same rank"}
+        if self.comm.size == 1:
+            return "unattributed", {"replayed": True, "replay": "reproduces, and there is no buddy replica to tell data from chip"}
         buddy = (index + 1) % self.comm.size
         verdict = None
         if self.comm.index == buddy:
