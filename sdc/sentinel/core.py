@@ -17,6 +17,7 @@ rank skips the comparison together instead of one rank leaving a collective unma
 from __future__ import annotations
 
 import logging
+import math
 import os
 import struct
 from typing import Any, Callable, Sequence
@@ -53,6 +54,17 @@ def _float_bits(value: float) -> int:
 
 def _bits_float(bits: int) -> float:
     return struct.unpack("<d", struct.pack("<q", bits))[0]
+
+
+def json_safe(value: Any) -> Any:
+    """Details as strict JSON: a non-finite float (an inf loss is exactly what we report) becomes text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def default_job_id() -> str:
@@ -315,7 +327,7 @@ class ReplicaSentinel:
             return
         reasons = {i: [name for bit, name in FLAG_NAMES.items() if rows[i][0] & bit] or ["grad_norm_outlier"] for i in anomalous}
         base = {"local_norms": norms, "losses": [r[2] for r in rows]}
-        if 2 * len(anomalous) > self.comm.size:
+        if self.comm.size > 1 and 2 * len(anomalous) > self.comm.size:
             # Most replicas see it: the data or the model, not one chip.
             self._record("local_check", "correct", (), {**base, "anomalous_ranks": [self.comm.ranks[i] for i in sorted(anomalous)]})
             return
@@ -487,12 +499,12 @@ class ReplicaSentinel:
                 diagnosis=diagnosis,
                 observed_at=utcnow(),
                 chip_id=self.chip_id,
-                details={
+                details=json_safe({
                     **details,
                     "suspects": [s.to_dict() for s in suspects],
                     "suspect": any(s.rank == self.comm.global_rank for s in suspects),
                     "action": self.config.action,
-                },
+                }),
             )
             self.sink.submit(event)
         except Exception:

@@ -60,6 +60,7 @@ def test_forward_faults_replayed_transient_persistent_and_data(jobs):
         assert run.verdict(rank, 46)["diagnosis"] == "correct" and run.verdict(rank, 46)["ok"]
     replays = {(e.step, e.diagnosis) for e in run.events if e.kind == "replay"}
     assert {(26, "transient"), (34, "persistent"), (35, "persistent"), (46, "correct")} <= replays
+    assert any(e.details["losses"][3] == "inf" for e in run.events if e.kind == "replay" and e.step == 26)
     spike = [e for e in run.events if e.kind == "replay" and e.step == 46]
     assert spike and spike[0].details["reasons"] == ["loss_spike"]
     assert len({tuple(sorted(r["params"].items())) for r in run.ranks}) == 1
