@@ -1,0 +1,48 @@
+"""DDP adapter: a communication-hook wrapper that fingerprints each local gradient bucket
+before it is reduced (local non-finite and norm checks, and the reference a replay is
+compared with), and a replay function that runs the wrapped module without DDP's hooks."""
+
+import logging
+from typing import Any, Callable, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+from sdc.sentinel.core import ReplicaSentinel
+
+log = logging.getLogger(__name__)
+
+
+def sentinel_comm_hook(sentinel: ReplicaSentinel, inner: Optional[Callable] = None) -> Callable:
+    """A DDP comm hook: digest the local bucket, then run ``inner`` (default: all-reduce mean)."""
+    inner = inner or default_hooks.allreduce_hook
+
+    def hook(state: Any, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+        try:
+            sentinel.observe_local_bucket(bucket.index(), bucket.buffer(), bucket.parameters())
+        except Exception:  # never let the check break the reduction
+            log.exception("sdc sentinel: local bucket check failed")
+        return inner(state, bucket)
+
+    return hook
+
+
+def attach_ddp(
+    ddp_model: nn.parallel.DistributedDataParallel,
+    sentinel: ReplicaSentinel,
+    *,
+    loss_fn: Optional[Callable[[nn.Module, Any], torch.Tensor]] = None,
+    inner_hook: Optional[Callable] = None,
+    hook_state: Any = None,
+) -> ReplicaSentinel:
+    """Register the comm-hook wrapper and, given ``loss_fn(module, batch) -> loss``, the replay function.
+
+    ``hook_state`` is what ``inner_hook`` expects (a process group for the default all-reduce).
+    """
+    ddp_model.register_comm_hook(hook_state if hook_state is not None else sentinel.comm.group, sentinel_comm_hook(sentinel, inner_hook))
+    if loss_fn is not None and sentinel.replay_fn is None:
+        module = ddp_model.module
+        sentinel.replay_fn = lambda batch: loss_fn(module, batch)
+    return sentinel

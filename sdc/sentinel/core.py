@@ -1,0 +1,542 @@
+"""ReplicaSentinel: checks, on every data-parallel replica, that replicas which must hold the
+same bytes do, names the chip that disagrees, and replays steps to tell transient faults from
+persistent ones — while the job runs.
+
+Protocol per step (every rank runs the same collectives in the same order):
+
+* ``on_grads_ready``: one all-reduce(MAX) of a few int64s — the reduced gradients' digest and
+  its complement (so MAX and MIN travel together), local anomaly flags, the local gradient
+  norm, an error flag. Only if something is off: an all-gather of per-parameter digests and a
+  majority vote, or a replay of the anomalous rank's step (then on a buddy rank).
+* ``on_step_end``: the same for parameters (and optimizer state) every ``param_every`` steps.
+
+A local failure (an exception in the sentinel's own code) becomes the error flag, so every
+rank skips the comparison together instead of one rank leaving a collective unmatched.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import struct
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from sdc import devices
+from sdc.fingerprint import bucket_sums, combine_sums, plan_buckets, tensor_sums, word_count
+from sdc.records import JobEvent, new_id, utcnow
+from sdc.sentinel.comm import Collectives
+from sdc.sentinel.config import EXIT_RERUN_ELSEWHERE, EXIT_VALIDATION_FAILED, SentinelConfig, due
+from sdc.sentinel.events import EventSink, store_deliver
+from sdc.sentinel.replay import LocalResult, ReplayFn, capture_rng, local_result, loss_fingerprint, replay_grads, to_device
+from sdc.sentinel.vote import LossTracker, Suspect, Verdict, majority_vote, norm_outliers, worst
+
+log = logging.getLogger(__name__)
+
+FLAG_NONFINITE_LOSS, FLAG_LOSS_SPIKE, FLAG_NONFINITE_GRAD = 1, 2, 4
+FLAG_NAMES = {FLAG_NONFINITE_LOSS: "nonfinite_loss", FLAG_LOSS_SPIKE: "loss_spike", FLAG_NONFINITE_GRAD: "nonfinite_grad"}
+
+
+class SentinelAbort(SystemExit):
+    """Raised with action='raise': exit code 16 (rerun elsewhere to disambiguate) or 17 (validation failed)."""
+
+    def __init__(self, code: int, verdict: Verdict):
+        super().__init__(code)
+        self.verdict = verdict
+
+
+def _float_bits(value: float) -> int:
+    return struct.unpack("<q", struct.pack("<d", value))[0]
+
+
+def _bits_float(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<q", bits))[0]
+
+
+def json_safe(value: Any) -> Any:
+    """Details as strict JSON: a non-finite float (an inf loss is exactly what we report) becomes text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def default_job_id() -> str:
+    for name in ("SDC_JOB_ID", "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID"):
+        if os.environ.get(name):
+            return os.environ[name]
+    return "local"
+
+
+def local_chip_id(global_rank: int) -> str:
+    """This rank's chip: the accelerator it runs on, or virtual CPU chip ``cpu:<rank>``."""
+    backend = devices.accelerator_backend()
+    if backend == "cuda":
+        return devices.accelerator_chip("cuda", torch.cuda.current_device()).chip.chip_id
+    return devices.cpu_chip(global_rank).chip.chip_id
+
+
+class ReplicaSentinel:
+    """Cross-replica and local checks for one data-parallel replica (create it on every rank).
+
+    Args:
+        model: the module whose parameters and gradients are compared (a DDP wrapper is fine).
+        optimizer: its optimizer, for ``resync`` and optimizer-state checks.
+        group: the process group of replicas holding identical copies (default: world;
+            for HSDP the replicate dimension).
+        config: a SentinelConfig.
+        replay_fn: ``replay_fn(batch) -> loss``, re-runs the forward pass without
+            data-parallel hooks; without it local anomalies are reported but not replayed.
+        deliver: where JobEvents go (default: sdc's store, spooling to the outbox).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        group: Any = None,
+        config: SentinelConfig | None = None,
+        replay_fn: ReplayFn | None = None,
+        deliver: Callable[[Sequence[JobEvent]], object] | None = None,
+    ):
+        self.config = config or SentinelConfig()
+        self.model = model
+        self.optimizer = optimizer
+        self.replay_fn = replay_fn
+        self.comm = Collectives(group)
+        seen: set[int] = set()
+        self.names: list[str] = []
+        self.params: list[torch.Tensor] = []
+        for name, param in model.named_parameters():
+            if param.requires_grad and id(param) not in seen:
+                seen.add(id(param))
+                self.names.append(name.removeprefix("module."))
+                self.params.append(param)
+        self._index_of = {id(p): i for i, p in enumerate(self.params)}
+        self.buckets = plan_buckets(list(zip(self.names, self.params)), self.config.bucket_bytes)
+        self._bucket_of = {name: b.index for b in self.buckets for name in b.names}
+        self.job_id = self.config.job_id or default_job_id()
+        self.host = devices.hostname()
+        self.chip_id = self.config.chip_id or local_chip_id(self.comm.global_rank)
+        # Who is who: gathered once so every rank can name any suspect's chip.
+        self.peers: list[tuple[int, str, str]] = self.comm.gather_objects((self.comm.global_rank, self.host, self.chip_id))
+        if deliver is None:
+            deliver_fn, close = store_deliver(self.config.database_url, self.config.outbox_dir)
+            self.sink = EventSink(deliver_fn, close)
+        else:
+            self.sink = EventSink(deliver)
+        self.loss_tracker = LossTracker(self.config.loss_spike_factor, self.config.warmup_steps)
+        self.last_verified_step: int | None = None
+        self.step = -1
+        self.errors = 0
+        self._reset_step()
+
+    # ------------------------------------------------------------------ hooks of the loop
+
+    def on_step_begin(self, step: int, batch: Any = None) -> None:
+        """Start a step: remember the batch and RNG state a replay would need."""
+        self.step = step
+        self._reset_step()
+        try:
+            if self.config.replay and batch is not None:
+                self._batch, self._rng = batch, capture_rng()
+        except Exception as exc:
+            self._local_error("on_step_begin", exc)
+
+    def on_loss(self, loss: torch.Tensor) -> None:
+        """Local checks before the reduction: non-finite loss, loss spike."""
+        try:
+            value = float(loss.detach())
+            anomaly = self.loss_tracker.check(value)
+            if anomaly == "nonfinite_loss":
+                self._flags |= FLAG_NONFINITE_LOSS
+            elif anomaly == "loss_spike":
+                self._flags |= FLAG_LOSS_SPIKE
+            self._loss_value = value
+            self._loss_fp = loss_fingerprint(loss)
+        except Exception as exc:
+            self._local_error("on_loss", exc)
+
+    def observe_local_bucket(self, index: int, buffer: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
+        """Called by the DDP comm-hook wrapper with each local gradient bucket before its reduction."""
+        if not due(self.config.local_every, self.step):
+            return
+        try:
+            total, weighted = (int(v) for v in combine_sums(tensor_sums([buffer]), [word_count(buffer)]))
+            flat = buffer.detach().reshape(-1)
+            sq = float(torch.dot(flat, flat)) if flat.is_floating_point() else 0.0
+            self._local_buckets[index] = ((total, weighted), sq)
+            self._local_layout[index] = tuple(self._index_of.get(id(p), -1) for p in params)
+        except Exception as exc:
+            self._local_error("comm hook", exc)
+
+    def on_grads_ready(self) -> Verdict:
+        """After the data-parallel reduction, before clipping and the optimizer step."""
+        try:
+            return self._grads_ready()
+        except SentinelAbort:
+            raise
+        except Exception as exc:
+            return self._internal_error("on_grads_ready", exc)
+
+    def on_step_end(self, step: int) -> Verdict:
+        """After ``optimizer.step()``: parameter checks, then the step's verdict."""
+        try:
+            return self._step_end(step)
+        except SentinelAbort:
+            raise
+        except Exception as exc:
+            return self._internal_error("on_step_end", exc)
+
+    def close(self) -> None:
+        """Deliver pending events and stop the event thread."""
+        self.sink.close()
+
+    # ------------------------------------------------------------------ gradients
+
+    def _reset_step(self) -> None:
+        self._batch: Any = None
+        self._rng: dict | None = None
+        self._flags = 0
+        self._error = False
+        self._loss_value: float | None = None
+        self._loss_fp: tuple[int, int] | None = None
+        self._local_buckets: dict[int, tuple[tuple[int, int], float]] = {}
+        self._local_layout: dict[int, tuple[int, ...]] = {}
+        self._findings: list[tuple[str, str, tuple[Suspect, ...], dict]] = []
+        self._checks: list[str] = []
+        self._skipped = False
+        self._resynced = False
+        self._verdict_done = False
+
+    def _local_error(self, where: str, exc: BaseException) -> None:
+        self._error = True
+        self.errors += 1
+        log.exception("sdc sentinel: error in %s at step %s; training continues", where, self.step)
+        self._emit("sentinel_error", "ok", (), {"where": where, "error": f"{type(exc).__name__}: {exc}"})
+        if self.config.action == "raise":
+            raise exc
+
+    def _internal_error(self, where: str, exc: BaseException) -> Verdict:
+        self._local_error(where, exc)
+        return Verdict(self.step, "ok", details={"error": f"{type(exc).__name__}: {exc}"})
+
+    def _grad_fingerprints(self) -> torch.Tensor:
+        grads = [p.grad if p.grad is not None else p.new_zeros(0) for p in self.params]
+        return tensor_sums(grads)
+
+    def _local_norm(self) -> float | None:
+        if not self._local_buckets:
+            return None
+        return sum(sq for _, sq in self._local_buckets.values()) ** 0.5
+
+    def _grads_ready(self) -> Verdict:
+        check = due(self.config.grad_every, self.step)
+        per_param = None
+        digest = (0, 0)
+        norm = None
+        try:
+            if check:
+                per_param = self._grad_fingerprints()
+                digest = tuple(int(v) for v in combine_sums(per_param, [word_count(p) for p in self.params]))
+            norm = self._local_norm()
+            if norm is not None and not norm < float("inf"):
+                self._flags |= FLAG_NONFINITE_GRAD
+        except Exception as exc:
+            self._local_error("gradient fingerprint", exc)
+        norm_bits = _float_bits(norm) if norm is not None and norm == norm and norm < float("inf") else -1
+        vector = torch.tensor(
+            [digest[0], digest[1], ~digest[0], ~digest[1], self._flags, norm_bits, ~norm_bits, int(self._error)], dtype=torch.int64
+        )
+        reduced = self.comm.max_(vector).tolist()
+        if reduced[7]:
+            return self._partial()  # some rank could not fingerprint: nobody compares this step
+        if check:
+            self._checks.append("grads")
+            if reduced[0] != ~reduced[2] or reduced[1] != ~reduced[3]:
+                self._vote("grad_check", per_param, grads=True)
+            else:
+                self._record("grad_check", "ok", (), {})
+        max_norm, min_norm = reduced[5], ~reduced[6]
+        norm_spread = min_norm > 0 and _bits_float(max_norm) > self.config.grad_norm_ratio * _bits_float(min_norm)
+        if reduced[4] or norm_spread:
+            self._local_anomalies(norm)
+        return self._partial()
+
+    def _vote(self, kind: str, per_param: torch.Tensor | None, *, grads: bool) -> None:
+        names = self.names if grads else self._param_state_names()
+        if per_param is None:
+            per_param = torch.zeros((len(names), 2), dtype=torch.int64)
+        everyone = self.comm.gather(per_param.to(torch.int64)).cpu().tolist()
+        fingerprints = [[tuple(pair) for pair in replica] for replica in everyone]
+        result = majority_vote(fingerprints, names)
+        suspects = tuple(self._suspect(r, names_) for r, names_ in result.minority.items())
+        details: dict[str, Any] = {
+            "disagreeing_params": sorted({n for s in suspects for n in s.params} | set(result.unattributed)),
+        }
+        details["buckets"] = sorted({self._bucket_of[n] for n in details["disagreeing_params"] if n in self._bucket_of})
+        self._record(kind, result.diagnosis, suspects, details)
+        if result.diagnosis == "unattributed" and grads and self.config.replay and self.replay_fn is not None:
+            self._replay_reduction(result.unattributed)
+        self._repair(kind, result, grads)
+
+    def _repair(self, kind: str, result: Any, grads: bool) -> None:
+        if result.diagnosis == "ok":
+            return
+        action = self.config.action
+        if action == "resync" and result.majority_replica is not None:
+            self._resync(result.majority_replica, grads)
+        elif action == "skip_step" and grads:
+            self._skip()
+
+    def _skip(self) -> None:
+        for p in self.params:
+            p.grad = None
+        self._skipped = True
+
+    def _resync(self, src_index: int, grads: bool) -> None:
+        with torch.no_grad():
+            if grads:
+                for p in self.params:
+                    if p.grad is not None:
+                        self.comm.broadcast_(p.grad, src_index)
+            else:
+                for p in self.params:
+                    self.comm.broadcast_(p.data, src_index)
+                for tensor in self._optimizer_tensors().values():
+                    self.comm.broadcast_(tensor, src_index)
+        self._resynced = True
+        self._emit("resync", "ok", (), {"source_rank": self.comm.ranks[src_index], "what": "grads" if grads else "params"})
+
+    # ------------------------------------------------------------------ replay
+
+    def _local_anomalies(self, norm: float | None) -> None:
+        rows = self.comm.gather_objects((self._flags, norm, self._loss_value))
+        norms = [r[1] if r[1] is not None else 0.0 for r in rows]
+        anomalous = {i for i, r in enumerate(rows) if r[0]}
+        if all(r[1] is not None for r in rows):
+            anomalous |= set(norm_outliers(norms, self.config.grad_norm_ratio))
+        if not anomalous:
+            return
+        reasons = {i: [name for bit, name in FLAG_NAMES.items() if rows[i][0] & bit] or ["grad_norm_outlier"] for i in anomalous}
+        base = {"local_norms": norms, "losses": [r[2] for r in rows]}
+        if self.comm.size > 1 and 2 * len(anomalous) > self.comm.size:
+            # Most replicas see it: the data or the model, not one chip.
+            self._record("local_check", "correct", (), {**base, "anomalous_ranks": [self.comm.ranks[i] for i in sorted(anomalous)]})
+            return
+        for index in sorted(anomalous):
+            diagnosis, extra = self._replay_rank(index)
+            suspects = (self._suspect(index, ()),) if diagnosis in ("transient", "persistent", "unattributed") else ()
+            self._record("replay" if extra.get("replayed") else "local_check", diagnosis, suspects, {**base, **extra, "reasons": reasons[index]})
+            if diagnosis in ("transient", "persistent") and self.config.action in ("skip_step", "resync"):
+                self._skip()  # the reduced gradients carry the fault to everyone: drop the update
+
+    def _my_result(self) -> LocalResult | None:
+        if self._loss_fp is None:
+            return None
+        layout = [self._local_layout[i] for i in sorted(self._local_buckets)] if self._local_buckets else None
+        buckets = tuple(self._local_buckets[i][0] for i in sorted(self._local_buckets)) if layout else None
+        return LocalResult(self._loss_fp, buckets)
+
+    def _layout(self) -> list[tuple[int, ...]] | None:
+        if not self._local_buckets or any(-1 in self._local_layout[i] for i in self._local_layout):
+            return None
+        return [self._local_layout[i] for i in sorted(self._local_layout)]
+
+    def _replay_here(self, batch: Any, rng: dict, layout: list | None) -> LocalResult:
+        device = self.params[0].device if self.params else torch.device("cpu")
+        loss, grads = replay_grads(self.replay_fn, to_device(batch, device), rng, self.params)
+        return local_result(loss, grads, layout)
+
+    def _replay_rank(self, index: int) -> tuple[str, dict]:
+        """Replay the anomalous replica ``index``'s step on itself, then on a buddy."""
+        can = self.config.replay and self.replay_fn is not None
+        if not all(self.comm.gather_objects(can and (self.comm.index != index or self._rng is not None))):
+            return "unattributed", {"replayed": False, "why": "no replay_fn or no saved batch"}
+        package = None
+        if self.comm.index == index:
+            try:
+                layout = self._layout()
+                original = self._my_result()
+                if original is not None and layout is None:
+                    original = LocalResult(original.loss)
+                again = self._replay_here(self._batch, self._rng, layout)
+                package = {
+                    "same": again.matches(original) if original is not None else None,
+                    "batch": to_device(self._batch, torch.device("cpu")),
+                    "rng": self._rng,
+                    "layout": layout,
+                    "original": original,
+                }
+            except Exception as exc:
+                log.exception("sdc sentinel: replay failed on this rank at step %s", self.step)
+                package = {"same": None, "error": f"{type(exc).__name__}: {exc}"}
+        package = self.comm.broadcast_object(package, index)
+        if package.get("same") is None:
+            return "unattributed", {"replayed": False, "why": package.get("error", "no local result to compare")}
+        if not package["same"]:
+            return "transient", {"replayed": True, "replay": "differs on the same rank"}
+        if self.comm.size == 1:
+            return "unattributed", {"replayed": True, "replay": "reproduces, and there is no buddy replica to tell data from chip"}
+        buddy = (index + 1) % self.comm.size
+        verdict = None
+        if self.comm.index == buddy:
+            try:
+                again = self._replay_here(package["batch"], package["rng"], package["layout"])
+                verdict = again.matches(package["original"])
+            except Exception as exc:
+                log.exception("sdc sentinel: buddy replay failed at step %s", self.step)
+                verdict = None
+        verdict = self.comm.broadcast_object(verdict, buddy)
+        extra = {"replayed": True, "buddy_rank": self.comm.ranks[buddy]}
+        if verdict is None:
+            return "unattributed", {**extra, "replay": "buddy replay failed"}
+        if verdict:
+            return "correct", {**extra, "replay": "buddy reproduces it: the data caused it"}
+        return "persistent", {**extra, "replay": "reproduces on the rank, not on its buddy"}
+
+    def _replay_reduction(self, names: Sequence[str]) -> None:
+        """No majority on the reduced gradients: recompute them and see which replica kept them."""
+        ok = self._rng is not None and self._batch is not None
+        if not all(self.comm.gather_objects(ok)):
+            return
+        mismatch = None
+        try:
+            _, grads = replay_grads(self.replay_fn, self._batch, self._rng, self.params)
+            for g in grads:  # DDP's convention: divide, then sum
+                g.div_(self.comm.size)
+                self.comm.all_sum_(g)
+            want = tensor_sums(grads).tolist()
+            have = self._grad_fingerprints().tolist()
+            mismatch = [self.names[i] for i, (a, b) in enumerate(zip(want, have)) if a != b and self.params[i].grad is not None]
+        except Exception:
+            log.exception("sdc sentinel: reduction replay failed at step %s", self.step)
+        rows = self.comm.gather_objects(mismatch)
+        if any(r is None for r in rows):
+            return
+        bad = [i for i, r in enumerate(rows) if r]
+        if len(bad) == 1 or (bad and len(bad) < self.comm.size):
+            suspects = tuple(self._suspect(i, tuple(rows[i])) for i in bad)
+            self._record("replay", "divergence", suspects, {"attributed_by": "replay", "disagreeing_params": sorted(set(names))})
+            good = next(i for i in range(self.comm.size) if not rows[i])
+            if self.config.action == "resync":
+                self._resync(good, grads=True)
+            elif self.config.action == "skip_step":
+                self._skip()
+        else:
+            self._record("replay", "unattributed", (), {"attributed_by": "replay", "replicas_off": [self.comm.ranks[i] for i in bad]})
+
+    # ------------------------------------------------------------------ parameters
+
+    def _optimizer_tensors(self) -> dict[str, torch.Tensor]:
+        if self.optimizer is None or not self.config.optimizer_state:
+            return {}
+        out = {}
+        for i, p in enumerate(self.params):
+            for key, value in sorted(self.optimizer.state.get(p, {}).items()):
+                if isinstance(value, torch.Tensor) and value.numel() > 0:
+                    out[f"{self.names[i]}:{key}"] = value
+        return out
+
+    def _param_state_names(self) -> list[str]:
+        return self.names + list(self._optimizer_tensors())
+
+    def _step_end(self, step: int) -> Verdict:
+        if step != self.step:
+            self.step = step
+        if due(self.config.param_every, step):
+            per_param, error = None, False
+            try:
+                tensors = [p.detach() for p in self.params] + list(self._optimizer_tensors().values())
+                per_param = tensor_sums(tensors)
+                digest = tuple(int(v) for v in combine_sums(per_param, [word_count(t) for t in tensors]))
+            except Exception as exc:
+                self._local_error("parameter fingerprint", exc)
+                digest, error = (0, 0), True
+            reduced = self.comm.max_(torch.tensor([digest[0], digest[1], ~digest[0], ~digest[1], int(error)], dtype=torch.int64)).tolist()
+            if not reduced[4]:
+                self._checks.append("params")
+                if reduced[0] != ~reduced[2] or reduced[1] != ~reduced[3]:
+                    self._vote("param_check", per_param, grads=False)
+                else:
+                    self._record("param_check", "ok", (), {})
+        verdict = self._partial()
+        if verdict.ok and self._checks and not self._error:
+            self.last_verified_step = step
+        self._maybe_raise(verdict)
+        return verdict
+
+    # ------------------------------------------------------------------ verdicts and events
+
+    def _suspect(self, index: int, params: Sequence[str]) -> Suspect:
+        rank, host, chip = self.peers[index]
+        return Suspect(rank=rank, host=host, chip_id=chip, params=tuple(params))
+
+    def _record(self, kind: str, diagnosis: str, suspects: tuple[Suspect, ...], details: dict) -> None:
+        self._findings.append((kind, diagnosis, suspects, details))
+        if diagnosis != "ok" or self.config.record_ok:
+            self._emit(kind, diagnosis, suspects, details)
+        if diagnosis not in ("ok", "correct"):
+            log.warning("sdc sentinel: step %s %s: %s, suspects %s", self.step, kind, diagnosis, [s.rank for s in suspects])
+
+    def _emit(self, kind: str, diagnosis: str, suspects: Sequence[Suspect], details: dict) -> None:
+        try:
+            event = JobEvent(
+                event_id=new_id(),
+                job_id=self.job_id,
+                step=max(self.step, 0),
+                rank=self.comm.global_rank,
+                world_size=self.comm.size,
+                host=self.host,
+                kind=kind,
+                diagnosis=diagnosis,
+                observed_at=utcnow(),
+                chip_id=self.chip_id,
+                details=json_safe({
+                    **details,
+                    "suspects": [s.to_dict() for s in suspects],
+                    "suspect": any(s.rank == self.comm.global_rank for s in suspects),
+                    "action": self.config.action,
+                }),
+            )
+            self.sink.submit(event)
+        except Exception:
+            log.exception("sdc sentinel: could not build an event")
+
+    def _partial(self) -> Verdict:
+        diagnoses = [f[1] for f in self._findings]
+        overall = worst(diagnoses)
+        # A later replay that attributes a disagreement supersedes the earlier 'unattributed'.
+        if overall == "unattributed" and any(f[0] == "replay" and f[1] == "divergence" for f in self._findings):
+            overall = "divergence"
+        suspects: dict[int, Suspect] = {}
+        for _, diagnosis, found, _ in self._findings:
+            if diagnosis in ("ok", "correct"):
+                continue
+            for s in found:
+                prior = suspects.get(s.rank)
+                params = tuple(dict.fromkeys((prior.params if prior else ()) + s.params))
+                suspects[s.rank] = Suspect(s.rank, s.host, s.chip_id, params)
+        return Verdict(
+            step=self.step,
+            diagnosis=overall,
+            suspects=tuple(suspects[r] for r in sorted(suspects)),
+            checks=tuple(self._checks),
+            skipped=self._skipped,
+            resynced=self._resynced,
+            details={"findings": [(k, d) for k, d, _, _ in self._findings]},
+        )
+
+    def _maybe_raise(self, verdict: Verdict) -> None:
+        if self.config.action != "raise" or verdict.ok:
+            return
+        code = EXIT_RERUN_ELSEWHERE if verdict.diagnosis == "unattributed" or not verdict.suspects else EXIT_VALIDATION_FAILED
+        self.sink.close()  # the events must reach the store or the outbox before we exit
+        raise SentinelAbort(code, verdict)

@@ -1,0 +1,94 @@
+"""Lightning and Hugging Face adapters: a short real CPU training of a tiny model built from
+a config, with and without an injected forward fault (skipped if the package is absent)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sdc.sentinel import SentinelConfig
+from sdc.sentinel.inject import ActivationFault
+
+pytestmark = pytest.mark.slow
+
+
+def _config(tmp_path) -> SentinelConfig:
+    return SentinelConfig(grad_every=1, param_every=2, local_every=1, warmup_steps=3, action="skip_step",
+                          database_url=f"sqlite:///{tmp_path / 'none' / 'sdc.db'}", outbox_dir=str(tmp_path / "outbox"))
+
+
+@pytest.mark.parametrize("fault_step", [None, 8])
+def test_lightning_callback(tmp_path, fault_step):
+    pl = pytest.importorskip("lightning.pytorch") if _has("lightning") else pytest.importorskip("pytorch_lightning")
+    from sdc.sentinel.adapters.lightning import SentinelCallback
+
+    class Tiny(pl.LightningModule):
+        def __init__(self, width: int = 8):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(width, 16), nn.Tanh(), nn.Dropout(0.1), nn.Linear(16, 1))
+            self.fault = ActivationFault(self.net[3], flat_index=1, bit=30)
+
+        def training_step(self, batch, batch_idx):
+            if fault_step is not None and self.global_step == fault_step and not self.fault.fired:
+                self.fault.arm()
+            x, y = batch
+            return nn.functional.mse_loss(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4)
+    callback = SentinelCallback(_config(tmp_path))
+    trainer = pl.Trainer(max_steps=12, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer.callbacks.append(callback)
+    trainer.fit(Tiny(), data)
+    diagnoses = {v.step: v.diagnosis for v in callback.verdicts}
+    assert len(diagnoses) == 12
+    if fault_step is None:
+        assert set(diagnoses.values()) == {"ok"}
+    else:
+        assert diagnoses[fault_step] == "transient"
+        assert {d for s, d in diagnoses.items() if s != fault_step} == {"ok"}
+    assert callback.sentinel.sink.failed == 0
+
+
+def _has(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+@pytest.mark.parametrize("fault_step", [None, 6])
+def test_hf_trainer_callback(tmp_path, fault_step):
+    transformers = pytest.importorskip("transformers")
+    from sdc.sentinel.adapters.hf import SentinelTrainer, SentinelTrainerCallback
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=16)
+    model = transformers.GPT2LMHeadModel(config)
+    fault = ActivationFault(model.lm_head, flat_index=3, bit=30)
+    g = torch.Generator().manual_seed(1)
+    rows = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (48, 12), generator=g)]
+
+    class Arm(transformers.TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == fault_step:
+                fault.arm()
+
+    callback = SentinelTrainerCallback(_config(tmp_path))
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "hf"), max_steps=10, per_device_train_batch_size=4,
+                                          report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True,
+                                          learning_rate=1e-3, disable_tqdm=True)
+    trainer = SentinelTrainer(model=model, args=args, train_dataset=rows, sentinel_callback=callback, callbacks=[Arm()])
+    trainer.train()
+    diagnoses = {v.step: v.diagnosis for v in callback.verdicts}
+    assert len(diagnoses) == 10
+    if fault_step is None:
+        assert set(diagnoses.values()) == {"ok"}
+    else:
+        assert diagnoses[fault_step] == "transient", diagnoses
+        assert {d for s, d in diagnoses.items() if s != fault_step} == {"ok"}

@@ -1,0 +1,91 @@
+"""Four (or two) real gloo processes train a small DDP model for 50 steps while faults are
+planted; the sentinel must name the right rank, parameter and diagnosis, and only then."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_healthy_job_reports_only_ok(jobs):
+    run = jobs["healthy"]
+    assert run.events, "checks must become events"
+    assert {e.diagnosis for e in run.events} == {"ok"}
+    assert {e.kind for e in run.events} == {"grad_check", "param_check"}
+    assert len({e.rank for e in run.events}) == 4
+    for rank in run.ranks:
+        assert all(v["ok"] for v in rank["verdicts"])
+        assert rank["last_verified_step"] == 49
+    assert len({tuple(sorted(r["params"].items())) for r in run.ranks}) == 1
+    # Each rank is its own virtual chip.
+    assert {e.chip_id for e in run.events} == {f"host:testhost:cpu:{r}" for r in range(4)}
+
+
+def test_grad_and_param_flips_are_named_and_resync_repairs(jobs):
+    run = jobs["replicas"]
+    for rank in range(4):
+        bad = run.not_ok_steps(rank)
+        assert set(bad) == {20, 25}, bad
+        grad = bad[20]
+        assert grad["diagnosis"] == "divergence"
+        assert [(s["rank"], s["params"]) for s in grad["suspects"]] == [(2, ["3.weight"])]
+        assert grad["suspects"][0]["chip_id"] == "host:testhost:cpu:2"
+        param = bad[25]
+        assert param["diagnosis"] == "divergence"
+        assert [(s["rank"], s["params"]) for s in param["suspects"]] == [(1, ["0.bias"])]
+        assert param["resynced"]
+        # After the repair every later parameter check agrees.
+        assert all(v["ok"] for v in run.ranks[rank]["verdicts"][26:])
+    assert len({tuple(sorted(r["params"].items())) for r in run.ranks}) == 1
+    found = [e for e in run.events if e.diagnosis == "divergence"]
+    assert {(e.step, e.kind) for e in found} == {(20, "grad_check"), (25, "param_check")}
+    assert all(e.details["suspects"] for e in found)
+    assert {e.rank for e in found if e.details["suspect"]} == {1, 2}
+    assert any(e.kind == "resync" for e in run.events)
+
+
+def test_forward_faults_replayed_transient_persistent_and_data(jobs):
+    run = jobs["local"]
+    for rank in range(4):
+        bad = run.not_ok_steps(rank)
+        assert bad[26]["diagnosis"] == "transient"
+        assert [s["rank"] for s in bad[26]["suspects"]] == [3]
+        for step in (34, 35):
+            assert bad[step]["diagnosis"] == "persistent", bad[step]
+            assert [s["rank"] for s in bad[step]["suspects"]] == [3]
+            assert bad[step]["skipped"]
+        assert set(bad) == {26, 34, 35}, bad
+        # Rank 0's bad batch at 46: the buddy reproduces the spike, so the chip is fine.
+        assert run.verdict(rank, 46)["diagnosis"] == "correct" and run.verdict(rank, 46)["ok"]
+    replays = {(e.step, e.diagnosis) for e in run.events if e.kind == "replay"}
+    assert {(26, "transient"), (34, "persistent"), (35, "persistent"), (46, "correct")} <= replays
+    assert any(e.details["losses"][3] == "inf" for e in run.events if e.kind == "replay" and e.step == 26)
+    spike = [e for e in run.events if e.kind == "replay" and e.step == 46]
+    assert spike and spike[0].details["reasons"] == ["loss_spike"]
+    assert len({tuple(sorted(r["params"].items())) for r in run.ranks}) == 1
+
+
+def test_two_ranks_unattributed_then_attributed_by_replay(jobs):
+    run = jobs["two_ranks"]
+    for rank in range(2):
+        bad = run.not_ok_steps(rank)
+        assert set(bad) == {15}
+        assert bad[15]["diagnosis"] == "divergence"
+        assert [(s["rank"], s["params"]) for s in bad[15]["suspects"]] == [(1, ["0.weight"])]
+    at15 = {(e.kind, e.diagnosis) for e in run.events if e.step == 15}
+    assert ("grad_check", "unattributed") in at15
+    assert ("replay", "divergence") in at15
+
+
+def test_an_error_inside_the_sentinel_does_not_stop_training(jobs):
+    run = jobs["error"]
+    assert all(len(r["verdicts"]) == 50 for r in run.ranks)
+    assert run.ranks[1]["errors"] == 2
+    errors = [e for e in run.events if e.kind == "sentinel_error"]
+    assert {(e.rank, e.step) for e in errors} == {(1, 10), (1, 11)}
+    assert "planted failure" in errors[0].details["error"]
+    # Nobody compared at the broken steps, everyone did again afterwards.
+    grad_steps = {e.step for e in run.events if e.kind == "grad_check" and e.rank == 0}
+    assert 10 not in grad_steps and 11 not in grad_steps and 12 in grad_steps
+    assert {e.diagnosis for e in run.events} == {"ok"}

@@ -1,0 +1,153 @@
+"""One rank of a sentinel test job (run as a subprocess by the tests): a tiny MLP built from
+a config, wrapped in DDP over gloo, trained for N steps with faults planted per scenario.
+Writes the rank's verdicts and final parameter digest as JSON for the test to check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from sdc.fingerprint import digest
+from sdc.sentinel import ReplicaSentinel, SentinelConfig
+from sdc.sentinel.adapters.ddp import attach_ddp
+from sdc.sentinel.inject import ActivationFault, flip_grad, flip_param
+
+MODEL_CONFIG = {"inputs": 8, "hidden": 32, "outputs": 4, "dropout": 0.1}
+
+SCENARIOS = {
+    # name: SentinelConfig overrides
+    "healthy": dict(grad_every=1, param_every=5, local_every=1, action="log"),
+    "replicas": dict(grad_every=1, param_every=5, local_every=1, action="resync", optimizer_state=True),
+    "local": dict(grad_every=1, param_every=5, local_every=1, action="skip_step", warmup_steps=5),
+    "two_ranks": dict(grad_every=1, param_every=5, local_every=1, action="skip_step"),
+    "error": dict(grad_every=1, param_every=5, local_every=1, action="log"),
+}
+
+
+def build_model(config: dict) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(config["inputs"], config["hidden"]),
+        nn.Tanh(),
+        nn.Dropout(config["dropout"]),
+        nn.Linear(config["hidden"], config["outputs"]),
+    )
+
+
+def batch_for(rank: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1000 * step + rank)
+    x = torch.randn(16, MODEL_CONFIG["inputs"], generator=g)
+    return x, torch.sin(x[:, : MODEL_CONFIG["outputs"]])
+
+
+def loss_fn(module: nn.Module, batch) -> torch.Tensor:
+    x, y = batch
+    return nn.functional.mse_loss(module(x), y)
+
+
+def run_scenario(scenario: str, steps: int, args: argparse.Namespace) -> dict | None:
+    """Train one small job under ``scenario``; None on ranks outside its process group."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    group = None
+    if scenario == "two_ranks":
+        group = dist.new_group([0, 1])  # every rank must create it, only 0 and 1 train
+        if rank > 1:
+            return None
+        world = 2
+    torch.manual_seed(0)  # identical replicas
+    model = build_model(MODEL_CONFIG)
+    torch.manual_seed(100 + rank)  # different dropout masks per rank, as in real training
+    ddp = nn.parallel.DistributedDataParallel(model, process_group=group)
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=0.05, momentum=0.9)
+    config = SentinelConfig(job_id=f"test-{scenario}", database_url=args.database_url, outbox_dir=args.outbox, **SCENARIOS[scenario])
+    sentinel = ReplicaSentinel(ddp, optimizer, group=group, config=config)
+    attach_ddp(ddp, sentinel, loss_fn=loss_fn)
+
+    hidden = model[3]  # the output layer: every element reaches the loss
+    transient = ActivationFault(hidden, flat_index=5, bit=30, persistent=False)
+    persistent = ActivationFault(hidden, flat_index=5, bit=30, persistent=True)
+    if scenario == "error" and rank == 1:
+        real = sentinel._grad_fingerprints
+
+        def broken():
+            if sentinel.step in (10, 11):
+                raise RuntimeError("planted failure inside the sentinel")
+            return real()
+
+        sentinel._grad_fingerprints = broken
+
+    verdicts = []
+    for step in range(steps):
+        batch = batch_for(rank, step)
+        if scenario == "local" and rank == 0 and step == 46:
+            batch = (batch[0], batch[1] * 30)  # bad data: a real spike every replay reproduces
+        if scenario == "local" and rank == 3:
+            if step == 26:
+                transient.arm()
+            if step in (34, 35):
+                persistent.arm()
+        optimizer.zero_grad(set_to_none=True)
+        sentinel.on_step_begin(step, batch)
+        loss = loss_fn(ddp, batch)
+        sentinel.on_loss(loss)
+        loss.backward()
+        if scenario == "replicas" and rank == 2 and step == 20:
+            flip_grad(ddp, "3.weight", flat_index=7, bit=22)
+        if scenario == "two_ranks" and rank == 1 and step == 15:
+            flip_grad(ddp, "0.weight", flat_index=3, bit=21)
+        sentinel.on_grads_ready()
+        persistent.disarm()
+        optimizer.step()
+        if scenario == "replicas" and rank == 1 and step == 22:
+            flip_param(ddp, "0.bias", flat_index=2, bit=19)
+        verdict = sentinel.on_step_end(step)
+        verdicts.append(
+            {
+                "step": step,
+                "diagnosis": verdict.diagnosis,
+                "ok": verdict.ok,
+                "suspects": [s.to_dict() for s in verdict.suspects],
+                "skipped": verdict.skipped,
+                "resynced": verdict.resynced,
+                "checks": list(verdict.checks),
+            }
+        )
+    sentinel.close()
+    return {
+        "rank": rank,
+        "world": world,
+        "verdicts": verdicts,
+        "params": {name: digest(p) for name, p in model.named_parameters()},
+        "last_verified_step": sentinel.last_verified_step,
+        "errors": sentinel.errors,
+        "chip_id": sentinel.chip_id,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scenarios", required=True, help="comma-separated names from SCENARIOS")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--outbox", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    for scenario in args.scenarios.split(","):
+        result = run_scenario(scenario, args.steps, args)
+        if result is not None:
+            with open(os.path.join(args.out, f"{scenario}-rank{dist.get_rank()}.json"), "w") as fh:
+                json.dump(result, fh)
+        dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
