@@ -34,7 +34,7 @@ def results(sweep_id: str, chip_list: list[Chip], n: int, seed: int = 0) -> list
         ok = i % 7 != 3
         out.append(
             ProbeResult(
-                result_id=uuid.UUID(int=rng.getrandbits(128)).hex,
+                result_id=uuid.uuid4().hex,
                 sweep_id=sweep_id,
                 chip_id=chip.chip_id,
                 probe="gemm",
