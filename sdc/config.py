@@ -23,14 +23,20 @@ class ConfigError(ValueError):
     pass
 
 
-def default_data_dir() -> Path:
+# Top-level keys of the config file; tables ([analysis], [agent], ...) belong to subsystems.
+BASIC_KEYS = ("database_url", "data_dir", "outbox_dir")
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
     """Per-user data directory: $XDG_DATA_HOME/sdc, else ~/.local/share/sdc."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "sdc"
 
 
-def default_config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "sdc" / "config.toml"
 
 
@@ -57,7 +63,7 @@ def load_settings(
 ) -> Settings:
     """Resolve settings. Arguments are the command-line flags (None when not given)."""
     env = os.environ if environ is None else environ
-    path = Path(config_path or env.get("SDC_CONFIG") or default_config_path()).expanduser()
+    path = Path(config_path or env.get("SDC_CONFIG") or default_config_path(env)).expanduser()
     tables: dict[str, Any] = {}
     if path.exists():
         try:
@@ -66,8 +72,9 @@ def load_settings(
             raise ConfigError(f"config: cannot read {path}: {exc}") from None
     elif config_path or env.get("SDC_CONFIG"):
         raise ConfigError(f"config: {path} does not exist")
+    _check_basic_keys(path, tables)
 
-    data_dir = Path(env.get("SDC_DATA_DIR") or tables.get("data_dir") or default_data_dir()).expanduser()
+    data_dir = Path(env.get("SDC_DATA_DIR") or tables.get("data_dir") or default_data_dir(env)).expanduser()
     url = database_url or env.get("SDC_DATABASE_URL") or tables.get("database_url") or f"sqlite:///{data_dir / 'sdc.db'}"
     outbox = Path(env.get("SDC_OUTBOX_DIR") or tables.get("outbox_dir") or data_dir / "outbox").expanduser()
     return Settings(
@@ -77,3 +84,15 @@ def load_settings(
         config_path=path if path.exists() else None,
         tables=tables,
     )
+
+
+def _check_basic_keys(path: Path, tables: Mapping[str, Any]) -> None:
+    for key, value in tables.items():
+        if isinstance(value, dict):
+            continue
+        if key not in BASIC_KEYS:
+            raise ConfigError(
+                f"config: unknown setting '{key}' in {path} (known: {', '.join(BASIC_KEYS)}, or a [table])"
+            )
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"config: '{key}' in {path} must be a non-empty string")

@@ -20,7 +20,7 @@ import typing
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Any, Callable, ClassVar, Literal, Optional, Union
 
 SCHEMA_VERSION = 1
 
@@ -60,19 +60,27 @@ def canonical_json(value: Any) -> str:
 
 
 def format_time(value: datetime) -> str:
+    """UTC, microseconds, 'Z': the one way records write times."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
-    value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    elif value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_time(text: str) -> datetime:
     """ISO 8601 with an offset or 'Z'; a naive time is taken as UTC."""
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        if not text.endswith(("Z", "z")):  # Python 3.10 does not know 'Z'
+            raise
+        value = datetime.fromisoformat(text[:-1] + "+00:00")
+    tz = value.tzinfo
+    if tz is timezone.utc:
+        return value
+    if tz is None:
+        return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
 
 
@@ -92,7 +100,8 @@ class Record:
         return getattr(self, self.ID_FIELD)
 
     def to_json_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.KIND, "schema_version": SCHEMA_VERSION}
+        # The envelope key is "record", not "kind": JobEvent and Verdict have a field 'kind'.
+        out: dict[str, Any] = {"record": self.KIND, "schema_version": SCHEMA_VERSION}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             out[f.name] = format_time(value) if isinstance(value, datetime) else value
@@ -252,9 +261,27 @@ BY_KIND: dict[str, type[Record]] = {cls.KIND: cls for cls in RECORD_TYPES}
 WRITE_ORDER: tuple[str, ...] = ("chip", "sweep", "probe_result", "job_event", "verdict", "quarantine_event")
 
 # ---------------------------------------------------------------------------------------
-# Validation: one compiled checker per field, built from the dataclass type hints. It is
-# hand-rolled rather than jsonschema because ingest must take tens of thousands of lines a
-# second; the generated JSON Schema documents exactly the same rules.
+# Validation. Ingest must take tens of thousands of lines a second with every field checked,
+# so each record kind gets one straight-line validator generated from its type hints (the
+# way dataclasses generate __init__) instead of jsonschema or a loop over per-field closures.
+# The generated JSON Schema (below) documents exactly the same rules; a test keeps them equal.
+
+# Longest text the store takes per field (the String(n) columns of sdc.store.models; a test
+# keeps the two equal). Fields absent here are unbounded text.
+MAX_LENGTH: dict[str, int] = {
+    "chip_id": 128, "host": 255, "vendor": 64, "model": 255, "stack_hash": 64,
+    "sweep_id": 64, "suite": 64, "sdc_version": 64,
+    "result_id": 64, "probe": 128, "digest": 128, "reference_digest": 128, "throughput_unit": 32,
+    "event_id": 64, "job_id": 255, "kind": 64,
+    "verdict_id": 64, "analysis_id": 64, "actor": 255,
+}  # fmt: skip
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+# Integer fields stored as BIGINT; every other integer field is a 32-bit INTEGER column.
+INT64_FIELDS = frozenset({"memory_bytes", "seed", "step"})
+
+ENVELOPE = ("record", "schema_version")
+_MISSING = object()
 
 
 def _is_optional(hint: Any) -> tuple[bool, Any]:
@@ -266,81 +293,6 @@ def _is_optional(hint: Any) -> tuple[bool, Any]:
     return False, hint
 
 
-def _checker(name: str, hint: Any):
-    optional, base = _is_optional(hint)
-    origin = typing.get_origin(base)
-
-    def wrap(check):
-        if not optional:
-            return check
-
-        def check_optional(value):
-            return None if value is None else check(value)
-
-        return check_optional
-
-    if base is str:
-
-        def check(value):
-            if not isinstance(value, str):
-                raise RecordError(f"field '{name}' must be a string, got {_type_name(value)}")
-            return value
-
-    elif base is int:
-
-        def check(value):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise RecordError(f"field '{name}' must be an integer, got {_type_name(value)}")
-            return value
-
-    elif base is float:
-
-        def check(value):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise RecordError(f"field '{name}' must be a number, got {_type_name(value)}")
-            if not math.isfinite(value):
-                raise RecordError(f"field '{name}' must be finite, got {value}")
-            return float(value)
-
-    elif base is datetime:
-
-        def check(value):
-            if not isinstance(value, str):
-                raise RecordError(f"field '{name}' must be an ISO 8601 time string, got {_type_name(value)}")
-            try:
-                return parse_time(value)
-            except ValueError:
-                raise RecordError(f"field '{name}' is not an ISO 8601 time: {value[:40]!r}") from None
-
-    elif origin is Literal:
-        allowed = typing.get_args(base)
-
-        def check(value):
-            if value not in allowed:
-                raise RecordError(f"field '{name}' must be one of {', '.join(allowed)}; got {str(value)[:40]!r}")
-            return value
-
-    elif base is dict or origin is dict:
-
-        def check(value):
-            if not isinstance(value, dict):
-                raise RecordError(f"field '{name}' must be an object, got {_type_name(value)}")
-            return value
-
-    elif origin is list:
-        (item,) = typing.get_args(base)
-        item_check = _checker(f"{name}[]", item)
-
-        def check(value):
-            if not isinstance(value, list):
-                raise RecordError(f"field '{name}' must be an array, got {_type_name(value)}")
-            return [item_check(v) for v in value]
-
-    else:  # pragma: no cover - a new field type must be taught here
-        raise TypeError(f"unsupported record field type {hint!r} for {name}")
-    return wrap(check)
-
-
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
@@ -349,133 +301,213 @@ def _type_name(value: Any) -> str:
     )
 
 
+def _fail_type(name: str, expected: str, value: Any) -> typing.NoReturn:
+    raise RecordError(f"field '{name}' must be {expected}, got {_type_name(value)}")
+
+
+def _check_text(name: str, value: str, limit: int | None) -> None:
+    if limit is not None and len(value) > limit:
+        raise RecordError(f"field '{name}' is {len(value):,} characters long, at most {limit} allowed")
+    if "\x00" in value:
+        raise RecordError(f"field '{name}' contains a NUL character")
+
+
+def _fail_int(name: str, value: Any, bounds: tuple[int, int]) -> typing.NoReturn:
+    if type(value) is not int:
+        _fail_type(name, "an integer", value)
+    raise RecordError(f"field '{name}' is {value}, outside {bounds[0]}..{bounds[1]}")
+
+
+def _number(name: str, value: Any) -> float:
+    if type(value) is int:
+        try:
+            return float(value)
+        except OverflowError:
+            raise RecordError(f"field '{name}' is too large for a 64-bit float") from None
+    if type(value) is float:
+        raise RecordError(f"field '{name}' must be finite, got {value}")
+    _fail_type(name, "a number", value)
+
+
+def _time(name: str, value: Any) -> datetime:
+    if type(value) is not str:
+        _fail_type(name, "an ISO 8601 time string", value)
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise RecordError(f"field '{name}' is not an ISO 8601 time: {value[:40]!r}") from None
+
+
+def _fail_choice(name: str, allowed: tuple[str, ...], value: Any) -> typing.NoReturn:
+    raise RecordError(f"field '{name}' must be one of {', '.join(allowed)}; got {str(value)[:40]!r}")
+
+
+def _numbers(name: str, value: Any) -> list[float]:
+    if type(value) is not list:
+        _fail_type(name, "an array", value)
+    out = []
+    for item in value:
+        if type(item) is not float or item - item != 0.0:
+            item = _number(f"{name}[]", item)
+        out.append(item)
+    return out
+
+
+def _texts(name: str, value: Any) -> list[str]:
+    if type(value) is not list:
+        _fail_type(name, "an array", value)
+    for item in value:
+        if type(item) is not str:
+            _fail_type(f"{name}[]", "a string", item)
+        _check_text(f"{name}[]", item, None)
+    return value
+
+
+def _field_check(name: str, hint: Any, env: dict[str, Any]) -> list[str]:
+    """Source lines that check (and convert) ``v``, the value of field ``name``."""
+    _, base = _is_optional(hint)
+    origin = typing.get_origin(base)
+    n = repr(name)
+    if base is str:
+        env[f"L_{name}"] = limit = MAX_LENGTH.get(name)
+        bad = f"len(v) > {limit} or '\\x00' in v" if limit else "'\\x00' in v"
+        return [
+            f"if type(v) is not str: _fail_type({n}, 'a string', v)",
+            f"if {bad}: _check_text({n}, v, L_{name})",
+        ]
+    if base is int:
+        lo, hi = env[f"B_{name}"] = INT64 if name in INT64_FIELDS else INT32
+        return [f"if type(v) is not int or not {lo} <= v <= {hi}: _fail_int({n}, v, B_{name})"]
+    if base is float:
+        return [f"if type(v) is not float or v - v != 0.0: v = _number({n}, v)"]
+    if base is datetime:
+        return [f"v = _time({n}, v)"]
+    if origin is Literal:
+        env[f"A_{name}"] = allowed = typing.get_args(base)
+        env[f"S_{name}"] = frozenset(allowed)
+        return [f"if type(v) is not str or v not in S_{name}: _fail_choice({n}, A_{name}, v)"]
+    if base is dict or origin is dict:
+        return [f"if type(v) is not dict: _fail_type({n}, 'an object', v)"]
+    if origin is list and typing.get_args(base) == (float,):
+        return [f"v = _numbers({n}, v)"]
+    if origin is list and typing.get_args(base) == (str,):
+        return [f"v = _texts({n}, v)"]
+    raise TypeError(f"unsupported record field type {hint!r} for {name}")  # pragma: no cover
+
+
+def _compile_validator(cls: type[Record]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Generate ``validate(obj) -> field values`` for one record class."""
+    hints = typing.get_type_hints(cls)
+    env: dict[str, Any] = {
+        "_MISSING": _MISSING, "_fail_type": _fail_type, "_check_text": _check_text, "_fail_int": _fail_int,
+        "_number": _number, "_time": _time, "_fail_choice": _fail_choice, "_numbers": _numbers,
+        "_texts": _texts, "RecordError": RecordError,
+        "KEYS": frozenset([*ENVELOPE, *(f.name for f in dataclasses.fields(cls))]),
+    }  # fmt: skip
+    body = [
+        "def validate(obj):",
+        "    extra = obj.keys() - KEYS",
+        "    if extra:",
+        f"        raise RecordError(f\"unknown field '{{sorted(extra)[0][:40]}}' in {cls.KIND} record"
+        f" (see docs/schema/{cls.KIND}.json)\")",
+        "    out = {}",
+    ]
+    for f in dataclasses.fields(cls):
+        optional, _ = _is_optional(hints[f.name])
+        body.append(f"    v = obj.get({f.name!r}, _MISSING)")
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+            if f.default_factory is not dataclasses.MISSING:
+                env[f"D_{f.name}"] = f.default_factory
+                default = f"D_{f.name}()"
+            else:
+                env[f"D_{f.name}"] = f.default
+                default = f"D_{f.name}"
+            body.append(f"    if v is _MISSING: v = {default}")
+        else:
+            body.append("    if v is _MISSING:")
+            body.append(
+                f"        raise RecordError(\"field '{f.name}' missing from {cls.KIND} record"
+                f" (see docs/schema/{cls.KIND}.json)\")"
+            )
+        checks = _field_check(f.name, hints[f.name], env)
+        if optional:
+            body.append("    if v is not None:")
+            body += [f"        {line}" for line in checks]
+        else:
+            body += [f"    {line}" for line in checks]
+        body.append(f"    out[{f.name!r}] = v")
+    body.append("    return out")
+    exec("\n".join(body), env)  # noqa: S102 - source built above from the class's own type hints
+    return env["validate"]
+
+
 @dataclass(frozen=True)
 class _Spec:
     cls: type[Record]
     required: tuple[str, ...]
-    checks: dict[str, Any]
-    defaults: dict[str, Any]
+    validate: Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def _build_spec(cls: type[Record]) -> _Spec:
-    hints = typing.get_type_hints(cls)
-    checks, required, defaults = {}, [], {}
-    for f in dataclasses.fields(cls):
-        checks[f.name] = _checker(f.name, hints[f.name])
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            required.append(f.name)
-    return _Spec(cls, tuple(required), checks, defaults)
+    required = tuple(
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    return _Spec(cls, required, _compile_validator(cls))
 
 
 _SPECS: dict[str, _Spec] = {cls.KIND: _build_spec(cls) for cls in RECORD_TYPES}
 
 
+def validate_json_dict(obj: Any) -> tuple[str, dict[str, Any]]:
+    """Check one decoded JSON object against its schema; returns (kind, field values).
+
+    The values are what the record's constructor takes (times parsed, defaults filled in).
+    Ingest stops here rather than building dataclasses it would take apart again.
+    """
+    if type(obj) is not dict:
+        raise RecordError(f"a record must be a JSON object, got {_type_name(obj)}")
+    kind = obj.get("record", _MISSING)
+    spec = _SPECS.get(kind) if type(kind) is str else None
+    if spec is None:
+        if kind is _MISSING:
+            raise RecordError(f"field 'record' missing: it names the record type ({', '.join(_SPECS)})")
+        raise RecordError(f"field 'record' must be one of {', '.join(_SPECS)}; got {str(kind)[:40]!r}")
+    version = obj.get("schema_version", SCHEMA_VERSION)
+    if version is not SCHEMA_VERSION and (type(version) is not int or not 1 <= version <= SCHEMA_VERSION):
+        raise RecordError(f"field 'schema_version' must be an integer from 1 to {SCHEMA_VERSION}; got {version!r}")
+    return kind, spec.validate(obj)
+
+
 def from_json_dict(obj: Any) -> Record:
     """Validate one decoded JSON object and build its record; raises RecordError."""
-    if not isinstance(obj, dict):
-        raise RecordError(f"a record must be a JSON object, got {_type_name(obj)}")
-    kind = obj.get("kind")
-    spec = _SPECS.get(kind) if isinstance(kind, str) else None
-    if spec is None:
-        raise RecordError(f"field 'kind' must be one of {', '.join(_SPECS)}; got {str(kind)[:40]!r}")
-    version = obj.get("schema_version", SCHEMA_VERSION)
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
-        raise RecordError(f"field 'schema_version' must be an integer from 1 to {SCHEMA_VERSION}; got {version!r}")
-    for name in spec.required:
-        if name not in obj:
-            raise RecordError(f"field '{name}' missing from {kind} record (see docs/schema/{kind}.json)")
-    values = {}
-    checks = spec.checks
-    for name, value in obj.items():
-        check = checks.get(name)
-        if check is None:
-            if name in ("kind", "schema_version"):
-                continue
-            raise RecordError(f"unknown field '{name[:40]}' in {kind} record (see docs/schema/{kind}.json)")
-        values[name] = check(value)
-    return spec.cls(**values)
+    kind, values = validate_json_dict(obj)
+    return BY_KIND[kind](**values)
+
+
+def loads(line: str | bytes) -> Any:
+    """Decode one JSON line; NaN and Infinity are refused (JSON has no such numbers)."""
+    try:
+        return json.loads(line, parse_constant=_reject_constant)
+    except RecordError:
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise RecordError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RecordError("not valid JSON: nested too deeply") from None
 
 
 def from_json(line: str | bytes) -> Record:
     """Parse one JSON line into a record; raises RecordError with what is wrong."""
-    try:
-        obj = json.loads(line, parse_constant=_reject_constant)
-    except RecordError:
-        raise
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RecordError(f"not valid JSON: {exc}") from None
-    return from_json_dict(obj)
+    return from_json_dict(loads(line))
 
 
 def _reject_constant(name: str) -> float:
     raise RecordError(f"{name} is not allowed in sdc records (use null for a missing number)")
 
 
-# ---------------------------------------------------------------------------------------
-# JSON Schema, generated from the same type hints.
-
-
-def _schema_for(hint: Any) -> dict[str, Any]:
-    optional, base = _is_optional(hint)
-    origin = typing.get_origin(base)
-    if base is str:
-        schema: dict[str, Any] = {"type": "string"}
-    elif base is int:
-        schema = {"type": "integer"}
-    elif base is float:
-        schema = {"type": "number"}
-    elif base is datetime:
-        schema = {"type": "string", "format": "date-time"}
-    elif origin is Literal:
-        schema = {"enum": list(typing.get_args(base))}
-    elif base is dict or origin is dict:
-        schema = {"type": "object"}
-    elif origin is list:
-        schema = {"type": "array", "items": _schema_for(typing.get_args(base)[0])}
-    else:  # pragma: no cover
-        raise TypeError(hint)
-    if optional:
-        schema = {"anyOf": [schema, {"type": "null"}]}
-    return schema
-
-
-def json_schema(cls: type[Record]) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    properties: dict[str, Any] = {
-        "kind": {"const": cls.KIND},
-        "schema_version": {"type": "integer", "minimum": 1, "maximum": SCHEMA_VERSION},
-    }
-    for f in dataclasses.fields(cls):
-        properties[f.name] = _schema_for(hints[f.name])
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://sdc.dev/schema/{cls.KIND}.json",
-        "title": cls.__name__,
-        "description": (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "),
-        "type": "object",
-        "properties": properties,
-        "required": ["kind", *_SPECS[cls.KIND].required],
-        "additionalProperties": False,
-    }
-
-
-def write_schemas(directory: str) -> list[str]:
-    import pathlib
-
-    out = pathlib.Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for cls in RECORD_TYPES:
-        path = out / f"{cls.KIND}.json"
-        path.write_text(json.dumps(json_schema(cls), indent=2) + "\n")
-        written.append(str(path))
-    return written
-
-
 if __name__ == "__main__":  # python -m sdc.records --write-schemas [DIR]
-    if len(sys.argv) >= 2 and sys.argv[1] == "--write-schemas":
-        for p in write_schemas(sys.argv[2] if len(sys.argv) > 2 else "docs/schema"):
-            print(p)
-    else:
-        print("usage: python -m sdc.records --write-schemas [DIR]", file=sys.stderr)
-        sys.exit(2)
+    from sdc.record_schema import main
+
+    sys.exit(main(sys.argv[1:]))

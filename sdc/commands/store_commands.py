@@ -10,9 +10,11 @@ import click
 from sdc.commands.context import AppContext, fail, handles_errors, pass_app
 from sdc.commands.lazy import LazyGroup
 from sdc.exitcodes import ExitCode
-from sdc.ingest import IngestError, ingest
+from sqlalchemy.exc import OperationalError
+
+from sdc.ingest import IngestError, ingest, read_records
 from sdc.records import BY_KIND, parse_time
-from sdc.store import migrate
+from sdc.store import Delivery, Store, short_reason, migrate, unreachable
 from sdc.store.reader import iter_records
 
 
@@ -77,18 +79,49 @@ def _safe_url(url: str) -> str:
 @pass_app
 @handles_errors
 def ingest_command(app: AppContext, files: tuple[str, ...]) -> None:
-    """Validate FILES (JSON lines; '-' for stdin) and store every record, or none on any error."""
+    """Validate FILES (JSON lines; '-' for stdin) and store every record, or none on any error.
+
+    If the database cannot be reached, the validated records go to the outbox instead and
+    'sdc flush' (or any later successful write) delivers them.
+    """
     store = app.store()
     try:
-        result = ingest(store.engine(), files)
+        try:
+            engine = store.engine()
+        except OperationalError as exc:  # unreachable; a schema not at head still refuses
+            _spool_input(app, store, files, exc)
+            return
+        result = ingest(engine, files)
     except IngestError as exc:
         click.echo(str(exc), err=True)
         fail(f"ingest: {exc.problems.count} problem(s); nothing was written", ExitCode.UNKNOWN)
+    replayed = _replay_quietly(store)
     if app.json_output:
-        app.emit_json({"ingested": result.offered, "total": result.total})
+        app.emit_json({"ingested": result.offered, "total": result.total, "replayed_from_outbox": replayed})
     else:
         parts = ", ".join(f"{n} {kind}" for kind, n in result.offered.items())
         click.echo(f"ingested {result.total} records ({parts}); records already stored were left as they were")
+        if replayed:
+            click.echo(f"also delivered {replayed} records waiting in the outbox {app.settings.outbox_dir}")
+
+
+def _spool_input(app: AppContext, store: Store, files: tuple[str, ...], exc: Exception) -> None:
+    records = read_records(files)  # validate first: the outbox takes only good records
+    spool = store.outbox.spool(records)
+    delivery = Delivery(spooled=spool.records, spool_path=spool.path, reason=short_reason(exc))
+    if app.json_output:
+        app.emit_json({"ingested": {}, "total": 0, "spooled": spool.records, "outbox": str(spool.path)})
+    click.echo(f"sdc: {delivery.message}", err=True)
+
+
+def _replay_quietly(store: Store) -> int:
+    """Deliver what earlier runs left in the outbox; a failure here loses nothing."""
+    try:
+        return store.flush()
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        return 0
 
 
 @click.group(
@@ -142,8 +175,16 @@ def flush_command(app: AppContext) -> None:
     """Deliver records spooled in the outbox while the database was unreachable."""
     store = app.store()
     pending = store.outbox.pending_records() if store.outbox else 0
-    if not pending:
+    if pending:
+        delivered = store.flush()
+        click.echo(f"delivered {delivered} of {pending} spooled records from {app.settings.outbox_dir}")
+    else:
         click.echo(f"outbox {app.settings.outbox_dir} is empty")
-        return
-    delivered = store.flush()
-    click.echo(f"delivered {delivered} of {pending} spooled records from {app.settings.outbox_dir}")
+    set_aside = store.outbox.set_aside() if store.outbox else []
+    if set_aside:
+        click.echo(
+            f"sdc: {len(set_aside)} spool file(s) the database refused are kept as *.bad in "
+            f"{app.settings.outbox_dir}; read them, fix or delete them",
+            err=True,
+        )
+        sys.exit(int(ExitCode.UNKNOWN))

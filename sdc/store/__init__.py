@@ -23,7 +23,7 @@ from sdc.store.writer import WriteResult, write_records
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Delivery", "Store", "StoreError", "Outbox"]
+__all__ = ["Delivery", "Store", "StoreError", "Outbox", "unreachable"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ class Delivery:
         return f"stored {self.stored} records{extra}"
 
 
-def _unreachable(exc: BaseException) -> bool:
+def unreachable(exc: BaseException) -> bool:
+    """True for failures that may pass (database down, locked, or not yet upgraded)."""
     return isinstance(exc, (OperationalError, StoreError)) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     )
@@ -82,21 +83,27 @@ class Store:
         try:
             self.write(records)
         except Exception as exc:
-            if self.outbox is None or not _unreachable(exc):
+            if self.outbox is None or not unreachable(exc):
                 raise
-            reason = _short_reason(exc)
+            reason = short_reason(exc)
             spool = self.outbox.spool(records)
             log.warning("%s: spooled %d records to %s", reason, spool.records, spool.path)
             self._checked = False
             return Delivery(spooled=spool.records, spool_path=spool.path, reason=reason)
-        replayed = self.flush() if self.outbox is not None else 0
+        try:
+            replayed = self.flush()
+        except Exception as exc:  # what was asked is stored; the outbox waits for next time
+            if not unreachable(exc):
+                raise
+            log.warning("outbox replay postponed: %s", short_reason(exc))
+            replayed = 0
         return Delivery(stored=len(records), replayed=replayed)
 
     def flush(self) -> int:
         """Replay the outbox into the database; returns the records delivered."""
         if self.outbox is None:
             return 0
-        return self.outbox.replay(self.write)
+        return self.outbox.replay(self.write, unreachable)
 
     def dispose(self) -> None:
         if self._engine is not None:
@@ -105,6 +112,6 @@ class Store:
             self._checked = False
 
 
-def _short_reason(exc: BaseException) -> str:
+def short_reason(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__

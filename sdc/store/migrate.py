@@ -75,7 +75,22 @@ def downgrade(url: str, revision: str) -> tuple[str | None, str | None]:
 def require_head(engine: Engine) -> None:
     """Refuse to work on a database whose schema is not the one this sdc expects."""
     current, head = current_revision(engine), head_revision()
-    if current != head:
-        where = engine.url.render_as_string(hide_password=True)
-        state = "has no sdc schema" if current is None else f"is at schema revision {current}"
-        raise StoreError(f"database {where} {state}, this sdc needs {head}: run 'sdc db upgrade'")
+    if current == head:
+        return
+    where = engine.url.render_as_string(hide_password=True)
+    if current is None:
+        raise StoreError(f"database {where} has no sdc schema yet: run 'sdc db upgrade'")
+    if not _known(current):
+        raise StoreError(
+            f"database {where} is at schema revision {current}, which this sdc does not know "
+            f"(a newer sdc wrote it?); this sdc needs {head}: upgrade sdc, or run 'sdc db upgrade' with the newer one"
+        )
+    raise StoreError(f"database {where} is at schema revision {current}, this sdc needs {head}: run 'sdc db upgrade'")
+
+
+def _known(revision: str) -> bool:
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    try:
+        return script.get_revision(revision) is not None
+    except Exception:  # alembic raises its own errors for unknown or ambiguous ids
+        return False

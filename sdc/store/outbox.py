@@ -8,17 +8,21 @@ removes it, so a crash during replay stores nothing twice and loses nothing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
 import socket
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from sdc.records import Record, RecordError, from_json
 
 SUFFIX = ".jsonl"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,30 +61,62 @@ class Outbox:
     def pending_records(self) -> int:
         return sum(_count_lines(p) for p in self.pending())
 
-    def replay(self, write: Callable[[list[Record]], object]) -> int:
+    def replay(self, write: Callable[[list[Record]], object], transient: Callable[[BaseException], bool]) -> int:
         """Deliver every spooled file through ``write``; returns records delivered.
 
-        A file that cannot be parsed is moved aside to ``*.bad`` (kept for a person to read)
-        instead of blocking the queue forever.
+        A transient failure (``transient(exc)``: the database went away again) stops the
+        replay and leaves the file for next time. A file the database refuses for good, or
+        that cannot be parsed, is moved aside to ``*.bad`` (kept for a person to read)
+        instead of blocking the queue forever. One process replays at a time; the others
+        skip, so a record is not written twice by racing replays.
         """
-        delivered = 0
-        for path in self.pending():
-            try:
-                records = _read(path)
-            except FileNotFoundError:
-                continue  # another process replayed it first
-            except RecordError:
-                os.replace(path, path.with_suffix(".bad"))
-                continue
-            write(records)  # raises if the database went away again: the file stays
-            try:
+        if not self.directory.is_dir():
+            return 0
+        with _replay_lock(self.directory) as locked:
+            if not locked:
+                return 0
+            delivered = 0
+            for path in self.pending():
+                try:
+                    records = _read(path)
+                    write(records)
+                except FileNotFoundError:
+                    continue  # removed by hand meanwhile
+                except Exception as exc:
+                    if not isinstance(exc, RecordError) and transient(exc):
+                        raise
+                    log.error("outbox: %s cannot be stored (%s); moved aside to %s", path, exc, path.with_suffix(".bad"))
+                    os.replace(path, path.with_suffix(".bad"))
+                    continue
                 path.unlink()
-            except FileNotFoundError:
-                pass
-            delivered += len(records)
-        if delivered:
-            _fsync_dir(self.directory)
-        return delivered
+                delivered += len(records)
+            if delivered:
+                _fsync_dir(self.directory)
+            return delivered
+
+    def set_aside(self) -> list[Path]:
+        """Spool files that could not be stored and were moved aside (``*.bad``)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(self.directory.glob("*.bad"))
+
+
+@contextlib.contextmanager
+def _replay_lock(directory: Path) -> Iterator[bool]:
+    # flock, not a lock file's existence: the kernel drops it when a replaying process dies.
+    fd = os.open(directory / ".replay.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _read(path: Path) -> list[Record]:
