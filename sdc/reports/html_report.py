@@ -106,7 +106,7 @@ def _chip(chip: ChipReport, number: int) -> str:
     figures = []
     if chip.throughput:
         figures.append(plots.throughput(chip.throughput, label))
-    if chip.mismatches_over_time:
+    if any(n for _, n in chip.mismatches_over_time):
         figures.append(plots.mismatches_over_time(chip.mismatches_over_time, label))
     if chip.failures:
         figures.append(plots.failures(chip.failures, label))
@@ -163,7 +163,7 @@ def render_html(report: FleetReport) -> str:
             body.append(
                 f"<tr><td>{h(chip.identity.host)}</td><td>{chip.identity.index}</td>"
                 f"<td class='id mono'><a href='#chip{n}'>{h(chip.identity.chip_id)}</a></td><td>{h(chip.identity.model)}</td>"
-                f"<td>{_badge(chip.state)}</td><td>{h(verdicts)}</td><td>{h(chip.action.kind.replace('_', ' '))}</td></tr>"
+                f"<td>{_badge(chip.state)}{' → ' + _badge(chip.proposed_state) + ' <span class=muted>dry run</span>' if chip.proposed_state else ''}</td><td>{h(verdicts)}</td><td>{h(chip.action.kind.replace('_', ' '))}</td></tr>"
             )
         body.append("</table>")
         body.extend(_chip(chip, n) for n, chip in enumerate(flagged))
