@@ -82,10 +82,10 @@ def throughput(tp: Throughput, label: str) -> str:
             ax.hist(tp.cohort, bins=min(40, max(5, len(tp.cohort) // 5)), color="#90a4ae")
         for value in tp.chip:
             ax.axvline(value, color="#c62828", linewidth=1.4, alpha=0.85)
-        ax.set_xlabel(tp.unit or "throughput")
+        ax.set_xlabel(f"{tp.unit or 'throughput'}; cohort: {len(tp.cohort)} runs")
         ax.set_ylabel("runs")
         ax.set_title(
-            f"throughput: chip (red), cohort (grey)\n{tp.probe} {tp.case}, {len(tp.cohort)} cohort runs",
+            f"throughput: chip (red), cohort (grey)\n{tp.probe} {tp.case}",
             loc="left", fontsize=8.5,
         )
         return _svg(fig, f"{label} throughput")
@@ -105,7 +105,7 @@ def mismatches_over_time(points: Sequence[tuple[datetime, int]], label: str) -> 
         ax.set_ylabel("mismatches per sweep")
         from matplotlib.ticker import MaxNLocator
 
-        if len(times) <= 5:
+        if len(times) <= 8:
             ax.set_xticks(times)  # one tick per sweep reads best when there are few
         else:
             ax.xaxis.set_major_locator(MaxNLocator(4))

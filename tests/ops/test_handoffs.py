@@ -31,7 +31,7 @@ ROOT = Path(__file__).parents[2]
         ("node00", 1, "FAULT: chip GPU-node00-00 #0 quarantined (wrong, critical)"),  # node00-03's is a dry run
         ("node02", 1, "FAULT: chip GPU-node02-03 #3 retired +1 more"),
         ("node01", 1, "FAULT: chip GPU-node01-01 #1 suspect (slow, medium)"),
-        ("node03", 2, "UNKNOWN: no chips recorded for node03"),
+        ("node03", 2, "UNKNOWN: no chips recorded for node03; run 'sdc sweep'"),
     ],
 )
 def test_check_exit_codes_and_line(faulty_store, monkeypatch, host, code, words):
