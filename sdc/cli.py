@@ -10,9 +10,7 @@ import logging
 import click
 
 import sdc
-from sdc.commands.context import AppContext
 from sdc.commands.lazy import LazyGroup
-from sdc.commands.store_commands import db_group, export_command, flush_command, ingest_command
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,6 +22,8 @@ from sdc.commands.store_commands import db_group, export_command, flush_command,
 @click.pass_context
 def cli(ctx: click.Context, db: str | None, config_path: str | None, json_output: bool, verbose: int) -> None:
     """sdc — find the chips that silently compute wrong, slow or inconsistent results."""
+    from sdc.commands.context import AppContext
+
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)], format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = AppContext(db=db, config=config_path, json_output=json_output)
 
@@ -31,10 +31,10 @@ def cli(ctx: click.Context, db: str | None, config_path: str | None, json_output
 # A "name=module:attribute" string is imported only when that command runs (see LazyGroup):
 # use it for commands whose module imports torch, so `sdc --version` and `sdc check` stay fast.
 for command in (
-    db_group,
-    ingest_command,
-    export_command,
-    flush_command,
+    "db=sdc.commands.store_commands:db_group",
+    "ingest=sdc.commands.store_commands:ingest_command",
+    "export=sdc.commands.store_commands:export_command",
+    "flush=sdc.commands.store_commands:flush_command",
     "sweep=sdc.commands.sweep_command:sweep_command",
     "agent=sdc.commands.ops_commands:agent_command",
     "report=sdc.commands.ops_commands:report_command",

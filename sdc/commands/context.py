@@ -6,14 +6,20 @@ import functools
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
-from rich.console import Console
 
 from sdc.config import ConfigError, Settings, load_settings
 from sdc.exitcodes import ExitCode
-from sdc.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from sdc.store import Store
+
+# rich and sdc.store are imported where used: `sdc check` runs every minute on every node
+# and must not pay for them (see benchmarks/bench_check.py).
 
 
 @dataclass
@@ -30,14 +36,20 @@ class AppContext:
         return self._settings
 
     def store(self) -> Store:
+        from sdc.store import Store
+
         return Store(self.settings.database_url, self.settings.outbox_dir)
 
     @property
     def out(self) -> Console:
+        from rich.console import Console
+
         return Console(highlight=False, soft_wrap=True)
 
     @property
     def err(self) -> Console:
+        from rich.console import Console
+
         return Console(stderr=True, highlight=False, soft_wrap=True)
 
     def emit_json(self, value: Any) -> None:
@@ -58,6 +70,8 @@ def handles_errors(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from sqlalchemy.exc import OperationalError
+
+        from sdc.store import StoreError
 
         try:
             return func(*args, **kwargs)

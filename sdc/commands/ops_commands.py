@@ -118,10 +118,9 @@ def _this_host() -> str:
 
 def _statuses(app: AppContext, hosts):
     """Chip states per host, read without the Alembic schema check (fast path)."""
-    from sdc.handoffs.state import node_statuses
-    from sdc.store.engine import make_engine
+    from sdc.handoffs.state import node_statuses, read_engine
 
-    engine = make_engine(app.settings.database_url)
+    engine = read_engine(app.settings.database_url)
     try:
         return node_statuses(engine, hosts)
     finally:

@@ -9,6 +9,7 @@ store cannot be read) — the Nagios convention all three understand.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sdc.exitcodes import ExitCode
@@ -58,8 +59,13 @@ def format_line(result: CheckResult, fmt: str = "text", limit: int = MAX_LINE) -
     }[fmt][result.code]
     message = result.message
     if result.chip_id is not None:
-        # The chip id is what an operator needs: shorten it only as much as the line demands.
-        room = limit - len(prefix) - len("chip ") - len(message)
-        message = f"chip {_fit(' '.join(result.chip_id.split()), max(room, 12))}{message}"
+        # The chip id is what an operator needs most, then its state, then the detail: drop
+        # "+N more", then "(kind, severity)", and shorten the id only if it still does not fit.
+        chip_id = " ".join(result.chip_id.split())
+        for variant in (message, re.sub(r" \+\d+ more$", "", message), re.sub(r" \(.*?\)| \+\d+ more$", "", message)):
+            room = limit - len(prefix) - len("chip ") - len(variant)
+            if room >= len(chip_id):
+                break
+        message = f"chip {_fit(chip_id, max(room, 12))}{variant}"
     line = " ".join((prefix + message).split())  # no newline can leak from the data
     return _fit(line, limit)

@@ -1,7 +1,9 @@
 """Per-node chip states for the hand-offs: a few indexed queries, nothing heavy imported.
 
 ``sdc check`` runs every minute on every node, so this module reads only the rows of the
-hosts asked for and imports only SQLAlchemy and the table definitions. A chip's state is the
+hosts asked for and imports only SQLAlchemy Core: the few columns it reads are named here as
+lightweight ``table()`` clauses, because importing ``sdc.store`` (the ORM models, Alembic,
+numpy) would cost more than the query itself. A chip's state is the
 ``to_state`` of its latest *applied* quarantine event; dry-run events (``details.dry_run``)
 never change what a hand-off does.
 """
@@ -15,9 +17,17 @@ from typing import Iterable
 import os
 import socket
 
-from sqlalchemy import Engine, select
+from sqlalchemy import JSON, Engine, column, create_engine, select, table
+from sqlalchemy.engine import make_url
 
-from sdc.store.models import ChipRow, QuarantineEventRow, VerdictRow
+# Mirrors of sdc.store.models' tables, only the columns read here (names must match).
+CHIPS = table("chips", column("chip_id"), column("host"), column("index"))
+QUARANTINE_EVENTS = table(
+    "quarantine_events", column("chip_id"), column("to_state"), column("at"), column("event_id"), column("details", JSON)
+)
+VERDICTS = table(
+    "verdicts", column("chip_id"), column("kind"), column("severity"), column("score"), column("created_at"), column("verdict_id")
+)
 
 FAULT_STATES = ("suspect", "quarantined", "retired")
 DRAIN_STATES = ("quarantined", "retired")
@@ -48,7 +58,7 @@ class ChipStatus:
 
 def node_statuses(engine: Engine, hosts: Iterable[str] | None = None) -> dict[str, list[ChipStatus]]:
     """Chips by host with state and latest verdict; all hosts when ``hosts`` is None."""
-    c, q, v = ChipRow.__table__, QuarantineEventRow.__table__, VerdictRow.__table__
+    c, q, v = CHIPS, QUARANTINE_EVENTS, VERDICTS
     chip_query = select(c.c.chip_id, c.c.host, c.c.index).order_by(c.c.host, c.c.index, c.c.chip_id)
     wanted = list(hosts) if hosts is not None else None
     if wanted is not None:
@@ -71,6 +81,31 @@ def node_statuses(engine: Engine, hosts: Iterable[str] | None = None) -> dict[st
     out: dict[str, list[ChipStatus]] = {host: [] for host in (wanted or ())}
     for chip_id, host, index in chips:
         state, since = states.get(chip_id, ("healthy", None))
+        if isinstance(since, str):  # SQLite hands Core-typed times back as text
+            since = _parse_sqlite_time(since)
         kind, severity, score = verdicts.get(chip_id, (None, None, None))
         out.setdefault(host, []).append(ChipStatus(chip_id, host, index, state, since, kind, severity, score))
     return out
+
+
+def _parse_sqlite_time(text: str) -> datetime:
+    from datetime import timezone
+
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def read_engine(url: str) -> Engine:
+    """A plain engine for reading, without importing sdc.store (see the module docstring).
+
+    Same URL handling as ``sdc.store.engine``: ``postgresql://`` goes through psycopg 3, and
+    SQLite waits for a busy writer instead of failing.
+    """
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        return create_engine(parsed, connect_args={"timeout": 30})
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(parsed, connect_args={"connect_timeout": int(os.environ.get("SDC_CONNECT_TIMEOUT", "5"))})
+    return create_engine(parsed)

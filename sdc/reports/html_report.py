@@ -25,6 +25,7 @@ table { border-collapse: collapse; width: 100%; margin: 6px 0 12px; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: var(--panel); font-weight: 600; white-space: nowrap; }
 td.id { word-break: break-all; }
+td.n { white-space: nowrap; }
 .cards { display: flex; gap: 12px; flex-wrap: wrap; margin: 10px 0; }
 .card { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 110px; }
 .card b { display: block; font-size: 22px; }
@@ -43,6 +44,10 @@ footer { margin-top: 30px; font-size: 12px; }
 
 def _when(value) -> str:
     return h(format_time(value)[:19].replace("T", " ") + " UTC") if value else "never"
+
+
+def _short(value) -> str:
+    return h(format_time(value)[:16].replace("T", " ")) if value else "never"
 
 
 def _num(value) -> str:
@@ -80,33 +85,34 @@ def _chip(chip: ChipReport, number: int) -> str:
     if chip.verdicts:
         parts.append(
             "<table><tr><th>verdict</th><th>severity</th><th>k of n</th><th>statistic</th><th>p</th><th>score</th>"
-            "<th>first seen</th><th>last seen</th><th>summary</th></tr>"
+            "<th>first seen (UTC)</th><th>last seen (UTC)</th><th>summary</th></tr>"
         )
         for v in chip.verdicts:
             parts.append(
-                f"<tr><td>{h(v.kind)}</td><td>{h(v.severity)}</td><td>{v.k} of {v.n}</td><td>{_num(v.statistic)}</td>"
-                f"<td>{_num(v.p_value)}</td><td>{_num(v.score)}</td><td>{_when(v.first_seen)}</td><td>{_when(v.last_seen)}</td>"
+                f"<tr><td>{h(v.kind)}</td><td>{h(v.severity)}</td><td class=n>{v.k} of {v.n}</td><td class=n>{_num(v.statistic)}</td>"
+                f"<td class=n>{_num(v.p_value)}</td><td class=n>{_num(v.score)}</td><td class=n>{_short(v.first_seen)}</td>"
+                f"<td class=n>{_short(v.last_seen)}</td>"
                 f"<td>{h(v.summary)}</td></tr>"
             )
         parts.append("</table>")
     if chip.evidence:
         parts.append(
             "<table><tr><th>probe</th><th>case</th><th>dtype</th><th>seed</th><th>expected digest</th><th>observed digest</th>"
-            "<th>first seen</th><th>last seen</th><th>times</th><th>reproduced</th></tr>"
+            "<th>first seen (UTC)</th><th>last seen (UTC)</th><th>times</th><th>reproduced</th></tr>"
         )
         for e in chip.evidence:
             parts.append(
                 f"<tr><td>{h(e.probe)}</td><td>{h(e.case)}</td><td>{h(e.dtype)}</td><td>{e.seed}</td>"
                 f"<td class='mono' title='{h(e.expected_digest or '')}'>{h((e.expected_digest or '–')[:16])}</td>"
                 f"<td class='mono' title='{h(e.observed_digest or '')}'>{h((e.observed_digest or '–')[:16])}</td>"
-                f"<td>{_when(e.first_seen)}</td><td>{_when(e.last_seen)}</td><td>{e.occurrences}</td>"
+                f"<td class=n>{_short(e.first_seen)}</td><td class=n>{_short(e.last_seen)}</td><td>{e.occurrences}</td>"
                 f"<td>{'yes' if e.reproduced else 'no'}</td></tr>"
             )
         parts.append("</table>")
     figures = []
     if chip.throughput:
         figures.append(plots.throughput(chip.throughput, label))
-    if chip.mismatches_over_time:
+    if any(n for _, n in chip.mismatches_over_time):
         figures.append(plots.mismatches_over_time(chip.mismatches_over_time, label))
     if chip.failures:
         figures.append(plots.failures(chip.failures, label))
@@ -163,7 +169,7 @@ def render_html(report: FleetReport) -> str:
             body.append(
                 f"<tr><td>{h(chip.identity.host)}</td><td>{chip.identity.index}</td>"
                 f"<td class='id mono'><a href='#chip{n}'>{h(chip.identity.chip_id)}</a></td><td>{h(chip.identity.model)}</td>"
-                f"<td>{_badge(chip.state)}</td><td>{h(verdicts)}</td><td>{h(chip.action.kind.replace('_', ' '))}</td></tr>"
+                f"<td>{_badge(chip.state)}{' → ' + _badge(chip.proposed_state) + ' <span class=muted>dry run</span>' if chip.proposed_state else ''}</td><td>{h(verdicts)}</td><td>{h(chip.action.kind.replace('_', ' '))}</td></tr>"
             )
         body.append("</table>")
         body.extend(_chip(chip, n) for n, chip in enumerate(flagged))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import io
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Sequence
 
 from sdc.reports.model import Throughput
@@ -32,13 +32,12 @@ _RC = {
 }
 
 
-def _figure(width: float, height: float):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+def _figure(width: float, height: float, left: float = 0.7):
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), layout="constrained")
+    # Fixed margins (inches) rather than constrained layout, which draws every figure twice.
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=left / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.35 / height)
     return fig, fig.add_subplot()
 
 
@@ -62,7 +61,7 @@ def fleet_states(counts: dict[str, int]) -> str:
     import matplotlib
 
     with matplotlib.rc_context(_RC):
-        fig, ax = _figure(6.0, 1.9)
+        fig, ax = _figure(6.0, 1.9, left=0.95)
         states = list(counts)
         values = [counts[s] for s in states]
         bars = ax.barh(states[::-1], values[::-1], color=[STATE_COLORS.get(s, "#777") for s in states[::-1]])
@@ -77,15 +76,18 @@ def throughput(tp: Throughput, label: str) -> str:
     import matplotlib
 
     with matplotlib.rc_context(_RC):
-        fig, ax = _figure(4.2, 2.4)
+        fig, ax = _figure(3.7, 2.6)
+        fig.subplots_adjust(top=1 - 0.55 / 2.6)
         if tp.cohort:
-            ax.hist(tp.cohort, bins=min(40, max(5, len(tp.cohort) // 5)), color="#90a4ae", label=f"cohort ({len(tp.cohort)} runs)")
-        for i, value in enumerate(tp.chip):
-            ax.axvline(value, color="#c62828", linewidth=1.2, alpha=0.8, label="this chip" if i == 0 else None)
-        ax.set_xlabel(f"{tp.probe} {tp.case} throughput ({tp.unit})" if tp.unit else f"{tp.probe} {tp.case}")
+            ax.hist(tp.cohort, bins=min(40, max(5, len(tp.cohort) // 5)), color="#90a4ae")
+        for value in tp.chip:
+            ax.axvline(value, color="#c62828", linewidth=1.4, alpha=0.85)
+        ax.set_xlabel(f"{tp.unit or 'throughput'}; cohort: {len(tp.cohort)} runs")
         ax.set_ylabel("runs")
-        ax.legend(frameon=False, fontsize=8)
-        ax.set_title("throughput against its cohort", loc="left")
+        ax.set_title(
+            f"throughput: chip (red), cohort (grey)\n{tp.probe} {tp.case}",
+            loc="left", fontsize=8.5,
+        )
         return _svg(fig, f"{label} throughput")
 
 
@@ -94,15 +96,23 @@ def mismatches_over_time(points: Sequence[tuple[datetime, int]], label: str) -> 
     import matplotlib.dates as mdates
 
     with matplotlib.rc_context(_RC):
-        fig, ax = _figure(4.2, 2.4)
+        fig, ax = _figure(3.7, 2.5)
+        fig.subplots_adjust(bottom=0.75 / 2.5)
         times = [t for t, _ in points]
         counts = [n for _, n in points]
         ax.plot(times, counts, marker="o", color="#c62828", linewidth=1)
         ax.set_ylim(bottom=0, top=max(counts + [1]) * 1.2)
         ax.set_ylabel("mismatches per sweep")
-        locator = mdates.AutoDateLocator()
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        from matplotlib.ticker import MaxNLocator
+
+        if len(times) <= 8:
+            ax.set_xticks(times)  # one tick per sweep reads best when there are few
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %d\n%H:%M"))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(times) == 1:
+            ax.set_xlim(times[0] - timedelta(hours=12), times[0] + timedelta(hours=12))
         ax.set_title("mismatches over time", loc="left")
         return _svg(fig, f"{label} mismatches")
 
@@ -111,7 +121,8 @@ def failures(rows: Sequence[tuple[str, str, int]], label: str) -> str:
     import matplotlib
 
     with matplotlib.rc_context(_RC):
-        fig, ax = _figure(4.2, 0.6 + 0.28 * max(len(rows), 1))
+        names_width = max((len(f"{p} {d}") for p, d, _ in rows), default=4)
+        fig, ax = _figure(3.7, 1.1 + 0.28 * max(len(rows), 1), left=min(0.25 + 0.07 * names_width, 2.0))
         names = [f"{p} {d}".strip() for p, d, _ in rows][::-1]
         values = [n for _, _, n in rows][::-1]
         bars = ax.barh(names, values, color="#ef6c00")

@@ -95,3 +95,56 @@ def faulty_fleet() -> list:
         event(XSS, "quarantined", "suspect", xss.verdict_id, actor=XSS),
     ]
     return records
+
+
+def example_fleet(seed: int = 7) -> list:
+    """A realistic small fleet for the example report in docs/: 4 hosts x 8 chips, 6 nightly
+    sweeps, one chip wrong in bf16 (quarantined), one slow (suspect), one nondeterministic
+    (quarantined), one released after a reset."""
+    rng = random.Random(seed)
+    hosts = [f"gpu-a{n:02d}" for n in range(1, 5)]
+    chips = []
+    for host in hosts:
+        for i in range(8):
+            uid = "GPU-%08x-%04x-%04x-%04x-%012x" % tuple(rng.getrandbits(b) for b in (32, 16, 16, 16, 48))
+            chips.append(chip(host, i, chip_id=uid))
+    wrong, slow, flaky, released = chips[3], chips[12], chips[21], chips[30]
+    records: list = list(chips)
+    evidence: dict[str, list[str]] = {wrong.chip_id: [], flaky.chip_id: []}
+    for day in range(6):
+        at = T0 + timedelta(days=day)
+        for host in hosts:
+            sweep = Sweep(new_id(), host, "standard", at, "complete", "0.1", finished_at=at + timedelta(minutes=7))
+            records.append(sweep)
+            for c in (c for c in chips if c.host == host):
+                for dtype, base in (("bf16", 610.0), ("fp32", 48.0)):
+                    tp = base * rng.gauss(1.0, 0.012) * (0.84 if c is slow else 1.0)
+                    bad = (c is wrong and dtype == "bf16" and day >= 2) or (c is flaky and dtype == "fp32" and day in (3, 5))
+                    r = result(sweep.sweep_id, c.chip_id, at + timedelta(minutes=2), "mismatch" if bad else "ok",
+                               f"{c.chip_id[-4:]}{day}" if bad else f"good-{dtype}", tp, dtype)
+                    records.append(r)
+                    if bad:
+                        evidence[c.chip_id].append(r.result_id)
+    decided = T0 + timedelta(days=5, hours=6)
+    v_wrong = replace_verdict(verdict(wrong.chip_id, "wrong", "high", "an-0612", evidence[wrong.chip_id],
+                                      "bf16 GEMM digest differs from the 31-chip cohort majority in 4 of 4 sweeps"), decided)
+    v_slow = replace_verdict(verdict(slow.chip_id, "slow", "medium", "an-0612",
+                                     summary="bf16 GEMM throughput 16% below the cohort median (robust z = -13.2)"), decided)
+    v_flaky = replace_verdict(verdict(flaky.chip_id, "inconsistent", "high", "an-0612", evidence[flaky.chip_id],
+                                      "fp32 GEMM gives differing digests across sweeps (2 of 6)"), decided)
+    records += [v_wrong, v_slow, v_flaky]
+    records += [
+        event(wrong.chip_id, "suspect", "healthy", v_wrong.verdict_id, at=decided - timedelta(days=2)),
+        event(wrong.chip_id, "quarantined", "suspect", v_wrong.verdict_id, at=decided),
+        event(slow.chip_id, "suspect", "healthy", v_slow.verdict_id, at=decided),
+        event(flaky.chip_id, "quarantined", "suspect", v_flaky.verdict_id, at=decided),
+        event(released.chip_id, "quarantined", "suspect", at=T0 + timedelta(days=1)),
+        event(released.chip_id, "released", "quarantined", at=T0 + timedelta(days=2), actor="oncall:maria"),
+    ]
+    return records
+
+
+def replace_verdict(v: Verdict, created_at: datetime) -> Verdict:
+    from dataclasses import replace
+
+    return replace(v, created_at=created_at, first_seen=T0 + timedelta(days=2), last_seen=created_at - timedelta(hours=6))
