@@ -54,6 +54,7 @@ def agent_command(app: AppContext, **flags) -> None:
         root.setLevel(logging.INFO)
     for handler in root.handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # schema checks are not news
     sys.exit(Agent(app.settings, config).run())
 
 

@@ -18,11 +18,6 @@ from tests.ops.fleet import XSS
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schema" / "report.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def rendered_cache():
-    return {}
-
-
 def test_every_format_works_on_empty_healthy_and_faulty_fleets(any_fleet):
     kind, store = any_fleet
     report = build_report(store.engine(), source="test")
