@@ -24,7 +24,6 @@ from sdc.busy import BusyPolicy, NvmlUnavailable, busy_reason, load_reason, nvml
 from sdc.config import ConfigError, load_settings
 from sdc.scheduler import Agent, agent_config, save_state
 from sdc.store.models import SweepRow
-from tests.ops import fleet
 
 UTC = timezone.utc
 
