@@ -71,6 +71,9 @@ def test_check_does_not_import_torch(faulty_store):
     assert done.returncode == 1, done.stdout + done.stderr[-2000:]
     imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
     assert "torch" not in imported and "alembic" not in imported and "matplotlib" not in imported
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "sdc", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and "sdc" in done.stdout
+    assert not {"torch", "sqlalchemy", "rich"} & {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
 
 
 # ---- Slurm ------------------------------------------------------------------------
