@@ -51,10 +51,14 @@ def test_check_healthy_host_and_formats(store, monkeypatch):
         assert result.exit_code == 0 and result.output.strip() == expected
 
 
-def test_check_on_a_database_without_schema_is_unknown_not_fault(tmp_path):
-    result = CliRunner().invoke(cli, ["--db", f"sqlite:///{tmp_path / 'empty.db'}", "check", "--host", "n1"])
-    assert result.exit_code == 2
-    assert result.output.strip() == "UNKNOWN: no sdc schema in the database; run 'sdc db upgrade'"
+def test_check_on_a_missing_or_empty_database_is_unknown_not_fault(tmp_path):
+    missing = CliRunner().invoke(cli, ["--db", f"sqlite:///{tmp_path / 'none.db'}", "check", "--host", "n1"])
+    assert missing.exit_code == 2 and "no sdc database at" in missing.output and len(missing.output.strip()) <= 80
+    (tmp_path / "empty.db").touch()
+    empty = CliRunner().invoke(cli, ["--db", f"sqlite:///{tmp_path / 'empty.db'}", "check", "--host", "n1"])
+    assert empty.exit_code == 2
+    assert empty.output.strip() == "UNKNOWN: no sdc schema in the database; run 'sdc db upgrade'"
+    assert not (tmp_path / "none.db").exists()  # read-only: nothing created
 
 
 def test_check_line_stays_within_80_characters_for_long_ids():
