@@ -247,7 +247,8 @@ class Agent:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         log.info("agent started (pid %d); state in %s", os.getpid(), self.config.state_file)
-        self.scheduler.start()  # blocks until shutdown
+        if not self.stop.is_set():  # a signal during start-up means: do not start at all
+            self.scheduler.start()  # blocks until shutdown
         self.wait_idle()
         log.info("agent stopped")
         return 0

@@ -83,8 +83,6 @@ def test_missed_runs_after_downtime_coalesce_into_one_within_grace(tmp_path, gra
     finally:
         agent.scheduler.shutdown(wait=True)
     assert len(runs) == expected_runs
-    next_run = agent.scheduler.get_job("sweep") if agent.scheduler.running else None
-    assert next_run is None  # scheduler stopped cleanly
 
 
 def test_one_instance_at_a_time(tmp_path):
