@@ -28,5 +28,24 @@ test: venv
 bench: venv
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# The drill: a simulated fleet plus a real local sweep of virtual chips, one with an injected
+# fault, analysed, and the quarantine report written as HTML. Everything lives under $(DEMO_DIR).
+DEMO_DIR    ?= demo
+DEMO_DB     := sqlite:///$(abspath $(DEMO_DIR))/sdc.db
+DEMO_ENV    := SDC_DATA_DIR=$(abspath $(DEMO_DIR)) SDC_DATABASE_URL=$(DEMO_DB) SDC_CONFIG=/dev/null
+DEMO_SIMULATE_ARGS ?= --hosts 16 --chips-per-host 8 --faults 4
+DEMO_SWEEP_ARGS    ?= --devices cpu:0,cpu:1,cpu:2,cpu:3 --inject cpu:2=bitflip
+
+demo: venv
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	$(DEMO_ENV) $(SDC) db upgrade
+	$(DEMO_ENV) $(SDC) simulate $(DEMO_SIMULATE_ARGS)
+	# exit 1 (fault found) is the point of the drill; 2 (error) stops it
+	$(DEMO_ENV) $(SDC) sweep $(DEMO_SWEEP_ARGS) || [ $$? -eq 1 ]
+	$(DEMO_ENV) $(SDC) analyze || [ $$? -eq 1 ]
+	$(DEMO_ENV) $(SDC) report --format html -o $(DEMO_DIR)/report.html || [ $$? -eq 1 ]
+	$(DEMO_ENV) $(SDC) report || [ $$? -eq 1 ]
+	@echo "quarantine report: $(abspath $(DEMO_DIR))/report.html"
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -16,6 +16,8 @@ deferral is stored as a ``Sweep`` record with status ``aborted`` and a message s
 
 SIGTERM (or SIGINT): no new job starts; a running sweep finishes the probe it is running,
 stores its sweep as ``aborted`` with a message saying so, and the agent exits 0.
+(Results of the chip being probed at that moment are not stored: run_sweep hands results
+over a chip at a time, and an aborted sweep is not evidence anyway.)
 """
 
 from __future__ import annotations
@@ -245,7 +247,8 @@ class Agent:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         log.info("agent started (pid %d); state in %s", os.getpid(), self.config.state_file)
-        self.scheduler.start()  # blocks until shutdown
+        if not self.stop.is_set():  # a signal during start-up means: do not start at all
+            self.scheduler.start()  # blocks until shutdown
         self.wait_idle()
         log.info("agent stopped")
         return 0
@@ -337,7 +340,7 @@ class Agent:
             summary = run_sweep(chips, list(all_probes().values()), cfg.suite, sink, seed=cfg.seed, repeats=cfg.repeats, progress=progress)
         except SweepStopped as stopped:
             sweep = current["sweep"]
-            message = f"stopped by signal: the running probe finished; not run from {stopped} on"
+            message = f"stopped by signal after the running probe finished; {stopped} and later cases were not run"
             store.deliver([replace(sweep, status="aborted", finished_at=utcnow(), message=message)])
             log.info("sweep %s aborted: %s", sweep.sweep_id[:12], message)
             return

@@ -54,6 +54,7 @@ def agent_command(app: AppContext, **flags) -> None:
         root.setLevel(logging.INFO)
     for handler in root.handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # schema checks are not news
     sys.exit(Agent(app.settings, config).run())
 
 
@@ -117,20 +118,18 @@ def _this_host() -> str:
 
 
 def _statuses(app: AppContext, hosts):
-    """Chip states per host, read without the Alembic schema check (fast path)."""
-    from sdc.handoffs.state import node_statuses, read_engine
+    """Chip states per host, read without sdc.store's schema check (the fast path)."""
+    from sdc.handoffs.state import read_statuses
 
-    engine = read_engine(app.settings.database_url)
-    try:
-        return node_statuses(engine, hosts)
-    finally:
-        engine.dispose()
+    return read_statuses(app.settings.database_url, hosts)
 
 
 def _read_error(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return str(exc)
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     first = text[0] if text else type(exc).__name__
-    if "no such table" in first or "does not exist" in first:
+    if "no such table" in first or ("does not exist" in first and "relation" in first):
         return "no sdc schema in the database; run 'sdc db upgrade'"
     return f"cannot read the store: {first}"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sdc.reports import build_report
-from tests.ops import fleet
+from . import fleet
 
 
 def _filled(store, records):

@@ -132,6 +132,11 @@ def example_fleet(seed: int = 7) -> list:
                                      summary="bf16 GEMM throughput 16% below the cohort median (robust z = -13.2)"), decided)
     v_flaky = replace_verdict(verdict(flaky.chip_id, "inconsistent", "high", "an-0612", evidence[flaky.chip_id],
                                       "fp32 GEMM gives differing digests across sweeps (2 of 6)"), decided)
+    from dataclasses import replace
+
+    v_wrong = replace(v_wrong, k=4, n=4, statistic=31.0, p_value=2.1e-9)
+    v_slow = replace(v_slow, k=6, n=6, statistic=-13.2, p_value=4.0e-7, score=0.93)
+    v_flaky = replace(v_flaky, k=2, n=6, statistic=8.4, p_value=3.3e-5, score=0.88)
     records += [v_wrong, v_slow, v_flaky]
     records += [
         event(wrong.chip_id, "suspect", "healthy", v_wrong.verdict_id, at=decided - timedelta(days=2)),

@@ -20,7 +20,7 @@ from sdc.handoffs import k8s, slurm
 from sdc.handoffs.check import CheckResult, decide, format_line
 from sdc.handoffs.prometheus import read_metrics, write_textfile
 from sdc.handoffs.state import ChipStatus, node_statuses
-from tests.ops import fleet
+from . import fleet
 
 ROOT = Path(__file__).parents[2]
 
@@ -51,10 +51,14 @@ def test_check_healthy_host_and_formats(store, monkeypatch):
         assert result.exit_code == 0 and result.output.strip() == expected
 
 
-def test_check_on_a_database_without_schema_is_unknown_not_fault(tmp_path):
-    result = CliRunner().invoke(cli, ["--db", f"sqlite:///{tmp_path / 'empty.db'}", "check", "--host", "n1"])
-    assert result.exit_code == 2
-    assert result.output.strip() == "UNKNOWN: no sdc schema in the database; run 'sdc db upgrade'"
+def test_check_on_a_missing_or_empty_database_is_unknown_not_fault(tmp_path):
+    missing = CliRunner().invoke(cli, ["--db", f"sqlite:///{tmp_path / 'none.db'}", "check", "--host", "n1"])
+    assert missing.exit_code == 2 and "no sdc database at" in missing.output and len(missing.output.strip()) <= 80
+    (tmp_path / "empty.db").touch()
+    empty = CliRunner().invoke(cli, ["--db", f"sqlite:///{tmp_path / 'empty.db'}", "check", "--host", "n1"])
+    assert empty.exit_code == 2
+    assert empty.output.strip() == "UNKNOWN: no sdc schema in the database; run 'sdc db upgrade'"
+    assert not (tmp_path / "none.db").exists()  # read-only: nothing created
 
 
 def test_check_line_stays_within_80_characters_for_long_ids():
@@ -71,6 +75,9 @@ def test_check_does_not_import_torch(faulty_store):
     assert done.returncode == 1, done.stdout + done.stderr[-2000:]
     imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
     assert "torch" not in imported and "alembic" not in imported and "matplotlib" not in imported
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "sdc", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and "sdc" in done.stdout
+    assert not {"torch", "sqlalchemy", "rich"} & {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
 
 
 # ---- Slurm ------------------------------------------------------------------------

@@ -13,14 +13,9 @@ from click.testing import CliRunner
 from sdc.cli import cli
 from sdc.reports import build_report, render
 from sdc.reports.actions import recommend
-from tests.ops.fleet import XSS
+from .fleet import XSS
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schema" / "report.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def rendered_cache():
-    return {}
 
 
 def test_every_format_works_on_empty_healthy_and_faulty_fleets(any_fleet):
@@ -77,7 +72,7 @@ def test_data_strings_are_escaped_in_html_and_markdown(faulty_report):
 
 
 def test_table_prints_markup_like_names_literally(store):
-    from tests.ops import fleet
+    from . import fleet
 
     weird = "[red]GPU-x[/red]"
     store.write([fleet.chip("n1", 0, chip_id=weird), fleet.event(weird, "quarantined", "suspect")])
@@ -115,3 +110,19 @@ def test_report_command_writes_each_format(faulty_store, tmp_path):
         assert target.stat().st_size > 0
     result = runner.invoke(cli, ["--db", faulty_store.url, "report", "--host", "node01"])
     assert "GPU-node01-01" in result.output and "GPU-node00-00" not in result.output
+
+
+def test_plot_text_from_the_data_is_escaped():
+    from datetime import datetime, timezone
+
+    from sdc.reports import plots
+    from sdc.reports.model import Throughput
+
+    svgs = [
+        plots.failures([(XSS, "bf16 $x$", 2)], "c0"),
+        plots.throughput(Throughput(XSS, XSS, "<b>/s", (1.0, 2.0), (1.5,) * 10), "c1"),
+        plots.mismatches_over_time([(datetime(2026, 11, 1, tzinfo=timezone.utc), 1)], "c2"),
+    ]
+    for svg in svgs:
+        assert svg.startswith("<svg") and "<script" not in svg and "<b>" not in svg
+    assert "&lt;script&gt;" in svgs[0] and "$x$" in svgs[0]  # mathtext off: dollars stay literal
