@@ -142,3 +142,14 @@ def test_spooled_parents_are_stored_before_children_that_need_them(closed_port_u
     stored = counts(migrated_url)
     assert (stored["chip"], stored["sweep"], stored["probe_result"]) == (2, 1, 4)
     up.dispose()
+
+
+def test_ingest_can_refer_to_chips_waiting_in_the_outbox(closed_port_url, migrated_url, tmp_path, sdc_env):
+    chip_list, sweep = samples.chips(2), samples.sweep()
+    (tmp_path / "parents.jsonl").write_text("".join(r.to_json() + "\n" for r in [*chip_list, sweep]))
+    results = samples.results(sweep.sweep_id, chip_list, 6)
+    (tmp_path / "results.jsonl").write_text("".join(r.to_json() + "\n" for r in results))
+    assert run(closed_port_url, "ingest", str(tmp_path / "parents.jsonl")).exit_code == 0
+    result = run(migrated_url, "ingest", str(tmp_path / "results.jsonl"))
+    assert result.exit_code == 0, result.output
+    assert counts(migrated_url)["probe_result"] == 6

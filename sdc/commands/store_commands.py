@@ -104,11 +104,12 @@ def ingest_command(app: AppContext, files: tuple[str, ...]) -> None:
         except OperationalError as exc:  # unreachable; a schema not at head still refuses
             _spool_input(app, store, files, exc)
             return
+        # Earlier spooled records first: the new input may refer to chips and sweeps in them.
+        replayed = _replay_quietly(store)
         result = ingest(engine, files)
     except IngestError as exc:
         click.echo(str(exc), err=True)
         fail(f"ingest: {exc.problems.count} problem(s); nothing was written", ExitCode.UNKNOWN)
-    replayed = _replay_quietly(store)
     if app.json_output:
         app.emit_json({"ingested": result.offered, "total": result.total, "replayed_from_outbox": replayed})
     else:
