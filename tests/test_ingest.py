@@ -181,8 +181,13 @@ def test_export_filters_by_kind_and_time(migrated_url, tmp_path, sdc_env):
     assert bad.exit_code == 2 and "is not an ISO 8601 time" in bad.output
 
 
-def test_the_installed_command_reports_bad_lines_and_exits_2(migrated_url, tmp_path, sdc_env):
-    """The real ``sdc`` executable, not the in-process runner: what cron and scripts see."""
+def test_the_installed_command_reports_bad_lines_and_exits_2(tmp_path, sdc_env):
+    """The real ``sdc`` executable, not the in-process runner: what cron and scripts see.
+
+    Once, on SQLite: the backends are covered above; this is about the process boundary.
+    """
+    migrated_url = f"sqlite:///{tmp_path / 'sdc.db'}"
+    upgrade(migrated_url)
     path = tmp_path / "bad.jsonl"
     path.write_text(with_bad(_obj(status="corrupt"), at=2))
     env = {**os.environ, "SDC_DATABASE_URL": migrated_url}

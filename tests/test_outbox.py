@@ -127,3 +127,29 @@ def test_only_one_process_replays_at_a_time(migrated_url, tmp_path):
         os.close(fd)
     assert store.flush() > 0
     store.dispose()
+
+
+def test_spooled_parents_are_stored_before_children_that_need_them(closed_port_url, migrated_url, tmp_path):
+    """A sweep whose chips and sweep record were spooled can still store its results later."""
+    chip_list = samples.chips(2)
+    sweep = samples.sweep(status="running")
+    down = Store(closed_port_url, tmp_path / "outbox")
+    assert down.deliver([*chip_list, sweep]).spooled == 3
+
+    up = Store(migrated_url, tmp_path / "outbox")
+    delivery = up.deliver(samples.results(sweep.sweep_id, chip_list, 4))
+    assert (delivery.stored, delivery.replayed) == (4, 3)
+    stored = counts(migrated_url)
+    assert (stored["chip"], stored["sweep"], stored["probe_result"]) == (2, 1, 4)
+    up.dispose()
+
+
+def test_ingest_can_refer_to_chips_waiting_in_the_outbox(closed_port_url, migrated_url, tmp_path, sdc_env):
+    chip_list, sweep = samples.chips(2), samples.sweep()
+    (tmp_path / "parents.jsonl").write_text("".join(r.to_json() + "\n" for r in [*chip_list, sweep]))
+    results = samples.results(sweep.sweep_id, chip_list, 6)
+    (tmp_path / "results.jsonl").write_text("".join(r.to_json() + "\n" for r in results))
+    assert run(closed_port_url, "ingest", str(tmp_path / "parents.jsonl")).exit_code == 0
+    result = run(migrated_url, "ingest", str(tmp_path / "results.jsonl"))
+    assert result.exit_code == 0, result.output
+    assert counts(migrated_url)["probe_result"] == 6

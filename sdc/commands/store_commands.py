@@ -68,6 +68,20 @@ def db_current(app: AppContext) -> None:
     sys.exit(int(ExitCode.HEALTHY if current == head else ExitCode.UNKNOWN))
 
 
+@db_group.command("revision")
+@click.option("-m", "--message", required=True, help="What the schema change does (becomes the file name).")
+@pass_app
+@handles_errors
+def db_revision(app: AppContext, message: str) -> None:
+    """For developers: autogenerate a migration from sdc/store/models.py.
+
+    Compares the models with the database given by --db (which must be at head; a scratch
+    SQLite file is fine) and writes migrations/versions/NNNN_<message>.py. Review it.
+    """
+    path = migrate.revision(app.settings.database_url, message)
+    click.echo(f"wrote {path}; review it, then 'sdc db upgrade'")
+
+
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -91,11 +105,12 @@ def ingest_command(app: AppContext, files: tuple[str, ...]) -> None:
         except OperationalError as exc:  # unreachable; a schema not at head still refuses
             _spool_input(app, store, files, exc)
             return
+        # Earlier spooled records first: the new input may refer to chips and sweeps in them.
+        replayed = _replay_quietly(store)
         result = ingest(engine, files)
     except IngestError as exc:
         click.echo(str(exc), err=True)
         fail(f"ingest: {exc.problems.count} problem(s); nothing was written", ExitCode.UNKNOWN)
-    replayed = _replay_quietly(store)
     if app.json_output:
         app.emit_json({"ingested": result.offered, "total": result.total, "replayed_from_outbox": replayed})
     else:

@@ -77,10 +77,13 @@ class Store:
     def deliver(self, records: Sequence[Record]) -> Delivery:
         """Store records, or spool them if the database is unreachable; never loses any.
 
-        A successful write also replays whatever earlier deliveries left in the outbox.
+        Whatever earlier deliveries left in the outbox is replayed first, so records spooled
+        while the database was down (a sweep's chips and sweep, say) are stored before the
+        records that refer to them.
         """
         records = list(records)
         try:
+            replayed = self.flush()
             self.write(records)
         except Exception as exc:
             if self.outbox is None or not unreachable(exc):
@@ -90,13 +93,6 @@ class Store:
             log.warning("%s: spooled %d records to %s", reason, spool.records, spool.path)
             self._checked = False
             return Delivery(spooled=spool.records, spool_path=spool.path, reason=reason)
-        try:
-            replayed = self.flush()
-        except Exception as exc:  # what was asked is stored; the outbox waits for next time
-            if not unreachable(exc):
-                raise
-            log.warning("outbox replay postponed: %s", short_reason(exc))
-            replayed = 0
         return Delivery(stored=len(records), replayed=replayed)
 
     def flush(self) -> int:

@@ -15,7 +15,7 @@ from sqlalchemy import JSON, BigInteger, Integer, String, Text, inspect, text
 from sdc.cli import cli
 from sdc.records import BY_KIND, INT64_FIELDS, MAX_LENGTH
 from sdc.store.engine import make_engine
-from sdc.store.migrate import current_revision, downgrade, head_revision, upgrade
+from sdc.store.migrate import current_revision, downgrade, head_revision, revision, upgrade
 from sdc.store.models import ROW_TYPES, Base
 from store import samples
 
@@ -133,3 +133,16 @@ def test_db_upgrade_and_current_through_the_cli(db_url, sdc_env):
     result = CliRunner().invoke(cli, ["--db", db_url, "--json", "db", "current"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"current": head_revision(), "head": head_revision(), "at_head": True}
+
+
+def test_revision_autogenerates_nothing_when_models_and_migrations_agree(tmp_path):
+    url = f"sqlite:///{tmp_path / 'scratch.db'}"
+    upgrade(url)
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    path = revision(url, "nothing changed", str(versions))
+    assert path.endswith("_nothing_changed.py")
+    source = open(path).read()
+    assert "down_revision: Union[str, None] = '0001'" in source or "down_revision" in source
+    body = source.split("def upgrade() -> None:")[1].split("def downgrade")[0]
+    assert "op." not in body  # models and migrations agree: nothing to do

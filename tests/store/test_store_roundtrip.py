@@ -67,3 +67,22 @@ def test_chip_follows_its_newest_observation(store):
     with store.engine().connect() as connection:
         host, index = connection.execute(select(ChipRow.host, ChipRow.index)).one()
     assert (host, index) == ("node-b", 5)
+
+
+def test_bulk_ingest_round_trips_exactly(migrated_url, tmp_path):
+    """Enough rows for the bulk path (COPY on PostgreSQL), through the ingest encoders."""
+    from sdc.ingest import ingest
+    from sdc.store.engine import make_engine
+    from sdc.store.writer import COPY_THRESHOLD
+
+    c = samples.chips(3)
+    s = samples.sweep()
+    records = [*c, s, *samples.results(s.sweep_id, c, COPY_THRESHOLD + 100)]
+    path = tmp_path / "bulk.jsonl"
+    path.write_text("".join(r.to_json() + "\n" for r in records))
+    engine = make_engine(migrated_url)
+    try:
+        assert ingest(engine, [str(path)]).offered["probe_result"] == COPY_THRESHOLD + 100
+        assert _by_id(iter_records(engine)) == _by_id(records)
+    finally:
+        engine.dispose()
