@@ -33,13 +33,14 @@ bench: venv
 DEMO_DIR    ?= demo
 DEMO_DB     := sqlite:///$(abspath $(DEMO_DIR))/sdc.db
 DEMO_ENV    := SDC_DATA_DIR=$(abspath $(DEMO_DIR)) SDC_DATABASE_URL=$(DEMO_DB) SDC_CONFIG=/dev/null
-DEMO_SIMULATE_ARGS ?= --hosts 16 --chips-per-host 8 --faults 4
-DEMO_SWEEP_ARGS    ?= --devices cpu:0,cpu:1,cpu:2,cpu:3 --inject cpu:2=bitflip
+DEMO_SIMULATE_ARGS ?= --chips 128 --chips-per-host 8 --sweeps 8 --faults persistent=1,intermittent=1,slow=1,nondeterministic=1
+DEMO_SWEEP_ARGS    ?= --devices cpu:0,cpu:1,cpu:2,cpu:3 --inject cpu:2:bitflip:rate=1
 
 demo: venv
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	$(DEMO_ENV) $(SDC) db upgrade
-	$(DEMO_ENV) $(SDC) simulate $(DEMO_SIMULATE_ARGS)
+	$(DEMO_ENV) $(SDC) simulate $(DEMO_SIMULATE_ARGS) -o $(DEMO_DIR)/fleet.jsonl --truth $(DEMO_DIR)/truth.json
+	$(DEMO_ENV) $(SDC) ingest $(DEMO_DIR)/fleet.jsonl
 	# exit 1 (fault found) is the point of the drill; 2 (error) stops it
 	$(DEMO_ENV) $(SDC) sweep $(DEMO_SWEEP_ARGS) || [ $$? -eq 1 ]
 	$(DEMO_ENV) $(SDC) analyze || [ $$? -eq 1 ]
