@@ -40,7 +40,7 @@ class AttentionProbe(Probe):
     version = 1
 
     def cases(self, suite: str) -> list[Case]:
-        shape = {"quick": (2, 4, 128, 64), "standard": (4, 8, 512, 64)}.get(suite)
+        shape = {"quick": (2, 2, 64, 32), "standard": (4, 8, 512, 64)}.get(suite)
         if shape is None:
             return []
         return [

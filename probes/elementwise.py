@@ -72,7 +72,7 @@ class ElementwiseProbe(Probe):
     version = 1
 
     def cases(self, suite: str) -> list[Case]:
-        spec = {"quick": (1 << 16, ("fp32", "bf16")), "standard": (1 << 22, ("fp32", "bf16", "fp16"))}.get(suite)
+        spec = {"quick": (1 << 14, ("fp32", "bf16")), "standard": (1 << 22, ("fp32", "bf16", "fp16"))}.get(suite)
         if spec is None:
             return []
         points, dtypes = spec

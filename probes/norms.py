@@ -53,7 +53,7 @@ class NormsProbe(Probe):
     version = 1
 
     def cases(self, suite: str) -> list[Case]:
-        sizes = {"quick": ((256, 1024), 1 << 20), "standard": ((4096, 4096), 1 << 24)}.get(suite)
+        sizes = {"quick": ((128, 1024), 1 << 19), "standard": ((4096, 4096), 1 << 24)}.get(suite)
         if sizes is None:
             return []
         rows, elements = sizes
