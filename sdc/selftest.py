@@ -94,7 +94,7 @@ def run_selftest(devices: str | None = None, probe_names: str | None = None, out
     bystanders_clean = all(c.exit_code == ExitCode.HEALTHY for c in faulty.chips[1:])
 
     device = chips[0].device
-    size, dtype = (8192, "bf16") if device.type != "cpu" else (512, "fp32")
+    size, dtype = (8192, "bf16") if device.type != "cpu" else (256, "fp32")
     gemm = gemm_figures(device, size, dtype, repeats=10 if device.type != "cpu" else 5)
 
     figures = {

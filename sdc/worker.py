@@ -26,6 +26,12 @@ from sdc.faults import Fault, FaultInjector
 log = logging.getLogger(__name__)
 
 
+# A virtual CPU chip is one core: chips run one after another anyway, and on a shared
+# machine two OpenMP threads waiting on each other made many small kernels 5-10x slower.
+# Every CPU chip uses the same count, so digests stay comparable across them.
+CPU_CHIP_THREADS = 1
+
+
 @dataclass(frozen=True)
 class WorkItem:
     """One case to run: its position in the chip's plan, the probe's name and the case."""
@@ -118,6 +124,8 @@ def worker_main(job: WorkerJob, conn) -> None:
 
     _exit_with_parent(job.parent_pid)
     prepare_process(job.reference_cache)
+    if job.handle.device.type == "cpu":
+        torch.set_num_threads(CPU_CHIP_THREADS)
     probes = all_probes()
     configure(probes, job.probe_settings)
     injector = FaultInjector(job.handle.name, job.faults)
@@ -153,8 +161,7 @@ def process_context():
         methods = multiprocessing.get_all_start_methods()
         if "forkserver" in methods:
             _context = multiprocessing.get_context("forkserver")
-            # torch._inductor.config is what use_deterministic_algorithms imports (seconds): load it once here.
-            _context.set_forkserver_preload(["torch", "torch._inductor.config", "probes.registry", "sdc.worker"])
+            _context.set_forkserver_preload(["torch", "probes.registry", "sdc.worker"])
         else:  # pragma: no cover - Windows
             _context = multiprocessing.get_context("spawn")
     return _context
