@@ -25,6 +25,10 @@ from sdc.faults import Fault, FaultInjector
 
 log = logging.getLogger(__name__)
 
+# cuBLAS reads this when it first starts, so it must be in the environment before any CUDA
+# call: the fork server imports this module, and every worker inherits it.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
 
 # A virtual CPU chip is one core: chips run one after another anyway, and on a shared
 # machine two OpenMP threads waiting on each other made many small kernels 5-10x slower.
