@@ -239,9 +239,3 @@ def throughput(outcome: Outcome, amount: float, unit: str) -> Outcome:
         outcome.throughput = amount / best / scale
         outcome.throughput_unit = unit
     return outcome
-
-
-def case_key(case: Case) -> str:
-    from sdc.records import canonical_json
-
-    return canonical_json(case.to_dict())

@@ -37,3 +37,32 @@ def test_results_carry_telemetry_field_and_cpu_has_none():
     (chip,) = discover("cpu:0")
     assert isinstance(telemetry_for(chip), NoTelemetry) and telemetry_for(chip).sample() == {}
     assert throttle_names(0x4 | 0x40) == ["sw_power_cap", "hw_thermal_slowdown"]
+
+
+class _Raising:
+    name, version = "raising", 1
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def run(self, case, device, seed, repeats, faults=None):
+        raise self.exc
+
+
+def test_out_of_memory_and_missing_dtypes_are_error_or_skipped_never_mismatch():
+    import torch
+
+    from probes.base import Case, Unsupported
+    from sdc.sweep import run_case
+
+    (chip,) = discover("cpu:0")
+    case = Case("square", (8, 8, 8), "fp16")
+    expected = {
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB"): ("error", "out of memory"),
+        RuntimeError('"addmm_impl_cpu_" not implemented for \'Half\''): ("skipped", "not supported here"),
+        Unsupported("fp8 GEMM needs compute capability 8.9 or newer"): ("skipped", "compute capability"),
+        ValueError("a bug in a probe"): ("error", "ValueError: a bug in a probe"),
+    }
+    for exc, (status, words) in expected.items():
+        outcome = run_case(_Raising(exc), case, chip, 0, 3)
+        assert outcome.status == status and words in outcome.message, (exc, outcome)
