@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from probes.base import Case, Outcome
+from probes.base import Outcome
 from sdc.fingerprint import digest
 
 DTYPES: dict[str, torch.dtype] = {
