@@ -54,7 +54,7 @@ class BurnProbe(Probe):
         timings: list[float] = []
         distinct: list[torch.Tensor] = []
         digests: list[str] = []
-        iterations = 0
+        iterations = differing = 0
         deadline = time.perf_counter() + duration
         while iterations == 0 or time.perf_counter() < deadline:
             if faults:
@@ -74,8 +74,10 @@ class BurnProbe(Probe):
                 first = out
                 distinct.append(out)
                 digests.append(digest(out))
-            elif not bit_equal(out, first) and not any(bit_equal(out, seen) for seen in distinct[1:]):
-                if len(distinct) < 16:  # enough to prove inconsistency; keep memory bounded
+            elif not bit_equal(out, first):
+                differing += 1
+                # Up to 16 distinct outputs are kept: enough to prove inconsistency, bounded memory.
+                if len(distinct) < 16 and not any(bit_equal(out, seen) for seen in distinct[1:]):
                     distinct.append(out)
                     digests.append(digest(out))
             iterations += 1
@@ -85,7 +87,7 @@ class BurnProbe(Probe):
         m, n, k = case.shape
         outcome.throughput, outcome.throughput_unit = 2.0 * m * n * k / min(timings) / 1e12, "TFLOP/s"
         lag = max(timings) / min(timings)
-        note = f"{iterations} iterations in {duration:.0f} s; slowest iteration {lag:.2f}x the fastest"
+        note = f"{iterations} iterations in {duration:.0f} s, {differing} differed from the first; slowest iteration {lag:.2f}x the fastest"
         outcome.message = f"{outcome.message}; {note}" if outcome.message else note
         return outcome
 

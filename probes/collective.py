@@ -99,7 +99,7 @@ class CollectiveProbe(Probe):
     version = 1
 
     def cases(self, suite: str) -> list[Case]:
-        elements = {"quick": 1 << 18, "standard": 1 << 22}.get(suite)
+        elements = {"quick": 1 << 16, "standard": 1 << 22}.get(suite)
         if elements is None:
             return []
         return [Case(op, (elements,), "fp32", {"op": op, "world": 2}) for op in ("all_reduce", "all_gather")]

@@ -72,7 +72,7 @@ class ElementwiseProbe(Probe):
     version = 1
 
     def cases(self, suite: str) -> list[Case]:
-        spec = {"quick": (1 << 16, ("fp32", "bf16")), "standard": (1 << 22, ("fp32", "bf16", "fp16"))}.get(suite)
+        spec = {"quick": (1 << 14, ("fp32", "bf16")), "standard": (1 << 22, ("fp32", "bf16", "fp16"))}.get(suite)
         if spec is None:
             return []
         points, dtypes = spec
@@ -82,7 +82,7 @@ class ElementwiseProbe(Probe):
         base = self.cases(suite)
         if device.type == "cpu" or not base:
             return base
-        return base + [Case(c.name, (1 << 26,), c.dtype, dict(c.params)) for c in base if c.dtype == "fp32"]
+        return base + [Case(c.name, (1 << 24,), c.dtype, dict(c.params)) for c in base if c.dtype == "fp32"]
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
         return 0.02 + 3 * case.shape[0] / (2e8 if device.type == "cpu" else 5e10)

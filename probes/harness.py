@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from probes.base import Case, Outcome
+from probes.base import Outcome
 from sdc.fingerprint import digest
 
 DTYPES: dict[str, torch.dtype] = {
@@ -53,7 +53,13 @@ def set_deterministic() -> None:
     in its probe and judged by tolerance) instead of failing the sweep.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # The kernel-level switch behind torch.use_deterministic_algorithms, which also imports
+    # torch._inductor (seconds per worker start) to set a flag only torch.compile reads.
+    switch = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if switch is not None:
+        switch(True, warn_only=True)
+    else:  # pragma: no cover - a torch without the private switch
+        torch.use_deterministic_algorithms(True, warn_only=True)
     # Filling fresh allocations with NaN costs bandwidth and changes nothing probes read.
     if hasattr(torch.utils, "deterministic"):
         torch.utils.deterministic.fill_uninitialized_memory = False
@@ -233,9 +239,3 @@ def throughput(outcome: Outcome, amount: float, unit: str) -> Outcome:
         outcome.throughput = amount / best / scale
         outcome.throughput_unit = unit
     return outcome
-
-
-def case_key(case: Case) -> str:
-    from sdc.records import canonical_json
-
-    return canonical_json(case.to_dict())

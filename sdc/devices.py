@@ -64,7 +64,9 @@ def software_stack(backend: str) -> dict[str, Any]:
         stack["runtime"] = "cpu"
         stack["cpu"] = platform.processor() or platform.machine()
     else:
-        stack["runtime"] = backend
+        # XPU, MPS and privateuse1 plug-ins: the backend's own version where torch records one.
+        version = getattr(torch.version, backend, None)
+        stack["runtime"] = f"{backend} {version}" if isinstance(version, str) else backend
     return stack
 
 
@@ -124,14 +126,9 @@ def accelerator_chip(backend: str, index: int) -> ChipHandle:
         model, memory = props.name, props.total_memory
         vendor = "amd" if torch.version.hip else "nvidia"
     else:
-        module = getattr(torch, backend, None)
-        name_fn = getattr(module, "get_device_name", None)
-        if name_fn is not None:
-            try:
-                model = name_fn(index)
-            except Exception:
-                pass
-    chip_id = f"GPU-{uuid}" if uuid and not uuid.startswith("GPU-") else uuid
+        model, memory, uuid = _generic_properties(backend, index)
+    prefix = "GPU-" if backend == "cuda" else f"{backend.upper()}-"
+    chip_id = f"{prefix}{uuid}" if uuid and not uuid.startswith(prefix) else uuid
     chip = Chip(
         chip_id=chip_id or f"host:{host}:{backend}:{index}",
         host=host,
@@ -143,6 +140,28 @@ def accelerator_chip(backend: str, index: int) -> ChipHandle:
         stack_hash=stack_hash(stack),
     )
     return ChipHandle(name=f"{backend}:{index}", device=device, chip=chip)
+
+
+def _generic_properties(backend: str, index: int) -> tuple[str, int, str | None]:
+    """(model, memory bytes, uuid) from a non-CUDA backend (XPU, MPS, plug-ins), as far as it says."""
+    module = getattr(torch, backend, None)
+    model, memory, uuid = backend, 0, None
+    props_fn = getattr(module, "get_device_properties", None)
+    if props_fn is not None:
+        try:
+            props = props_fn(index)
+            model = str(getattr(props, "name", model))
+            memory = int(getattr(props, "total_memory", 0) or 0)
+            uuid = str(getattr(props, "uuid", "") or "") or None
+        except Exception:  # a plug-in without properties still gets a positional identity
+            pass
+    name_fn = getattr(module, "get_device_name", None)
+    if model == backend and name_fn is not None:
+        try:
+            model = name_fn(index)
+        except Exception:
+            pass
+    return model, memory, uuid
 
 
 def device_count(backend: str) -> int:
@@ -176,6 +195,10 @@ def _parse_one(name: str) -> ChipHandle:
     backend, index = match.group(1), int(match.group(2) or 0)
     if backend == "cpu":
         return cpu_chip(index)
+    try:
+        torch.device(backend)
+    except RuntimeError:
+        raise DeviceError(f"device '{name}': '{backend}' is not a PyTorch device type (e.g. cpu, cuda, xpu, mps)") from None
     count = device_count(backend)
     if index >= count:
         raise DeviceError(f"device '{name}': this machine has {count} {backend} device(s)")

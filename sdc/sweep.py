@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+import torch
+
 import sdc
 from probes.base import Case, Outcome, Probe
 from sdc.budget import select_within_budget
@@ -27,7 +29,16 @@ from sdc.devices import ChipHandle, hostname
 from sdc.exitcodes import ExitCode
 from sdc.faults import Fault, FaultInjector
 from sdc.records import ProbeResult, Record, Sweep, canonical_json, new_id, utcnow
-from sdc.worker import WorkerJob, WorkItem, configure, prepare_process, process_context, run_case, worker_main
+from sdc.worker import (
+    CPU_CHIP_THREADS,
+    WorkerJob,
+    WorkItem,
+    configure,
+    prepare_process,
+    process_context,
+    run_case,
+    worker_main,
+)
 
 __all__ = ["ChipSummary", "SweepSummary", "SweepOptions", "plan", "run_case", "run_sweep", "to_result"]
 
@@ -261,16 +272,25 @@ def run_sweep(
 def _run_in_process(runs: list[_ChipRun], progress: Progress | None, finish: Callable[[_ChipRun], None]) -> None:
     if runs:
         prepare_process(runs[0].options.reference_cache)
-    for run in runs:
-        injector = FaultInjector(run.handle.name, run.options.faults)
-        for index, (probe, case) in enumerate(run.work):
-            if progress:
-                progress(run.handle, probe.name, case, None)
-            outcome = run_case(probe, case, run.handle, run.options.seed, run.options.repeats, injector or None)
-            run.outcomes[index] = outcome
-            if progress:
-                progress(run.handle, probe.name, case, outcome)
-        finish(run)
+    threads = torch.get_num_threads()
+    try:
+        for run in runs:
+            torch.set_num_threads(CPU_CHIP_THREADS if run.handle.device.type == "cpu" else threads)
+            _run_chip_in_process(run, progress)
+            finish(run)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_chip_in_process(run: _ChipRun, progress: Progress | None) -> None:
+    injector = FaultInjector(run.handle.name, run.options.faults)
+    for index, (probe, case) in enumerate(run.work):
+        if progress:
+            progress(run.handle, probe.name, case, None)
+        outcome = run_case(probe, case, run.handle, run.options.seed, run.options.repeats, injector or None)
+        run.outcomes[index] = outcome
+        if progress:
+            progress(run.handle, probe.name, case, outcome)
 
 
 def _run_isolated(

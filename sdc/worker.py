@@ -25,6 +25,16 @@ from sdc.faults import Fault, FaultInjector
 
 log = logging.getLogger(__name__)
 
+# cuBLAS reads this when it first starts, so it must be in the environment before any CUDA
+# call: the fork server imports this module, and every worker inherits it.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+# A virtual CPU chip is one core: chips run one after another anyway, and on a shared
+# machine two OpenMP threads waiting on each other made many small kernels 5-10x slower.
+# Every CPU chip uses the same count, so digests stay comparable across them.
+CPU_CHIP_THREADS = 1
+
 
 @dataclass(frozen=True)
 class WorkItem:
@@ -118,6 +128,8 @@ def worker_main(job: WorkerJob, conn) -> None:
 
     _exit_with_parent(job.parent_pid)
     prepare_process(job.reference_cache)
+    if job.handle.device.type == "cpu":
+        torch.set_num_threads(CPU_CHIP_THREADS)
     probes = all_probes()
     configure(probes, job.probe_settings)
     injector = FaultInjector(job.handle.name, job.faults)
@@ -153,8 +165,7 @@ def process_context():
         methods = multiprocessing.get_all_start_methods()
         if "forkserver" in methods:
             _context = multiprocessing.get_context("forkserver")
-            # torch._inductor.config is what use_deterministic_algorithms imports (seconds): load it once here.
-            _context.set_forkserver_preload(["torch", "torch._inductor.config", "probes.registry", "sdc.worker"])
+            _context.set_forkserver_preload(["torch", "probes.registry", "sdc.worker"])
         else:  # pragma: no cover - Windows
             _context = multiprocessing.get_context("spawn")
     return _context

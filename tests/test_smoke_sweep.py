@@ -15,7 +15,7 @@ def test_sweep_refuses_unmigrated_database(sdc_env):
 
 def test_sweep_stores_results_for_each_chip(sdc_env, migrated_url):
     runner = CliRunner()
-    result = runner.invoke(cli, ["--db", migrated_url, "sweep", "--devices", "cpu:0,cpu:1"])
+    result = runner.invoke(cli, ["--db", migrated_url, "sweep", "--devices", "cpu:0,cpu:1", "--probes", "gemm"])
     assert result.exit_code == 0, result.output
     assert "host:" in result.output
     store = Store(migrated_url)
@@ -23,4 +23,4 @@ def test_sweep_stores_results_for_each_chip(sdc_env, migrated_url):
     store.dispose()
     assert counts["chip"] == 2
     assert counts["sweep"] == 1
-    assert counts["probe_result"] == 2 * 2  # two gemm cases per chip in the quick suite
+    assert counts["probe_result"] == 2 * 7  # seven gemm cases per chip in the quick suite

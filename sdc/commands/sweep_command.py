@@ -104,13 +104,7 @@ def sweep_command(
         callback = None
         if bar is not None:
             total = sum(len(chip_plan(probes, suite, c, options)) for c in chips)
-            task = bar.add_task("starting", total=total)
-
-            def callback(handle, probe_name, case, outcome):
-                bar.update(task, description=f"{handle.name} {probe_name}/{case.name} {case.dtype}")
-                if outcome is not None:
-                    bar.advance(task)
-
+            callback = _advance(bar, bar.add_task("starting", total=total))
         summary = run_sweep(chips, probes, suite, sink, seed=seed, repeats=repeats, progress=callback, options=options)
     spooled = sum(d.spooled for d in deliveries)
     if app.json_output:
@@ -123,6 +117,17 @@ def sweep_command(
         else:
             app.out.print(f"stored in {app.store().url.split('://')[0]} database: {_where(app)}")
     sys.exit(int(summary.exit_code))
+
+
+def _advance(bar: Progress, task):
+    """A sweep progress callback: names the running case, advances when one ends."""
+
+    def callback(handle, probe_name, case, outcome):
+        bar.update(task, description=f"{handle.name} {probe_name}/{case.name} {case.dtype}")
+        if outcome is not None:
+            bar.advance(task)
+
+    return callback
 
 
 def _progress(app: AppContext, enabled: bool):

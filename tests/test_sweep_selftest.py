@@ -1,0 +1,15 @@
+"""The self-check runs on the CPU too (reduced: two virtual chips, the GEMM probe)."""
+
+import io
+
+from sdc.selftest import run_selftest
+
+
+def test_selftest_on_cpu_catches_the_injected_fault_and_prints_figures():
+    out = io.StringIO()
+    figures = run_selftest("cpu:0,cpu:1", "gemm", out=out)
+    assert figures["passed"], out.getvalue()
+    assert figures["injected_fault_caught"] and figures["other_chips_healthy_during_drill"]
+    assert figures["gemm"]["distinct_digests"] == 1 and figures["gemm"]["bare_tflops"] > 0
+    text = out.getvalue()
+    assert "bare matmul" in text and "caught" in text and "PASSED" in text
