@@ -27,7 +27,7 @@ import logging
 import os
 import signal
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -158,10 +158,6 @@ def first_missed_run(trigger, last_run: datetime | None, now: datetime) -> datet
 
 # ---------------------------------------------------------------------------------------
 # The agent
-
-
-class SweepStopped(Exception):
-    """Raised between two probes when the agent is asked to stop."""
 
 
 class Agent:
@@ -329,20 +325,19 @@ class Agent:
             if delivery.spooled:
                 log.warning("%s", delivery.message)
 
-        def progress(handle, probe, case) -> None:
-            # Called before each case: stopping here lets the probe that was running finish.
-            if self.stop.is_set():
-                raise SweepStopped(f"{probe.name}/{case.name} on {handle.name}")
-            log.info("sweep %s: %s/%s %s on %s", current["sweep"].sweep_id[:12], probe.name, case.name, case.dtype, handle.name)
+        def progress(handle, probe_name, case, outcome) -> None:
+            if outcome is None:
+                log.info("sweep %s: %s/%s %s on %s", current["sweep"].sweep_id[:12], probe_name, case.name, case.dtype, handle.name)
 
         log.info("sweep starting: suite %s on %s", cfg.suite, ", ".join(h.name for h in chips))
-        try:
-            summary = run_sweep(chips, list(all_probes().values()), cfg.suite, sink, seed=cfg.seed, repeats=cfg.repeats, progress=progress)
-        except SweepStopped as stopped:
-            sweep = current["sweep"]
-            message = f"stopped by signal after the running probe finished; {stopped} and later cases were not run"
-            store.deliver([replace(sweep, status="aborted", finished_at=utcnow(), message=message)])
-            log.info("sweep %s aborted: %s", sweep.sweep_id[:12], message)
+        # On SIGTERM the stop flag is set: the running probe finishes, its result is stored,
+        # and run_sweep ends the sweep 'aborted' (kept, but not counted as evidence).
+        summary = run_sweep(
+            chips, list(all_probes().values()), cfg.suite, sink, seed=cfg.seed, repeats=cfg.repeats,
+            progress=progress, stop=self.stop,
+        )
+        if summary.sweep.status == "aborted":
+            log.info("sweep %s aborted: %s", summary.sweep.sweep_id[:12], summary.sweep.message)
             return
         log.info("sweep %s %s, exit code %d", summary.sweep.sweep_id[:12], summary.sweep.status, int(summary.exit_code))
 

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from sdc.analysis.evidence import NO_DIGEST, STATUS_CODES, Evidence
-from sdc.records import Chip, ProbeResult, Record, Sweep, canonical_json, format_time
+from sdc.records import Chip, ProbeResult, Record, Sweep
 
 FAULT_KINDS = ("persistent", "intermittent", "slow", "degrading", "nondeterministic")
 DEFAULT_CASES = tuple(

@@ -18,7 +18,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence
 
 import torch
 
@@ -40,9 +40,14 @@ from sdc.worker import (
     worker_main,
 )
 
-__all__ = ["ChipSummary", "SweepSummary", "SweepOptions", "plan", "run_case", "run_sweep", "to_result"]
+__all__ = ["ChipSummary", "StopFlag", "SweepSummary", "SweepOptions", "plan", "run_case", "run_sweep", "to_result"]
 
 Sink = Callable[[list[Record]], None]
+# Set to stop a sweep between cases (a threading.Event, or anything with is_set()).
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
 # Called with outcome None when a case starts and with its outcome when it ends.
 Progress = Callable[[ChipHandle, str, Case, Optional[Outcome]], None]
 
@@ -75,7 +80,7 @@ class SweepSummary:
         codes = [c.exit_code for c in self.chips]
         if ExitCode.FAULT in codes:
             return ExitCode.FAULT
-        if ExitCode.UNKNOWN in codes:
+        if ExitCode.UNKNOWN in codes or self.sweep.status != "complete":
             return ExitCode.UNKNOWN
         return ExitCode.HEALTHY
 
@@ -176,8 +181,8 @@ class _ChipRun:
     def remaining(self) -> list[int]:
         return [i for i in range(len(self.work)) if i not in self.outcomes]
 
-    def start_worker(self) -> bool:
-        """Start a worker for the remaining cases; False when nothing remains."""
+    def start_worker(self, stopped: Callable[[], bool] = lambda: False) -> bool:
+        """Start a worker for the remaining cases; False when nothing remains or none starts."""
         todo = self.remaining()
         if not todo:
             return False
@@ -193,8 +198,18 @@ class _ChipRun:
             parent_pid=os.getpid(),
             probe_settings={k: dict(v) for k, v in self.options.probe_settings.items()},
         )
-        self.process = context.Process(target=worker_main, args=(job, child_conn), daemon=True, name=f"sdc-{self.handle.name}")
-        self.process.start()
+        process = context.Process(target=worker_main, args=(job, child_conn), daemon=True, name=f"sdc-{self.handle.name}")
+        try:
+            process.start()
+        except (OSError, EOFError) as exc:  # e.g. the fork server was killed with our process group
+            child_conn.close()
+            parent_conn.close()
+            if stopped():  # the stop signal took the fork server with it: the cases just do not run
+                return False
+            for index in todo:
+                self.outcomes[index] = Outcome(status="error", message=f"could not start a worker process: {exc or type(exc).__name__}")
+            return False
+        self.process = process
         child_conn.close()
         self.conn = parent_conn
         self.current = None
@@ -229,8 +244,15 @@ def run_sweep(
     repeats: int = 3,
     progress: Progress | None = None,
     options: SweepOptions | None = None,
+    stop: StopFlag | None = None,
 ) -> SweepSummary:
-    """Run every case of ``suite`` on every chip, sending records to ``sink`` as they come."""
+    """Run every case of ``suite`` on every chip, sending records to ``sink`` as they come.
+
+    When ``stop`` is set (SIGTERM to the agent or to ``sdc sweep``) no further case starts,
+    the cases already running finish and are recorded, and the sweep ends ``aborted``: what
+    was measured is kept, but an aborted sweep is not counted as evidence.
+    """
+    stopped = stop.is_set if stop is not None else (lambda: False)
     if options is None:
         options = SweepOptions(seed=seed, repeats=repeats)
     sweep = Sweep(
@@ -251,7 +273,9 @@ def run_sweep(
         summary = ChipSummary(run.handle.name, run.handle.chip.chip_id)
         results: list[Record] = []
         for index, (probe, case) in enumerate(run.work):
-            outcome = run.outcomes[index]
+            outcome = run.outcomes.get(index)
+            if outcome is None:  # never ran: the sweep was stopped first
+                continue
             summary.statuses[outcome.status] += 1
             if outcome.status in ("mismatch", "error", "timeout"):
                 summary.failures.append(_failure_text(probe, case, outcome))
@@ -261,30 +285,46 @@ def run_sweep(
 
     if options.isolate:
         parallel = options.parallel if options.parallel is not None else all(h.device.type != "cpu" for h in chips)
-        _run_isolated(runs, parallel, progress, finish)
+        _run_isolated(runs, parallel, progress, finish, stopped)
     else:
-        _run_in_process(runs, progress, finish)
-    final = replace(sweep, status="complete", finished_at=utcnow())
+        _run_in_process(runs, progress, finish, stopped)
+    for run in runs:
+        if run.handle.name not in summaries:  # stopped before this chip's turn
+            finish(run)
+    if stopped():
+        not_run = sum(len(run.remaining()) for run in runs)
+        final = replace(
+            sweep, status="aborted", finished_at=utcnow(),
+            message=f"stopped by request: running cases finished, {not_run} case(s) not run",
+        )
+    else:
+        final = replace(sweep, status="complete", finished_at=utcnow())
     sink([final])
     return SweepSummary(final, [summaries[h.name] for h in chips])
 
 
-def _run_in_process(runs: list[_ChipRun], progress: Progress | None, finish: Callable[[_ChipRun], None]) -> None:
+def _run_in_process(
+    runs: list[_ChipRun], progress: Progress | None, finish: Callable[[_ChipRun], None], stopped: Callable[[], bool]
+) -> None:
     if runs:
         prepare_process(runs[0].options.reference_cache)
     threads = torch.get_num_threads()
     try:
         for run in runs:
+            if stopped():
+                return
             torch.set_num_threads(CPU_CHIP_THREADS if run.handle.device.type == "cpu" else threads)
-            _run_chip_in_process(run, progress)
+            _run_chip_in_process(run, progress, stopped)
             finish(run)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_chip_in_process(run: _ChipRun, progress: Progress | None) -> None:
+def _run_chip_in_process(run: _ChipRun, progress: Progress | None, stopped: Callable[[], bool]) -> None:
     injector = FaultInjector(run.handle.name, run.options.faults)
     for index, (probe, case) in enumerate(run.work):
+        if stopped():
+            return
         if progress:
             progress(run.handle, probe.name, case, None)
         outcome = run_case(probe, case, run.handle, run.options.seed, run.options.repeats, injector or None)
@@ -294,7 +334,11 @@ def _run_chip_in_process(run: _ChipRun, progress: Progress | None) -> None:
 
 
 def _run_isolated(
-    runs: list[_ChipRun], parallel: bool, progress: Progress | None, finish: Callable[[_ChipRun], None]
+    runs: list[_ChipRun],
+    parallel: bool,
+    progress: Progress | None,
+    finish: Callable[[_ChipRun], None],
+    stopped: Callable[[], bool],
 ) -> None:
     """Drive the chips' workers: at most one at a time unless ``parallel``; kill hung ones."""
     waiting = deque(runs)
@@ -313,16 +357,16 @@ def _run_isolated(
 
     def restart_or_close(run: _ChipRun) -> None:
         run.stop_worker()
-        if not run.start_worker():
+        if stopped() or not run.start_worker(stopped):
             active.remove(run)
             finish(run)
 
     try:
-        while waiting or active:
-            while waiting and (parallel or not active):
+        while (waiting and not stopped()) or active:
+            while waiting and (parallel or not active) and not stopped():
                 run = waiting.popleft()
                 active.append(run)
-                if not run.start_worker():
+                if not run.start_worker(stopped):
                     close(run)
             if not active:
                 continue
@@ -353,6 +397,8 @@ def _run_isolated(
                     record(run, message[1], message[2])
                     run.current = None
                     run.deadline = time.monotonic() + STARTUP_TIMEOUT_S
+                    if stopped():  # the running case finished; start no other
+                        close(run)
                 elif message[0] == "finished":
                     close(run)
             now = time.monotonic()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -126,6 +127,11 @@ def worker_main(job: WorkerJob, conn) -> None:
     from probes.registry import all_probes
     from sdc.telemetry import telemetry_for
 
+    # The sweep process owns the worker's life: SIGTERM to the whole process group (systemd's
+    # default, `timeout`, Ctrl-C) must let the running case finish; the parent then stops us
+    # with SIGKILL, and _exit_with_parent covers a parent that died.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent(job.parent_pid)
     prepare_process(job.reference_cache)
     if job.handle.device.type == "cpu":

@@ -201,7 +201,7 @@ def status_command(app: AppContext) -> None:
         app.emit_json(summary)
     else:
         app.out.print(f"fleet: {chips:,} chips — " + ", ".join(f"{v:,} {k}" for k, v in counts.items()))
-        app.out.print(f"sweeps: " + (", ".join(f"{v:,} {k}" for k, v in sorted(sweeps.items())) or "none") +
+        app.out.print("sweeps: " + (", ".join(f"{v:,} {k}" for k, v in sorted(sweeps.items())) or "none") +
                       (f"; last started {last_sweep:%Y-%m-%d %H:%M}Z" if last_sweep else ""))
         app.out.print(f"evidence: {results:,} probe results; last verdict " + (f"{last.created_at:%Y-%m-%d %H:%M}Z" if last else "never (run 'sdc analyze')"))
     sys.exit(int(code))

@@ -7,7 +7,6 @@ module level and ``check`` reads the store without the schema check's Alembic im
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 

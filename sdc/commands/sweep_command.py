@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
-from contextlib import nullcontext
+import threading
+from contextlib import contextmanager, nullcontext
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -73,12 +75,13 @@ def sweep_command(
         fail(f"--inject names {', '.join(stray)}, which this sweep does not probe (chips: {', '.join(sorted(known))})")
 
     store = app.store()
-    engine = store.engine()  # refuses a database that is not at schema head, before any work
-    abandoned = mark_abandoned_sweeps(engine, hostname())
-    if abandoned:
-        app.err.print(f"marked {len(abandoned)} earlier sweep(s) on this host incomplete (their process had died)")
+    engine = _engine_or_outbox(app, store)
+    if engine is not None:
+        abandoned = mark_abandoned_sweeps(engine, hostname())
+        if abandoned:
+            app.err.print(f"marked {len(abandoned)} earlier sweep(s) on this host incomplete (their process had died)")
     fault_counts, case_seconds = {}, {}
-    if budget is not None:
+    if budget is not None and engine is not None:
         from sdc.store.history import case_seconds as measured, mismatch_counts
 
         fault_counts, case_seconds = mismatch_counts(engine), measured(engine)
@@ -100,23 +103,70 @@ def sweep_command(
         deliveries.append(store.deliver(records))
 
     show_progress = not app.json_output and app.err.is_terminal
-    with _progress(app, show_progress) as bar:
+    with _progress(app, show_progress) as bar, _stop_on_signals() as stop:
         callback = None
         if bar is not None:
             total = sum(len(chip_plan(probes, suite, c, options)) for c in chips)
             callback = _advance(bar, bar.add_task("starting", total=total))
-        summary = run_sweep(chips, probes, suite, sink, seed=seed, repeats=repeats, progress=callback, options=options)
+        summary = run_sweep(
+            chips, probes, suite, sink, seed=seed, repeats=repeats, progress=callback, options=options, stop=stop
+        )
+    if summary.sweep.status == "aborted":
+        app.err.print(f"[yellow]sweep aborted: {summary.sweep.message}; it will not count as evidence[/]")
     spooled = sum(d.spooled for d in deliveries)
     if app.json_output:
         app.emit_json(_as_json(summary, spooled))
     else:
         _print_table(app, summary, suite)
         if spooled:
-            last = next(d for d in reversed(deliveries) if d.spooled)
-            app.err.print(f"[yellow]{last.message}[/]")
+            app.err.print(
+                f"[yellow]database unavailable: {spooled} records kept in the outbox {store.outbox.directory}; "
+                "'sdc flush' (or the next successful write) delivers them[/]"
+            )
         else:
             app.out.print(f"stored in {app.store().url.split('://')[0]} database: {_where(app)}")
     sys.exit(int(summary.exit_code))
+
+
+def _engine_or_outbox(app: AppContext, store):
+    """The store's engine; None (results go to the outbox) when the database is unreachable.
+
+    A sweep on a node whose database is down still runs: evidence is spooled and delivered
+    later. A database that answers with the wrong schema is refused before any work.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        return store.engine()
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0][:200]
+        app.err.print(f"[yellow]database unreachable ({reason}); results will be kept in the outbox {store.outbox.directory}[/]")
+        return None
+
+
+@contextmanager
+def _stop_on_signals():
+    """SIGTERM or a first Ctrl-C stops the sweep between cases (running cases finish).
+
+    A second Ctrl-C interrupts at once, as usual.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def request_stop(signum, _frame):
+        stop.set()
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, previous_int)
+
+    previous_term = signal.signal(signal.SIGTERM, request_stop)
+    previous_int = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _advance(bar: Progress, task):
@@ -164,6 +214,8 @@ def _print_table(app: AppContext, summary: SweepSummary, suite: str) -> None:
         table.add_column(column)
     for c in summary.chips:
         verdict = {0: "[green]healthy[/]", 1: "[red]FAULT[/]", 2: "[yellow]unknown[/]"}[int(c.exit_code)]
+        if not sum(c.statuses.values()):
+            verdict = "[yellow]not run[/]"
         table.add_row(c.name, c.chip_id, *(str(c.statuses[s]) for s in ("ok", "mismatch", "error", "timeout", "skipped")), verdict)
     app.out.print(table)
     for c in summary.chips:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from importlib import resources
-
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -90,6 +89,8 @@ def require_head(engine: Engine) -> None:
 
 
 def _known(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config("sqlite://"))
     try:
         return script.get_revision(revision) is not None
@@ -104,6 +105,9 @@ def revision(url: str, message: str, versions_dir: str | None = None) -> str:
     (or ``versions_dir``) as ``NNNN_<message>.py`` with the next number; read and edit it
     before committing, autogenerate misses renames and data moves. Returns the file's path.
     """
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
     config = alembic_config(url)
     config.set_main_option("file_template", "%%(rev)s_%%(slug)s")
     if versions_dir is not None:
