@@ -231,3 +231,11 @@ def _reasons(telemetry) -> Iterable[str]:
     if isinstance(value, str):
         return (value,)
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else ()
+
+
+def probation_chip_ids(engine: Engine) -> list[str]:
+    """Chips released from quarantine and on probation: sweeps test these first."""
+    from sdc.quarantine import probation_chips
+    from sdc.store.reader import chip_states
+
+    return probation_chips(chip_states(engine))
