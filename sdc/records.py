@@ -86,6 +86,8 @@ class Record:
 
     KIND: ClassVar[str] = ""
     ID_FIELD: ClassVar[str] = ""
+    # JSON key of a field whose name would collide with the record's own "kind".
+    JSON_NAMES: ClassVar[dict[str, str]] = {}
 
     @property
     def record_id(self) -> str:
@@ -93,9 +95,10 @@ class Record:
 
     def to_json_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.KIND, "schema_version": SCHEMA_VERSION}
+        names = self.JSON_NAMES
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            out[f.name] = format_time(value) if isinstance(value, datetime) else value
+            out[names.get(f.name, f.name)] = format_time(value) if isinstance(value, datetime) else value
         return out
 
     def to_json(self) -> str:
@@ -209,6 +212,8 @@ class Verdict(Record):
 
     KIND: ClassVar[str] = "verdict"
     ID_FIELD: ClassVar[str] = "verdict_id"
+    # In JSON the verdict's kind (wrong/slow/inconsistent) is "verdict_kind": "kind" names the record.
+    JSON_NAMES: ClassVar[dict[str, str]] = {"kind": "verdict_kind"}
 
     verdict_id: str
     analysis_id: str
@@ -355,16 +360,19 @@ class _Spec:
     required: tuple[str, ...]
     checks: dict[str, Any]
     defaults: dict[str, Any]
+    fields: dict[str, str]  # JSON key -> field name
 
 
 def _build_spec(cls: type[Record]) -> _Spec:
     hints = typing.get_type_hints(cls)
-    checks, required, defaults = {}, [], {}
+    checks, required, defaults, names = {}, [], {}, {}
     for f in dataclasses.fields(cls):
-        checks[f.name] = _checker(f.name, hints[f.name])
+        key = cls.JSON_NAMES.get(f.name, f.name)
+        names[key] = f.name
+        checks[key] = _checker(key, hints[f.name])
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            required.append(f.name)
-    return _Spec(cls, tuple(required), checks, defaults)
+            required.append(key)
+    return _Spec(cls, tuple(required), checks, defaults, names)
 
 
 _SPECS: dict[str, _Spec] = {cls.KIND: _build_spec(cls) for cls in RECORD_TYPES}
@@ -392,7 +400,7 @@ def from_json_dict(obj: Any) -> Record:
             if name in ("kind", "schema_version"):
                 continue
             raise RecordError(f"unknown field '{name[:40]}' in {kind} record (see docs/schema/{kind}.json)")
-        values[name] = check(value)
+        values[spec.fields[name]] = check(value)
     return spec.cls(**values)
 
 
@@ -446,7 +454,7 @@ def json_schema(cls: type[Record]) -> dict[str, Any]:
         "schema_version": {"type": "integer", "minimum": 1, "maximum": SCHEMA_VERSION},
     }
     for f in dataclasses.fields(cls):
-        properties[f.name] = _schema_for(hints[f.name])
+        properties[cls.JSON_NAMES.get(f.name, f.name)] = _schema_for(hints[f.name])
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://sdc.dev/schema/{cls.KIND}.json",
