@@ -25,7 +25,7 @@ from sdc.store.models import ChipRow, JobEventRow, ProbeResultRow, QuarantineEve
 PARTITION = 50_000
 
 
-GROUPS_PER_PARTITION = 5_000
+GROUPS_PER_PARTITION = 500
 US, RS = "\x1f", "\x1e"  # unit and record separators: never inside ids, JSON keys or digests
 
 
@@ -33,8 +33,8 @@ def load_evidence(engine: Engine, since: datetime | None = None) -> Evidence:
     """Probe results of complete sweeps (observed at or after ``since``) as columns.
 
     Turning millions of database values into Python objects is what costs, so the database
-    packs each (chip, sweep) — about twenty results — into one row of concatenated fields,
-    and numpy parses the numbers in bulk. Result ids stay in the store; they are looked up
+    packs each sweep — a host's chips times the suite's cases — into one row of concatenated
+    fields (walking the sweep index, no sort), and numpy parses the numbers in bulk. Result ids stay in the store; they are looked up
     for the few results a verdict names (``result_ids_for``).
     """
     with engine.connect() as connection:
@@ -55,7 +55,7 @@ def _packed_query(dialect: str, with_since: bool):
 
         key = ("probe || chr(31) || probe_version::text || chr(31) || case_key || chr(31) || stack_hash || chr(31) || seed::text")
         fields = [
-            agg(key, "chr(30)"), agg("coalesce(digest, '')", "chr(30)"),
+            agg("chip_id", "chr(30)"), agg(key, "chr(30)"), agg("coalesce(digest, '')", "chr(30)"),
             agg("CASE WHEN status = 'mismatch' THEN '1' ELSE '0' END", "','"), agg("repeats::text", "','"),
             agg("distinct_repeat_digests::text", "','"), agg("coalesce(throughput::text, 'nan')", "','"),
         ]
@@ -65,13 +65,13 @@ def _packed_query(dialect: str, with_since: bool):
 
         key = "probe || char(31) || probe_version || char(31) || case_key || char(31) || stack_hash || char(31) || seed"
         fields = [
-            agg(key, "char(30)"), agg("coalesce(digest, '')", "char(30)"),
+            agg("chip_id", "char(30)"), agg(key, "char(30)"), agg("coalesce(digest, '')", "char(30)"),
             agg("CASE WHEN status = 'mismatch' THEN 1 ELSE 0 END", "','"), agg("repeats", "','"),
             agg("distinct_repeat_digests", "','"), agg("coalesce(throughput, 'nan')", "','"),
         ]
     where = "status IN ('ok', 'mismatch')" + (" AND observed_at >= :since" if with_since else "")
     return text(
-        f"SELECT chip_id, sweep_id, count(*), {', '.join(fields)} FROM probe_results WHERE {where} GROUP BY chip_id, sweep_id"
+        f"SELECT sweep_id, {', '.join(fields)} FROM probe_results WHERE {where} GROUP BY sweep_id"
     )
 
 
@@ -83,12 +83,13 @@ def _unpack(chips, sweeps, partitions) -> Evidence:
     cols: dict[str, list[np.ndarray]] = {n: [] for n in ("chip", "sweep", "case", "status", "digest", "repeats", "distinct", "throughput")}
     for groups in partitions:
         # Only complete sweeps are evidence; a sweep not in the table is not complete.
-        groups = [g for g in groups if g[1] in sweep_code and g[0] in chip_code]
+        groups = [g for g in groups if g[0] in sweep_code]
         if not groups:
             continue
-        chip_id, sweep_id, count, keys, digests, status, repeats, distinct, throughput = zip(*groups)
-        counts = np.asarray(count, dtype=np.int64)
-        cols["chip"].append(np.repeat(np.asarray([chip_code[c] for c in chip_id], dtype=np.int32), counts))
+        sweep_id, chip_ids, keys, digests, status, repeats, distinct, throughput = zip(*groups)
+        chips_of_rows = [RS.join(chip_ids).split(RS)]
+        counts = np.asarray([c.count(RS) + 1 for c in chip_ids], dtype=np.int64)
+        cols["chip"].append(np.asarray([chip_code.get(c, -1) for c in chips_of_rows[0]], dtype=np.int32))
         cols["sweep"].append(np.repeat(np.asarray([sweep_code[s] for s in sweep_id], dtype=np.int32), counts))
         cols["case"].append(np.asarray(case_enc.many(RS.join(keys).split(RS)), dtype=np.int32))
         codes = digest_enc.codes
@@ -98,6 +99,9 @@ def _unpack(chips, sweeps, partitions) -> Evidence:
                               else np.array(",".join(values).split(","), dtype=np.float64))
     dtypes = {"chip": np.int32, "sweep": np.int32, "case": np.int32, "status": np.int8, "digest": np.int32, "repeats": np.int16, "distinct": np.int16, "throughput": np.float64}
     arrays = {n: np.concatenate(v) if v else np.zeros(0, dtype=dtypes[n]) for n, v in cols.items()}
+    known = arrays["chip"] >= 0  # a result of a chip missing from the chips table cannot be placed
+    if not known.all():
+        arrays = {n: v[known] for n, v in arrays.items()}
     cases = [tuple(key.split(US)) for key in case_enc.labels()]
     # (probe, version, case_key, stack, seed) as strings from the packed key.
     return _assemble(chips, sweeps, cases, arrays)
@@ -227,3 +231,11 @@ def _reasons(telemetry) -> Iterable[str]:
     if isinstance(value, str):
         return (value,)
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else ()
+
+
+def probation_chip_ids(engine: Engine) -> list[str]:
+    """Chips released from quarantine and on probation: sweeps test these first."""
+    from sdc.quarantine import probation_chips
+    from sdc.store.reader import chip_states
+
+    return probation_chips(chip_states(engine))

@@ -29,6 +29,10 @@ def test_simulated_fleet_through_analysis_and_quarantine(sdc_env):
     listed = json.loads(run("quarantine", "list", "--json")[1])
     assert [(row["chip_id"], row["state"], row["actor"]) for row in listed] == [(bad_chip, "quarantined", "sdc-analysis")]
     assert run("status")[0] == 1
+    exported = str(sdc_env / "verdicts.jsonl")
+    assert run("export", "--kind", "verdict", "--kind", "quarantine_event", "-o", exported)[0] == 0
+    code, out = run("ingest", exported)  # verdicts are JSON lines like every record
+    assert code == 0 and "verdict" in out
 
     code, out = run("quarantine", "release", bad_chip, "--by", "ana")
     assert code == 2 and "--reason" in out
