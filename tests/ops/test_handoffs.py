@@ -157,7 +157,7 @@ def test_export_without_subcommand_keeps_json_lines(faulty_store):
     result = CliRunner().invoke(cli, ["--db", faulty_store.url, "export", "--kind", "quarantine_event"])
     assert result.exit_code == 0
     lines = [json.loads(line) for line in result.output.splitlines()]
-    assert len(lines) == 8 and {line["kind"] for line in lines} == {"quarantine_event"}
+    assert len(lines) == 8 and {line["record"] for line in lines} == {"quarantine_event"}
 
 
 # ---- Kubernetes -------------------------------------------------------------------
