@@ -6,8 +6,10 @@ tested against the fleet background with an exact binomial tail and BH across ch
 where most chips disagree with themselves runs a kernel that is not deterministic there, and
 is left out rather than blamed on every chip.
 
-Replica disagreements (``job_events`` with a mismatch kind): the chip blamed is the one named
-in ``details["suspects"]`` (chip ids, or ranks of the same job), else the event's own chip;
+Replica disagreements (``job_events`` of the sentinel's checks, or any ``*mismatch`` kind, whose
+diagnosis says replicas disagreed): the chip blamed is the one named in ``details["suspects"]``
+(the sentinel's ``{"rank", "chip_id"}`` entries, chip ids, or ranks of the same job), else the
+event's own chip;
 its partners are the other chips of the same job and step. A chip blamed in
 ``job_min_incidents`` disagreements with at least ``job_min_partners`` different partners, or
 once with diagnosis ``persistent`` (reproduced on replay), is inconsistent. A single
@@ -26,7 +28,25 @@ from sdc.analysis.findings import Finding, age_weights, first_last, per_chip_sum
 from sdc.analysis.stats import unique_sorted
 from sdc.analysis.wrong import _test_against_background
 
-BLAMING = ("persistent", "transient", "unattributed")
+# Diagnoses that mean replicas disagreed (``divergence``: a majority named the minority).
+BLAMING = ("divergence", "persistent", "transient", "unattributed")
+# Event kinds of the sentinel's checks (sdc.sentinel) besides the generic '*mismatch' kinds.
+CHECK_KINDS = ("grad_check", "param_check", "local_check", "replay")
+
+
+def is_disagreement(kind: str, diagnosis: str) -> bool:
+    return diagnosis in BLAMING and (kind.endswith("mismatch") or kind in CHECK_KINDS)
+
+
+def _suspect_chip(suspect, job: str, rank_chip: dict[tuple[str, int], str]) -> str | None:
+    """A suspect as the sentinel writes it ({"rank", "chip_id", ...}), a rank, or a chip id."""
+    if isinstance(suspect, dict):
+        chip = suspect.get("chip_id")
+        rank = suspect.get("rank")
+        return chip or (rank_chip.get((job, rank)) if isinstance(rank, int) else None)
+    if isinstance(suspect, int):
+        return rank_chip.get((job, suspect))
+    return suspect if isinstance(suspect, str) else None
 
 
 def find_nondeterministic(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
@@ -94,7 +114,7 @@ def find_replica_disagreements(
     """
     incidents: dict[tuple[str, int], list[int]] = defaultdict(list)
     for i, (kind, diagnosis) in enumerate(zip(jobs.kind, jobs.diagnosis)):
-        if kind.endswith("mismatch") and diagnosis in BLAMING:
+        if is_disagreement(kind, diagnosis):
             incidents[(jobs.job_id[i], jobs.step[i])].append(i)
     rank_chip: dict[tuple[str, int], str] = {}
     for i, chip in enumerate(jobs.chip_id):
@@ -109,11 +129,11 @@ def find_replica_disagreements(
             if jobs.chip_id[i]:
                 involved.add(jobs.chip_id[i])
             for s in jobs.details[i].get("suspects", []) or []:
-                chip = rank_chip.get((job, s)) if isinstance(s, int) else s
+                chip = _suspect_chip(s, job, rank_chip)
                 if chip:
                     suspects.add(chip)
             for p in jobs.details[i].get("partners", []) or []:
-                chip = rank_chip.get((job, p)) if isinstance(p, int) else p
+                chip = _suspect_chip(p, job, rank_chip)
                 if chip:
                     involved.add(chip)
         if not suspects:
@@ -128,7 +148,7 @@ def find_replica_disagreements(
                     entry["events"].append(jobs.event_id[i])
                     entry["times"].append(jobs.time[i])
                     entry["persistent"] |= jobs.diagnosis[i] == "persistent"
-                elif jobs.chip_id[i] != chip and chip in (jobs.details[i].get("suspects") or []):
+                elif chip in {_suspect_chip(s, job, rank_chip) for s in jobs.details[i].get("suspects") or []}:
                     entry["events"].append(jobs.event_id[i])
                     entry["times"].append(jobs.time[i])
 

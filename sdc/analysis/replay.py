@@ -78,7 +78,6 @@ def replay(fleet: SimulatedFleet, cfg: AnalysisConfig | None = None) -> ReplayRe
 
 def _deadlines(fleet: SimulatedFleet) -> dict[int, tuple[str, int | None]]:
     """Round by which each planted chip must be caught: its host's Nth complete sweep from onset."""
-    s = fleet.spec
     out: dict[int, tuple[str, int | None]] = {}
     for chip, fault in fleet.faults.items():
         host = fleet.chip_host[chip]

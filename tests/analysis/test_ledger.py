@@ -6,7 +6,8 @@ from dataclasses import replace
 
 from sdc.analysis.config import AnalysisConfig
 from sdc.analysis.ledger import analyze, to_verdicts
-from sdc.records import Verdict, from_json, json_schema
+from sdc.record_schema import json_schema
+from sdc.records import Verdict, from_json
 from sdc.analysis.inconsistent import find_nondeterministic
 from sdc.simulate import FleetSpec, SimulatedFleet
 

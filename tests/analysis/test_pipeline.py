@@ -77,7 +77,8 @@ def test_job_disagreements_make_a_recurring_chip_inconsistent(store):
     report = analyze_store(store, settings(store), dry_run=True)
     verdicts = {v.chip_id: v for v in report.verdicts}
     assert verdicts["GPU-0007-000010"].kind == "inconsistent"
-    assert set(verdicts["GPU-0007-000010"].evidence_ids) == {"job-a-0", "job-b-0"}
+    # Every event that names the chip as the suspect is evidence, the partners' reports too.
+    assert set(verdicts["GPU-0007-000010"].evidence_ids) == {"job-a-0", "job-a-1", "job-b-0", "job-b-1"}
     assert "GPU-0007-000001" not in verdicts
 
 

@@ -32,7 +32,7 @@ def test_records_are_valid_json_lines_that_ingest_accepts(tmp_path):
     fleet = SimulatedFleet(FleetSpec(chips=16, sweeps=2, incomplete_rate=0.5, error_rate=0.05), seed=1)
     path = tmp_path / "f.jsonl"
     count = fleet.write_jsonl(path)
-    records = read_files([str(path)])
+    records = read_files([str(path)]).records
     assert len(records) == count
     kinds = {r.KIND for r in records}
     assert kinds == {"chip", "sweep", "probe_result"}
