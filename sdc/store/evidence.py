@@ -179,15 +179,20 @@ def result_ids_for(engine: Engine, ev: Evidence, rows: np.ndarray) -> list[str]:
 
 
 def load_job_events(engine: Engine, since: datetime | None = None) -> JobEvidence:
-    """Training-job events that report a replica disagreement (kinds ending in 'mismatch')."""
+    """Training-job events that report a replica disagreement (see ``is_disagreement``)."""
+    from sdc.analysis.inconsistent import BLAMING, CHECK_KINDS, is_disagreement
+
     t = JobEventRow.__table__
     query = select(t.c.event_id, t.c.job_id, t.c.step, t.c.rank, t.c.kind, t.c.diagnosis, t.c.chip_id, t.c.observed_at, t.c.details)
-    query = query.where(t.c.kind.like("%mismatch")).where(t.c.diagnosis.in_(("persistent", "transient", "unattributed")))
+    # 'ok' checks are the bulk of a job's events; the database drops them before Python sees them.
+    query = query.where(t.c.kind.like("%mismatch") | t.c.kind.in_(CHECK_KINDS)).where(t.c.diagnosis.in_(BLAMING))
     if since is not None:
         query = query.where(t.c.observed_at >= since)
     jobs = JobEvidence()
     with engine.connect() as connection:
         for event_id, job_id, step, rank, kind, diagnosis, chip_id, at, details in connection.execute(query):
+            if not is_disagreement(kind, diagnosis):
+                continue
             jobs.add(event_id, job_id, step, rank, kind, diagnosis, chip_id, at.timestamp(), details)
     return jobs
 

@@ -1,0 +1,39 @@
+"""From a training job to the fleet: the sentinel's events, stored as they were written by
+real gloo ranks, must make the fleet analysis blame the chip the sentinel named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sdc.analysis.pipeline import analyze_store
+from sdc.config import Settings
+from sdc.store import Store
+from sdc.store.migrate import upgrade
+
+pytestmark = pytest.mark.slow
+
+
+def test_sentinel_events_become_verdicts_on_the_named_chips(jobs, tmp_path):
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    upgrade(url)
+    store = Store(url)
+    events = jobs["replicas"].events + jobs["local"].events
+    store.write(events)
+    settings = Settings(database_url=url, data_dir=Path(tmp_path), outbox_dir=tmp_path / "outbox")
+    report = analyze_store(store, settings, dry_run=True)
+    store.dispose()
+
+    verdicts = {v.chip_id: v for v in report.verdicts}
+    # Rank 3's forward pass was corrupted every time: replay proved it persistent.
+    persistent = verdicts["host:testhost:cpu:3"]
+    assert persistent.kind == "inconsistent" and persistent.severity == "high"
+    assert {e.event_id for e in events if e.diagnosis == "persistent"} <= set(persistent.evidence_ids)
+    # Ranks 1 and 2 each had one bit flipped once (params, gradients): recorded, not convicted.
+    for chip in ("host:testhost:cpu:1", "host:testhost:cpu:2"):
+        assert verdicts[chip].kind == "inconsistent" and verdicts[chip].severity == "low"
+    # Rank 0 only ever saw a bad batch that its buddy reproduced: the data, not the chip.
+    assert "host:testhost:cpu:0" not in verdicts
+    quarantined = {e.chip_id for e in report.transitions if e.to_state == "quarantined"}
+    assert quarantined == {"host:testhost:cpu:3"}
