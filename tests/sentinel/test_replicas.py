@@ -89,3 +89,18 @@ def test_an_error_inside_the_sentinel_does_not_stop_training(jobs):
     grad_steps = {e.step for e in run.events if e.kind == "grad_check" and e.rank == 0}
     assert 10 not in grad_steps and 11 not in grad_steps and 12 in grad_steps
     assert {e.diagnosis for e in run.events} == {"ok"}
+
+
+def test_hsdp_compares_only_within_the_replicate_dimension(jobs):
+    run = jobs["hsdp"]
+    assert [r["group"] for r in run.ranks] == [[0, 2], [1, 3], [0, 2], [1, 3]]
+    assert all(r["errors"] == 0 for r in run.ranks)
+    for rank in (1, 3):  # the other replicate group holds other shards and never disagrees
+        assert run.not_ok_steps(rank) == {}
+    for rank in (0, 2):
+        bad = run.not_ok_steps(rank)
+        # Two copies of a shard: the vote cannot say which is right, but it says what differs.
+        assert min(bad) == 15 and {v["diagnosis"] for v in bad.values()} == {"unattributed"}
+    found = [e for e in run.events if e.step == 15 and e.kind == "param_check" and e.diagnosis == "unattributed"]
+    assert {e.rank for e in found} == {0, 2}
+    assert all(e.details["disagreeing_params"] == ["0.weight"] for e in found)
