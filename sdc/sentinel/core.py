@@ -4,10 +4,13 @@ persistent ones — while the job runs.
 
 Protocol per step (every rank runs the same collectives in the same order):
 
-* ``on_grads_ready``: one all-reduce(MAX) of a few int64s — the reduced gradients' digest and
-  its complement (so MAX and MIN travel together), local anomaly flags, the local gradient
-  norm, an error flag. Only if something is off: an all-gather of per-parameter digests and a
-  majority vote, or a replay of the anomalous rank's step (then on a buddy rank).
+* ``on_loss``: an asynchronous all-reduce(MAX) of two int64s (local anomaly flags, error flag),
+  started before the backward pass and finished by the time it ends.
+* ``on_grads_ready``, on check steps only: one all-reduce(MAX) of a few int64s — the reduced
+  gradients' digest and its complement (so MAX and MIN travel together), local flags, the
+  local gradient norm, an error flag. Only if something is off: an all-gather of
+  per-parameter digests and a majority vote, or a replay of the anomalous rank's step (then
+  on a buddy rank).
 * ``on_step_end``: the same for parameters (and optimizer state) every ``param_every`` steps.
 
 A local failure (an exception in the sentinel's own code) becomes the error flag, so every
@@ -163,6 +166,12 @@ class ReplicaSentinel:
             self._loss_fp = loss_fingerprint(loss)
         except Exception as exc:
             self._local_error("on_loss", exc)
+        finally:
+            self._launch_flags()
+
+    def _launch_flags(self) -> None:
+        if self._flags_work is None:
+            self._flags_work = self.comm.max_async(torch.tensor([self._flags, int(self._error)], dtype=torch.int64))
 
     def observe_local_bucket(self, index: int, buffer: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
         """Called by the DDP comm-hook wrapper with each local gradient bucket before its reduction."""
@@ -208,6 +217,7 @@ class ReplicaSentinel:
         self._error = False
         self._loss_value: float | None = None
         self._loss_fp: tuple[int, int] | None = None
+        self._flags_work: Any = None
         self._local_buckets: dict[int, tuple[tuple[int, int], float]] = {}
         self._local_layout: dict[int, tuple[int, ...]] = {}
         self._findings: list[tuple[str, str, tuple[Suspect, ...], dict]] = []
@@ -251,13 +261,21 @@ class ReplicaSentinel:
                 self._flags |= FLAG_NONFINITE_GRAD
         except Exception as exc:
             self._local_error("gradient fingerprint", exc)
-        norm_bits = _float_bits(norm) if norm is not None and norm == norm and norm < float("inf") else -1
-        vector = torch.tensor(
-            [digest[0], digest[1], ~digest[0], ~digest[1], self._flags, norm_bits, ~norm_bits, int(self._error)], dtype=torch.int64
-        )
-        reduced = self.comm.max_(vector).tolist()
-        if reduced[7]:
+        self._launch_flags()  # normally already done by on_loss
+        early = self._flags_work.wait()
+        self._flags_work = None
+        if check or due(self.config.local_every, self.step):
+            norm_bits = _float_bits(norm) if norm is not None and norm == norm and norm < float("inf") else -1
+            vector = torch.tensor(
+                [digest[0], digest[1], ~digest[0], ~digest[1], self._flags, norm_bits, ~norm_bits, int(self._error)],
+                dtype=torch.int64,
+            )
+            reduced = self.comm.max_(vector).tolist()
+        else:  # nothing to compare: no collective on this step beyond the early flags
+            reduced = [0, 0, ~0, ~0, 0, -1, ~-1, 0]
+        if reduced[7] or early[1]:
             return self._partial()  # some rank could not fingerprint: nobody compares this step
+        reduced[4] |= early[0]
         if check:
             self._checks.append("grads")
             if reduced[0] != ~reduced[2] or reduced[1] != ~reduced[3]:
