@@ -42,24 +42,28 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
 
     plain, plain_opt = make()
     guarded, guarded_opt = make()
-    config = SentinelConfig(job_id="bench", database_url=f"sqlite:///{tmp}/sdc.db", outbox_dir=f"{tmp}/outbox")
+    overrides = {"flags_every": args.flags_every} if args.flags_every is not None else {}
+    config = SentinelConfig(job_id="bench", database_url=f"sqlite:///{tmp}/sdc.db", outbox_dir=f"{tmp}/outbox", **overrides)
     loss_fn = lambda module, batch: nn.functional.mse_loss(module(batch[0]), batch[1])  # noqa: E731
     sentinel = ReplicaSentinel(guarded, guarded_opt, config=config)
     # Time spent inside the sentinel (hooks and the comm-hook's local digest): a second,
     # less noise-prone estimate of its cost than the end-to-end ratio on a shared machine.
     inside = {"seconds": 0.0}
+    per_hook: dict[str, float] = {}
 
-    def timed(fn):
+    def timed(name, fn):
         def call(*a, **k):
             t = time.perf_counter()
             try:
                 return fn(*a, **k)
             finally:
-                inside["seconds"] += time.perf_counter() - t
+                spent = time.perf_counter() - t
+                inside["seconds"] += spent
+                per_hook[name] = per_hook.get(name, 0.0) + spent
         return call
 
     for name in ("on_step_begin", "on_loss", "on_grads_ready", "on_step_end", "observe_local_bucket"):
-        setattr(sentinel, name, timed(getattr(sentinel, name)))
+        setattr(sentinel, name, timed(name, getattr(sentinel, name)))
     attach_ddp(guarded, sentinel, loss_fn=loss_fn)
     g = torch.Generator().manual_seed(rank)
     batches = [(torch.randn(args.batch, 1024, generator=g), torch.randn(args.batch, 2048, generator=g)) for _ in range(4)]
@@ -92,6 +96,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     run("guarded", 2)
     rates = {"plain": [], "guarded": []}
     inside["seconds"] = 0.0
+    per_hook.clear()
     guarded_seconds = 0.0
     for _ in range(args.blocks):
         for kind in ("plain", "guarded"):
@@ -104,13 +109,16 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
         params = sum(p.numel() for p in plain.parameters())
         p, s = statistics.median(rates["plain"]), statistics.median(rates["guarded"])
         print(f"{world} ranks (gloo), {params / 1e6:.1f}M parameters, batch {args.batch}, "
-              f"defaults: grad_every={config.grad_every} param_every={config.param_every} local_every={config.local_every}")
+              f"{'defaults' if not overrides else 'settings'}: grad_every={config.grad_every} param_every={config.param_every} "
+              f"local_every={config.local_every} flags_every={config.flags_every}")
         print(f"without sentinel {p:.3f} steps/s ({1000 / p:.0f} ms/step); blocks {[round(r, 3) for r in rates['plain']]}")
         print(f"with sentinel    {s:.3f} steps/s ({1000 / s:.0f} ms/step); blocks {[round(r, 3) for r in rates['guarded']]}")
         ratio = s / p
         share = inside["seconds"] / guarded_seconds
         print(f"time inside the sentinel on rank 0: {1000 * inside['seconds'] / (args.blocks * args.steps):.1f} ms/step "
               f"= {100 * share:.2f}% of the step (implied ratio {1 - share:.3f})")
+        steps = args.blocks * args.steps
+        print("  per hook, ms/step: " + ", ".join(f"{k} {1000 * v / steps:.1f}" for k, v in per_hook.items()))
         print(f"ratio {ratio:.3f} (target >= 0.98: {'met' if ratio >= 0.98 else 'NOT met'}; "
               f"block-to-block spread of the baseline here: {min(rates['plain']) / max(rates['plain']):.2f}..1)")
     dist.destroy_process_group()
@@ -122,6 +130,7 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10, help="steps per block (a multiple of the check periods is fairest)")
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--flags-every", type=int, default=None, help="override SentinelConfig.flags_every")
     args = parser.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

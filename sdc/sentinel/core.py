@@ -167,7 +167,8 @@ class ReplicaSentinel:
         except Exception as exc:
             self._local_error("on_loss", exc)
         finally:
-            self._launch_flags()
+            if due(self.config.flags_every, self.step):
+                self._launch_flags()
 
     def _launch_flags(self) -> None:
         if self._flags_work is None:
@@ -261,10 +262,18 @@ class ReplicaSentinel:
                 self._flags |= FLAG_NONFINITE_GRAD
         except Exception as exc:
             self._local_error("gradient fingerprint", exc)
-        self._launch_flags()  # normally already done by on_loss
-        early = self._flags_work.wait()
-        self._flags_work = None
-        if check or due(self.config.local_every, self.step):
+        exchange = check or due(self.config.local_every, self.step)
+        early = [0, 0]
+        if due(self.config.flags_every, self.step):
+            self._launch_flags()  # normally already done by on_loss
+            early = self._flags_work.wait()
+            self._flags_work = None
+        elif self._flags and not exchange:
+            # Seen here only: no collective to bring the others to a replay, so say what we saw.
+            reasons = [name for bit, name in FLAG_NAMES.items() if self._flags & bit]
+            me = self._suspect(self.comm.index, ())
+            self._record("local_check", "unattributed", (me,), {"reasons": reasons, "replayed": False, "loss": self._loss_value})
+        if exchange:
             norm_bits = _float_bits(norm) if norm is not None and norm == norm and norm < float("inf") else -1
             vector = torch.tensor(
                 [digest[0], digest[1], ~digest[0], ~digest[1], self._flags, norm_bits, ~norm_bits, int(self._error)],
