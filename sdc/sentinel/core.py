@@ -180,7 +180,8 @@ class ReplicaSentinel(ReplayProtocol):
         try:
             total, weighted = (int(v) for v in combine_sums(tensor_sums([buffer]), [word_count(buffer)]))
             flat = buffer.detach().reshape(-1)
-            sq = float(torch.dot(flat, flat)) if flat.is_floating_point() else 0.0
+            # fp64 so that one huge element (an exponent-bit flip) is an outlier, not an overflow.
+            sq = float(torch.linalg.vector_norm(flat, dtype=torch.float64)) ** 2 if flat.is_floating_point() else 0.0
             self._local_buckets[index] = ((total, weighted), sq)
             self._local_layout[index] = tuple(self._index_of.get(id(p), -1) for p in params)
         except Exception as exc:

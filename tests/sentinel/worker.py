@@ -16,7 +16,7 @@ from torch import nn
 from sdc.fingerprint import digest
 from sdc.sentinel import ReplicaSentinel, SentinelConfig
 from sdc.sentinel.adapters.ddp import attach_ddp
-from sdc.sentinel.inject import ActivationFault, flip_grad, flip_param
+from sdc.sentinel.inject import ActivationFault, flip_bit, flip_grad, flip_param
 
 MODEL_CONFIG = {"inputs": 8, "hidden": 32, "outputs": 4, "dropout": 0.1}
 
@@ -57,7 +57,6 @@ def run_hsdp(steps: int, args: argparse.Namespace) -> dict:
     from torch.distributed.fsdp import fully_shard
 
     from sdc.sentinel.adapters.fsdp import hsdp_sentinel
-    from sdc.sentinel.inject import flip_bit
 
     rank = dist.get_rank()
     mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("replicate", "shard"))
@@ -120,9 +119,24 @@ def run_scenario(scenario: str, steps: int, args: argparse.Namespace) -> dict | 
 
         sentinel._grad_fingerprints = broken
 
+    backward_fault = {"armed": False}
+
+    def corrupt_grad(grad: torch.Tensor) -> torch.Tensor:
+        # A backward-pass upset: an exponent bit of one gradient element (x 2**128), once.
+        if not backward_fault["armed"]:
+            return grad
+        backward_fault["armed"] = False
+        grad = grad.clone()
+        flip_bit(grad, 3, 30)
+        return grad
+
+    model[0].weight.register_hook(corrupt_grad)
+
     verdicts = []
     for step in range(steps):
         batch = batch_for(rank, step)
+        if scenario == "local" and rank == 1 and step == 42:
+            backward_fault["armed"] = True
         if scenario == "local" and rank == 0 and step == 46:
             batch = (batch[0], batch[1] * 30)  # bad data: a real spike every replay reproduces
         if scenario == "local" and rank == 3:
