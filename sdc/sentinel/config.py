@@ -27,8 +27,10 @@ class SentinelConfig:
         param_every: compare parameters every N steps (0: never).
         optimizer_state: also compare optimizer state tensors at parameter checks.
         flags_every: exchange the local loss flags every N steps (an async all-reduce of two
-            int64s overlapped with the backward pass). On other steps a local anomaly is
-            recorded for this rank alone, without a replay (0: only on check steps).
+            int64s overlapped with the backward pass), so an anomaly on any such step is
+            replayed. 0 (default): only on check steps (``grad_every``/``local_every``), which
+            ride on the check's own all-reduce; an anomaly on another step is recorded as a
+            ``local_check`` event of this rank alone, without replay or action.
         local_every: digest each local gradient bucket before its reduction (DDP comm hook)
             every N steps, for the local norm/non-finite checks and replay (0: never).
         action: what to do on a finding: ``log``, ``skip_step`` (drop this step's update),
@@ -46,11 +48,11 @@ class SentinelConfig:
         chip_id: override the chip identity of this rank.
     """
 
-    grad_every: int = 10
+    grad_every: int = 20
     param_every: int = 100
     optimizer_state: bool = False
-    local_every: int = 10
-    flags_every: int = 1
+    local_every: int = 20
+    flags_every: int = 0
     action: Action = "log"
     loss_spike_factor: float = 10.0
     warmup_steps: int = 20

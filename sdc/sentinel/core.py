@@ -130,8 +130,8 @@ class ReplicaSentinel(ReplayProtocol):
         # Who is who: gathered once so every rank can name any suspect's chip.
         self.peers: list[tuple[int, str, str]] = self.comm.gather_objects((self.comm.global_rank, self.host, self.chip_id))
         if deliver is None:
-            deliver_fn, close = store_deliver(self.config.database_url, self.config.outbox_dir)
-            self.sink = EventSink(deliver_fn, close)
+            deliver_fn, close, connect = store_deliver(self.config.database_url, self.config.outbox_dir)
+            self.sink = EventSink(deliver_fn, close, connect=connect)
         else:
             self.sink = EventSink(deliver)
         self.loss_tracker = LossTracker(self.config.loss_spike_factor, self.config.warmup_steps)
@@ -180,8 +180,11 @@ class ReplicaSentinel(ReplayProtocol):
         try:
             total, weighted = (int(v) for v in combine_sums(tensor_sums([buffer]), [word_count(buffer)]))
             flat = buffer.detach().reshape(-1)
-            # fp64 so that one huge element (an exponent-bit flip) is an outlier, not an overflow.
-            sq = float(torch.linalg.vector_norm(flat, dtype=torch.float64)) ** 2 if flat.is_floating_point() else 0.0
+            sq = float(torch.dot(flat, flat)) if flat.is_floating_point() else 0.0
+            if sq == float("inf"):
+                # Overflow or a real inf? In fp64 one huge element (an exponent-bit flip) is an
+                # outlier, not an overflow; this slower pass runs only when fp32 overflowed.
+                sq = float(torch.linalg.vector_norm(flat, dtype=torch.float64)) ** 2
             self._local_buckets[index] = ((total, weighted), sq)
             self._local_layout[index] = tuple(self._index_of.get(id(p), -1) for p in params)
         except Exception as exc:
@@ -269,10 +272,13 @@ class ReplicaSentinel(ReplayProtocol):
             early = self._flags_work.wait()
             self._flags_work = None
         elif self._flags and not exchange:
-            # Seen here only: no collective to bring the others to a replay, so say what we saw.
+            # Seen on this rank only, on a step without an exchange: nothing can bring the other
+            # ranks to a replay, so record what we saw. It stays out of the verdict, which every
+            # rank must reach identically (a lone skip or raise would split the replicas).
             reasons = [name for bit, name in FLAG_NAMES.items() if self._flags & bit]
             me = self._suspect(self.comm.index, ())
-            self._record("local_check", "unattributed", (me,), {"reasons": reasons, "replayed": False, "loss": self._loss_value})
+            log.warning("sdc sentinel: step %s: local %s on this rank (not replayed: flags_every=%s)", self.step, reasons, self.config.flags_every)
+            self._emit("local_check", "unattributed", (me,), {"reasons": reasons, "replayed": False, "local_only": True, "loss": self._loss_value})
         if exchange:
             norm_bits = _float_bits(norm) if norm is not None and norm == norm and norm < float("inf") else -1
             vector = torch.tensor(

@@ -11,14 +11,14 @@ from sdc.sentinel import EXIT_RERUN_ELSEWHERE, EXIT_VALIDATION_FAILED, ReplicaSe
 from sdc.sentinel.inject import ActivationFault
 
 
-def _train(action: str, persistent: bool, fault_step: int = 6, steps: int = 10):
+def _train(action: str, persistent: bool, fault_step: int = 6, steps: int = 10, **overrides):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     fault = ActivationFault(model[2], flat_index=0, bit=30, persistent=persistent)
     events = []
     loss_of = lambda batch: nn.functional.mse_loss(model(batch[0]), batch[1])  # noqa: E731
-    config = SentinelConfig(grad_every=1, param_every=1, warmup_steps=2, action=action)
+    config = SentinelConfig(**{"grad_every": 1, "param_every": 1, "warmup_steps": 2, "action": action, **overrides})
     sentinel = ReplicaSentinel(model, opt, config=config, replay_fn=loss_of, deliver=events.extend)
     snapshots = {}
     verdicts = []
@@ -65,3 +65,14 @@ def test_skip_step_keeps_the_parameters_and_training_goes_on():
     assert all(torch.equal(a, b) for a, b in zip(before, after))
     assert all(torch.isfinite(p).all() for p in after)
     assert any(e.kind == "replay" and e.diagnosis == "transient" and e.details["suspect"] for e in events)
+
+
+def test_anomaly_between_check_steps_is_recorded_for_its_rank_only():
+    # Step 6 is no check step and flags are not exchanged: no replay, no action, an event.
+    verdicts, events, _ = _train("raise", persistent=False, grad_every=5, local_every=0, param_every=0, flags_every=0)
+    assert all(v.ok for v in verdicts)
+    local = [e for e in events if e.kind == "local_check"]
+    # The unchecked step poisoned the parameters, so later losses are non-finite as well.
+    assert local and local[0].step == 6
+    assert all(e.diagnosis == "unattributed" and e.details["local_only"] for e in local)
+    assert local[0].details["reasons"] == ["nonfinite_loss"]

@@ -24,7 +24,7 @@ SCENARIOS = {
     # name: SentinelConfig overrides
     "healthy": dict(grad_every=1, param_every=5, local_every=1, action="log"),
     "replicas": dict(grad_every=1, param_every=5, local_every=1, action="resync", optimizer_state=True),
-    "local": dict(grad_every=1, param_every=5, local_every=1, action="skip_step", warmup_steps=5),
+    "local": dict(grad_every=1, param_every=5, local_every=1, flags_every=1, action="skip_step", warmup_steps=5),
     "two_ranks": dict(grad_every=1, param_every=5, local_every=1, action="skip_step"),
     "error": dict(grad_every=1, param_every=5, local_every=1, action="log"),
     "hsdp": dict(grad_every=1, param_every=5, local_every=0, action="log"),
