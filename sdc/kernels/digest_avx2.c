@@ -48,18 +48,17 @@ GENERIC(generic_i32, int32_t)
 void sdc_digest_u8(const uint8_t* p, int64_t n, uint64_t* out) { generic_u8(p, n, out); }
 
 #ifdef SDC_AVX2
-/* 32-bit words: sign-extend into four sets of int64 lanes (16 independent lanes). */
+/* 32-bit words: sign-extend straight from memory into four sets of int64 lanes. */
 void sdc_digest_i32(const int32_t* restrict p, int64_t n, uint64_t* restrict out) {
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, q0 = a0, q1 = a0, q2 = a0, q3 = a0;
   int64_t k = n / 16;
   for (int64_t j = 0; j < k; ++j) {
     const int32_t* s = p + j * 16;
-    __m256i x = _mm256_loadu_si256((const __m256i*)s);
-    __m256i y = _mm256_loadu_si256((const __m256i*)(s + 8));
-    a0 = _mm256_add_epi64(a0, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(x)));
-    a1 = _mm256_add_epi64(a1, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(x, 1)));
-    a2 = _mm256_add_epi64(a2, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(y)));
-    a3 = _mm256_add_epi64(a3, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(y, 1)));
+    __builtin_prefetch(s + 1024); /* 4 KiB ahead: keeps more reads in flight than the streamer alone */
+    a0 = _mm256_add_epi64(a0, _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i*)s)));
+    a1 = _mm256_add_epi64(a1, _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i*)(s + 4))));
+    a2 = _mm256_add_epi64(a2, _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i*)(s + 8))));
+    a3 = _mm256_add_epi64(a3, _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i*)(s + 12))));
     q0 = _mm256_add_epi64(q0, a0); q1 = _mm256_add_epi64(q1, a1);
     q2 = _mm256_add_epi64(q2, a2); q3 = _mm256_add_epi64(q3, a3);
   }

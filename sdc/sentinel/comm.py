@@ -38,6 +38,17 @@ class Collectives:
             dist.all_reduce(values, op=dist.ReduceOp.MAX, group=self.group)
         return values
 
+    def max_async(self, values: torch.Tensor) -> "PendingMax":
+        """Start an element-wise MAX over replicas; ``.wait()`` returns it as a list of ints.
+
+        Launched before the backward pass, it completes while the backward runs, so the
+        per-step exchange of local anomaly flags costs the training loop no waiting.
+        """
+        values = values.to(self.device)
+        if not (self.active and self.size > 1):
+            return PendingMax(None, values)
+        return PendingMax(dist.all_reduce(values, op=dist.ReduceOp.MAX, group=self.group, async_op=True), values)
+
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Stack every replica's tensor (same shape everywhere): shape (replicas, *tensor.shape)."""
         tensor = tensor.to(self.device).contiguous()
@@ -80,3 +91,13 @@ class Collectives:
         dist.all_reduce(staged, op=dist.ReduceOp.SUM, group=self.group)
         if staged.data_ptr() != tensor.data_ptr():
             tensor.copy_(staged)
+
+
+class PendingMax:
+    def __init__(self, work: Any, values: torch.Tensor):
+        self._work, self._values = work, values
+
+    def wait(self) -> list[int]:
+        if self._work is not None:
+            self._work.wait()
+        return self._values.tolist()

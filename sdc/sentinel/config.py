@@ -26,6 +26,11 @@ class SentinelConfig:
         grad_every: compare the reduced gradients across replicas every N steps (0: never).
         param_every: compare parameters every N steps (0: never).
         optimizer_state: also compare optimizer state tensors at parameter checks.
+        flags_every: exchange the local loss flags every N steps (an async all-reduce of two
+            int64s overlapped with the backward pass), so an anomaly on any such step is
+            replayed. 0 (default): only on check steps (``grad_every``/``local_every``), which
+            ride on the check's own all-reduce; an anomaly on another step is recorded as a
+            ``local_check`` event of this rank alone, without replay or action.
         local_every: digest each local gradient bucket before its reduction (DDP comm hook)
             every N steps, for the local norm/non-finite checks and replay (0: never).
         action: what to do on a finding: ``log``, ``skip_step`` (drop this step's update),
@@ -43,10 +48,11 @@ class SentinelConfig:
         chip_id: override the chip identity of this rank.
     """
 
-    grad_every: int = 10
+    grad_every: int = 20
     param_every: int = 100
     optimizer_state: bool = False
-    local_every: int = 10
+    local_every: int = 20
+    flags_every: int = 0
     action: Action = "log"
     loss_spike_factor: float = 10.0
     warmup_steps: int = 20
@@ -62,7 +68,7 @@ class SentinelConfig:
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise SentinelConfigError(f"SentinelConfig.action: {self.action!r} is not one of {', '.join(ACTIONS)}")
-        for name in ("grad_every", "param_every", "local_every", "warmup_steps"):
+        for name in ("grad_every", "param_every", "local_every", "flags_every", "warmup_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise SentinelConfigError(f"SentinelConfig.{name}: must be an integer >= 0 (0 turns it off), got {value!r}")

@@ -4,10 +4,13 @@ persistent ones — while the job runs.
 
 Protocol per step (every rank runs the same collectives in the same order):
 
-* ``on_grads_ready``: one all-reduce(MAX) of a few int64s — the reduced gradients' digest and
-  its complement (so MAX and MIN travel together), local anomaly flags, the local gradient
-  norm, an error flag. Only if something is off: an all-gather of per-parameter digests and a
-  majority vote, or a replay of the anomalous rank's step (then on a buddy rank).
+* ``on_loss``: an asynchronous all-reduce(MAX) of two int64s (local anomaly flags, error flag),
+  started before the backward pass and finished by the time it ends.
+* ``on_grads_ready``, on check steps only: one all-reduce(MAX) of a few int64s — the reduced
+  gradients' digest and its complement (so MAX and MIN travel together), local flags, the
+  local gradient norm, an error flag. Only if something is off: an all-gather of
+  per-parameter digests and a majority vote, or a replay of the anomalous rank's step (then
+  on a buddy rank).
 * ``on_step_end``: the same for parameters (and optimizer state) every ``param_every`` steps.
 
 A local failure (an exception in the sentinel's own code) becomes the error flag, so every
@@ -26,18 +29,17 @@ import torch
 from torch import nn
 
 from sdc import devices
-from sdc.fingerprint import bucket_sums, combine_sums, plan_buckets, tensor_sums, word_count
+from sdc.fingerprint import combine_sums, plan_buckets, tensor_sums, word_count
 from sdc.records import JobEvent, new_id, utcnow
 from sdc.sentinel.comm import Collectives
 from sdc.sentinel.config import EXIT_RERUN_ELSEWHERE, EXIT_VALIDATION_FAILED, SentinelConfig, due
 from sdc.sentinel.events import EventSink, store_deliver
-from sdc.sentinel.replay import LocalResult, ReplayFn, capture_rng, local_result, loss_fingerprint, replay_grads, to_device
-from sdc.sentinel.vote import LossTracker, Suspect, Verdict, majority_vote, norm_outliers, worst
+from sdc.sentinel.replay import ReplayFn, capture_rng, loss_fingerprint
+from sdc.sentinel.replaying import FLAG_LOSS_SPIKE, FLAG_NAMES, FLAG_NONFINITE_GRAD, FLAG_NONFINITE_LOSS, ReplayProtocol
+from sdc.sentinel.vote import LossTracker, Suspect, Verdict, majority_vote, worst
 
 log = logging.getLogger(__name__)
 
-FLAG_NONFINITE_LOSS, FLAG_LOSS_SPIKE, FLAG_NONFINITE_GRAD = 1, 2, 4
-FLAG_NAMES = {FLAG_NONFINITE_LOSS: "nonfinite_loss", FLAG_LOSS_SPIKE: "loss_spike", FLAG_NONFINITE_GRAD: "nonfinite_grad"}
 
 
 class SentinelAbort(SystemExit):
@@ -82,7 +84,7 @@ def local_chip_id(global_rank: int) -> str:
     return devices.cpu_chip(global_rank).chip.chip_id
 
 
-class ReplicaSentinel:
+class ReplicaSentinel(ReplayProtocol):
     """Cross-replica and local checks for one data-parallel replica (create it on every rank).
 
     Args:
@@ -128,8 +130,8 @@ class ReplicaSentinel:
         # Who is who: gathered once so every rank can name any suspect's chip.
         self.peers: list[tuple[int, str, str]] = self.comm.gather_objects((self.comm.global_rank, self.host, self.chip_id))
         if deliver is None:
-            deliver_fn, close = store_deliver(self.config.database_url, self.config.outbox_dir)
-            self.sink = EventSink(deliver_fn, close)
+            deliver_fn, close, connect = store_deliver(self.config.database_url, self.config.outbox_dir)
+            self.sink = EventSink(deliver_fn, close, connect=connect)
         else:
             self.sink = EventSink(deliver)
         self.loss_tracker = LossTracker(self.config.loss_spike_factor, self.config.warmup_steps)
@@ -163,6 +165,13 @@ class ReplicaSentinel:
             self._loss_fp = loss_fingerprint(loss)
         except Exception as exc:
             self._local_error("on_loss", exc)
+        finally:
+            if due(self.config.flags_every, self.step):
+                self._launch_flags()
+
+    def _launch_flags(self) -> None:
+        if self._flags_work is None:
+            self._flags_work = self.comm.max_async(torch.tensor([self._flags, int(self._error)], dtype=torch.int64))
 
     def observe_local_bucket(self, index: int, buffer: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
         """Called by the DDP comm-hook wrapper with each local gradient bucket before its reduction."""
@@ -172,6 +181,10 @@ class ReplicaSentinel:
             total, weighted = (int(v) for v in combine_sums(tensor_sums([buffer]), [word_count(buffer)]))
             flat = buffer.detach().reshape(-1)
             sq = float(torch.dot(flat, flat)) if flat.is_floating_point() else 0.0
+            if sq == float("inf"):
+                # Overflow or a real inf? In fp64 one huge element (an exponent-bit flip) is an
+                # outlier, not an overflow; this slower pass runs only when fp32 overflowed.
+                sq = float(torch.linalg.vector_norm(flat, dtype=torch.float64)) ** 2
             self._local_buckets[index] = ((total, weighted), sq)
             self._local_layout[index] = tuple(self._index_of.get(id(p), -1) for p in params)
         except Exception as exc:
@@ -208,6 +221,7 @@ class ReplicaSentinel:
         self._error = False
         self._loss_value: float | None = None
         self._loss_fp: tuple[int, int] | None = None
+        self._flags_work: Any = None
         self._local_buckets: dict[int, tuple[tuple[int, int], float]] = {}
         self._local_layout: dict[int, tuple[int, ...]] = {}
         self._findings: list[tuple[str, str, tuple[Suspect, ...], dict]] = []
@@ -251,13 +265,32 @@ class ReplicaSentinel:
                 self._flags |= FLAG_NONFINITE_GRAD
         except Exception as exc:
             self._local_error("gradient fingerprint", exc)
-        norm_bits = _float_bits(norm) if norm is not None and norm == norm and norm < float("inf") else -1
-        vector = torch.tensor(
-            [digest[0], digest[1], ~digest[0], ~digest[1], self._flags, norm_bits, ~norm_bits, int(self._error)], dtype=torch.int64
-        )
-        reduced = self.comm.max_(vector).tolist()
-        if reduced[7]:
+        exchange = check or due(self.config.local_every, self.step)
+        early = [0, 0]
+        if due(self.config.flags_every, self.step):
+            self._launch_flags()  # normally already done by on_loss
+            early = self._flags_work.wait()
+            self._flags_work = None
+        elif self._flags and not exchange:
+            # Seen on this rank only, on a step without an exchange: nothing can bring the other
+            # ranks to a replay, so record what we saw. It stays out of the verdict, which every
+            # rank must reach identically (a lone skip or raise would split the replicas).
+            reasons = [name for bit, name in FLAG_NAMES.items() if self._flags & bit]
+            me = self._suspect(self.comm.index, ())
+            log.warning("sdc sentinel: step %s: local %s on this rank (not replayed: flags_every=%s)", self.step, reasons, self.config.flags_every)
+            self._emit("local_check", "unattributed", (me,), {"reasons": reasons, "replayed": False, "local_only": True, "loss": self._loss_value})
+        if exchange:
+            norm_bits = _float_bits(norm) if norm is not None and norm == norm and norm < float("inf") else -1
+            vector = torch.tensor(
+                [digest[0], digest[1], ~digest[0], ~digest[1], self._flags, norm_bits, ~norm_bits, int(self._error)],
+                dtype=torch.int64,
+            )
+            reduced = self.comm.max_(vector).tolist()
+        else:  # nothing to compare: no collective on this step beyond the early flags
+            reduced = [0, 0, ~0, ~0, 0, -1, ~-1, 0]
+        if reduced[7] or early[1]:
             return self._partial()  # some rank could not fingerprint: nobody compares this step
+        reduced[4] |= early[0]
         if check:
             self._checks.append("grads")
             if reduced[0] != ~reduced[2] or reduced[1] != ~reduced[3]:
@@ -314,124 +347,6 @@ class ReplicaSentinel:
                     self.comm.broadcast_(tensor, src_index)
         self._resynced = True
         self._emit("resync", "ok", (), {"source_rank": self.comm.ranks[src_index], "what": "grads" if grads else "params"})
-
-    # ------------------------------------------------------------------ replay
-
-    def _local_anomalies(self, norm: float | None) -> None:
-        rows = self.comm.gather_objects((self._flags, norm, self._loss_value))
-        norms = [r[1] if r[1] is not None else 0.0 for r in rows]
-        anomalous = {i for i, r in enumerate(rows) if r[0]}
-        if all(r[1] is not None for r in rows):
-            anomalous |= set(norm_outliers(norms, self.config.grad_norm_ratio))
-        if not anomalous:
-            return
-        reasons = {i: [name for bit, name in FLAG_NAMES.items() if rows[i][0] & bit] or ["grad_norm_outlier"] for i in anomalous}
-        base = {"local_norms": norms, "losses": [r[2] for r in rows]}
-        if self.comm.size > 1 and 2 * len(anomalous) > self.comm.size:
-            # Most replicas see it: the data or the model, not one chip.
-            self._record("local_check", "correct", (), {**base, "anomalous_ranks": [self.comm.ranks[i] for i in sorted(anomalous)]})
-            return
-        for index in sorted(anomalous):
-            diagnosis, extra = self._replay_rank(index)
-            suspects = (self._suspect(index, ()),) if diagnosis in ("transient", "persistent", "unattributed") else ()
-            self._record("replay" if extra.get("replayed") else "local_check", diagnosis, suspects, {**base, **extra, "reasons": reasons[index]})
-            if diagnosis in ("transient", "persistent") and self.config.action in ("skip_step", "resync"):
-                self._skip()  # the reduced gradients carry the fault to everyone: drop the update
-
-    def _my_result(self) -> LocalResult | None:
-        if self._loss_fp is None:
-            return None
-        layout = [self._local_layout[i] for i in sorted(self._local_buckets)] if self._local_buckets else None
-        buckets = tuple(self._local_buckets[i][0] for i in sorted(self._local_buckets)) if layout else None
-        return LocalResult(self._loss_fp, buckets)
-
-    def _layout(self) -> list[tuple[int, ...]] | None:
-        if not self._local_buckets or any(-1 in self._local_layout[i] for i in self._local_layout):
-            return None
-        return [self._local_layout[i] for i in sorted(self._local_layout)]
-
-    def _replay_here(self, batch: Any, rng: dict, layout: list | None) -> LocalResult:
-        device = self.params[0].device if self.params else torch.device("cpu")
-        loss, grads = replay_grads(self.replay_fn, to_device(batch, device), rng, self.params)
-        return local_result(loss, grads, layout)
-
-    def _replay_rank(self, index: int) -> tuple[str, dict]:
-        """Replay the anomalous replica ``index``'s step on itself, then on a buddy."""
-        can = self.config.replay and self.replay_fn is not None
-        if not all(self.comm.gather_objects(can and (self.comm.index != index or self._rng is not None))):
-            return "unattributed", {"replayed": False, "why": "no replay_fn or no saved batch"}
-        package = None
-        if self.comm.index == index:
-            try:
-                layout = self._layout()
-                original = self._my_result()
-                if original is not None and layout is None:
-                    original = LocalResult(original.loss)
-                again = self._replay_here(self._batch, self._rng, layout)
-                package = {
-                    "same": again.matches(original) if original is not None else None,
-                    "batch": to_device(self._batch, torch.device("cpu")),
-                    "rng": self._rng,
-                    "layout": layout,
-                    "original": original,
-                }
-            except Exception as exc:
-                log.exception("sdc sentinel: replay failed on this rank at step %s", self.step)
-                package = {"same": None, "error": f"{type(exc).__name__}: {exc}"}
-        package = self.comm.broadcast_object(package, index)
-        if package.get("same") is None:
-            return "unattributed", {"replayed": False, "why": package.get("error", "no local result to compare")}
-        if not package["same"]:
-            return "transient", {"replayed": True, "replay": "differs on the same rank"}
-        if self.comm.size == 1:
-            return "unattributed", {"replayed": True, "replay": "reproduces, and there is no buddy replica to tell data from chip"}
-        buddy = (index + 1) % self.comm.size
-        verdict = None
-        if self.comm.index == buddy:
-            try:
-                again = self._replay_here(package["batch"], package["rng"], package["layout"])
-                verdict = again.matches(package["original"])
-            except Exception as exc:
-                log.exception("sdc sentinel: buddy replay failed at step %s", self.step)
-                verdict = None
-        verdict = self.comm.broadcast_object(verdict, buddy)
-        extra = {"replayed": True, "buddy_rank": self.comm.ranks[buddy]}
-        if verdict is None:
-            return "unattributed", {**extra, "replay": "buddy replay failed"}
-        if verdict:
-            return "correct", {**extra, "replay": "buddy reproduces it: the data caused it"}
-        return "persistent", {**extra, "replay": "reproduces on the rank, not on its buddy"}
-
-    def _replay_reduction(self, names: Sequence[str]) -> None:
-        """No majority on the reduced gradients: recompute them and see which replica kept them."""
-        ok = self._rng is not None and self._batch is not None
-        if not all(self.comm.gather_objects(ok)):
-            return
-        mismatch = None
-        try:
-            _, grads = replay_grads(self.replay_fn, self._batch, self._rng, self.params)
-            for g in grads:  # DDP's convention: divide, then sum
-                g.div_(self.comm.size)
-                self.comm.all_sum_(g)
-            want = tensor_sums(grads).tolist()
-            have = self._grad_fingerprints().tolist()
-            mismatch = [self.names[i] for i, (a, b) in enumerate(zip(want, have)) if a != b and self.params[i].grad is not None]
-        except Exception:
-            log.exception("sdc sentinel: reduction replay failed at step %s", self.step)
-        rows = self.comm.gather_objects(mismatch)
-        if any(r is None for r in rows):
-            return
-        bad = [i for i, r in enumerate(rows) if r]
-        if len(bad) == 1 or (bad and len(bad) < self.comm.size):
-            suspects = tuple(self._suspect(i, tuple(rows[i])) for i in bad)
-            self._record("replay", "divergence", suspects, {"attributed_by": "replay", "disagreeing_params": sorted(set(names))})
-            good = next(i for i in range(self.comm.size) if not rows[i])
-            if self.config.action == "resync":
-                self._resync(good, grads=True)
-            elif self.config.action == "skip_step":
-                self._skip()
-        else:
-            self._record("replay", "unattributed", (), {"attributed_by": "replay", "replicas_off": [self.comm.ranks[i] for i in bad]})
 
     # ------------------------------------------------------------------ parameters
 

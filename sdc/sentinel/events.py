@@ -17,22 +17,29 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[Sequence[Record]], object]
 
 
-def store_deliver(database_url: str | None, outbox_dir: str | None) -> tuple[Deliver, Callable[[], None]]:
-    """A deliver function over sdc's store (settings fill what is not given) and its closer."""
+def store_deliver(database_url: str | None, outbox_dir: str | None) -> tuple[Deliver, Callable[[], None], Callable[[], object]]:
+    """Deliver, close and connect functions over sdc's store (settings fill what is not given)."""
     from sdc.config import load_settings
     from sdc.store import Store
 
     settings = load_settings(database_url=database_url)
     store = Store(settings.database_url, outbox_dir or settings.outbox_dir)
-    return store.deliver, store.dispose
+    return store.deliver, store.dispose, store.engine
 
 
 class EventSink:
     """A queue and one daemon thread that delivers what is queued, in batches."""
 
-    def __init__(self, deliver: Deliver, close: Callable[[], None] | None = None, flush_seconds: float = 1.0):
+    def __init__(
+        self,
+        deliver: Deliver,
+        close: Callable[[], None] | None = None,
+        flush_seconds: float = 1.0,
+        connect: Callable[[], object] | None = None,
+    ):
         self._deliver = deliver
         self._close = close
+        self._connect = connect
         self._flush_seconds = flush_seconds
         self._queue: queue.Queue[JobEvent | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="sdc-sentinel-events", daemon=True)
@@ -44,6 +51,12 @@ class EventSink:
         self._queue.put(event)
 
     def _run(self) -> None:
+        if self._connect is not None:
+            # Connect and check the schema now, while the job starts, not at the first event.
+            try:
+                self._connect()
+            except Exception as exc:
+                log.info("sdc sentinel: store not reachable yet (%s); events will be spooled", exc)
         stop = False
         while not stop:
             batch: list[JobEvent] = []

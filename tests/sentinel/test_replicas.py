@@ -55,12 +55,17 @@ def test_forward_faults_replayed_transient_persistent_and_data(jobs):
             assert bad[step]["diagnosis"] == "persistent", bad[step]
             assert [s["rank"] for s in bad[step]["suspects"]] == [3]
             assert bad[step]["skipped"]
-        assert set(bad) == {26, 34, 35}, bad
+        # A backward-pass upset on rank 1 at 42: only its local gradient norm shows it.
+        assert bad[42]["diagnosis"] == "transient"
+        assert [s["rank"] for s in bad[42]["suspects"]] == [1]
+        assert set(bad) == {26, 34, 35, 42}, bad
         # Rank 0's bad batch at 46: the buddy reproduces the spike, so the chip is fine.
         assert run.verdict(rank, 46)["diagnosis"] == "correct" and run.verdict(rank, 46)["ok"]
     replays = {(e.step, e.diagnosis) for e in run.events if e.kind == "replay"}
     assert {(26, "transient"), (34, "persistent"), (35, "persistent"), (46, "correct")} <= replays
     assert any(e.details["losses"][3] == "inf" for e in run.events if e.kind == "replay" and e.step == 26)
+    backward = [e for e in run.events if e.kind == "replay" and e.step == 42]
+    assert backward and backward[0].details["reasons"] == ["grad_norm_outlier"]
     spike = [e for e in run.events if e.kind == "replay" and e.step == 46]
     assert spike and spike[0].details["reasons"] == ["loss_spike"]
     assert len({tuple(sorted(r["params"].items())) for r in run.ranks}) == 1
@@ -89,3 +94,18 @@ def test_an_error_inside_the_sentinel_does_not_stop_training(jobs):
     grad_steps = {e.step for e in run.events if e.kind == "grad_check" and e.rank == 0}
     assert 10 not in grad_steps and 11 not in grad_steps and 12 in grad_steps
     assert {e.diagnosis for e in run.events} == {"ok"}
+
+
+def test_hsdp_compares_only_within_the_replicate_dimension(jobs):
+    run = jobs["hsdp"]
+    assert [r["group"] for r in run.ranks] == [[0, 2], [1, 3], [0, 2], [1, 3]]
+    assert all(r["errors"] == 0 for r in run.ranks)
+    for rank in (1, 3):  # the other replicate group holds other shards and never disagrees
+        assert run.not_ok_steps(rank) == {}
+    for rank in (0, 2):
+        bad = run.not_ok_steps(rank)
+        # Two copies of a shard: the vote cannot say which is right, but it says what differs.
+        assert min(bad) == 15 and {v["diagnosis"] for v in bad.values()} == {"unattributed"}
+    found = [e for e in run.events if e.step == 15 and e.kind == "param_check" and e.diagnosis == "unattributed"]
+    assert {e.rank for e in found} == {0, 2}
+    assert all(e.details["disagreeing_params"] == ["0.weight"] for e in found)

@@ -16,7 +16,7 @@ from torch import nn
 from sdc.fingerprint import digest
 from sdc.sentinel import ReplicaSentinel, SentinelConfig
 from sdc.sentinel.adapters.ddp import attach_ddp
-from sdc.sentinel.inject import ActivationFault, flip_grad, flip_param
+from sdc.sentinel.inject import ActivationFault, flip_bit, flip_grad, flip_param
 
 MODEL_CONFIG = {"inputs": 8, "hidden": 32, "outputs": 4, "dropout": 0.1}
 
@@ -24,9 +24,10 @@ SCENARIOS = {
     # name: SentinelConfig overrides
     "healthy": dict(grad_every=1, param_every=5, local_every=1, action="log"),
     "replicas": dict(grad_every=1, param_every=5, local_every=1, action="resync", optimizer_state=True),
-    "local": dict(grad_every=1, param_every=5, local_every=1, action="skip_step", warmup_steps=5),
+    "local": dict(grad_every=1, param_every=5, local_every=1, flags_every=1, action="skip_step", warmup_steps=5),
     "two_ranks": dict(grad_every=1, param_every=5, local_every=1, action="skip_step"),
     "error": dict(grad_every=1, param_every=5, local_every=1, action="log"),
+    "hsdp": dict(grad_every=1, param_every=5, local_every=0, action="log"),
 }
 
 
@@ -50,9 +51,46 @@ def loss_fn(module: nn.Module, batch) -> torch.Tensor:
     return nn.functional.mse_loss(module(x), y)
 
 
+def run_hsdp(steps: int, args: argparse.Namespace) -> dict:
+    """FSDP2 on a 2x2 mesh: ranks {0,2} and {1,3} hold the same shards; rank 2's shard is corrupted."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from sdc.sentinel.adapters.fsdp import hsdp_sentinel
+
+    rank = dist.get_rank()
+    mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("replicate", "shard"))
+    torch.manual_seed(0)
+    model = build_model(MODEL_CONFIG)
+    fully_shard(model, mesh=mesh)
+    torch.manual_seed(100 + rank)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    config = SentinelConfig(job_id="test-hsdp", database_url=args.database_url, outbox_dir=args.outbox, **SCENARIOS["hsdp"])
+    sentinel = hsdp_sentinel(model, optimizer, mesh, config=config)
+    verdicts = []
+    for step in range(steps):
+        batch = batch_for(rank, step)
+        optimizer.zero_grad(set_to_none=True)
+        sentinel.on_step_begin(step, batch)
+        loss = loss_fn(model, batch)
+        sentinel.on_loss(loss)
+        loss.backward()
+        sentinel.on_grads_ready()
+        optimizer.step()
+        if rank == 2 and step == 12:
+            flip_bit(model[0].weight.to_local(), 0, 19)
+        verdict = sentinel.on_step_end(step)
+        verdicts.append({"step": step, "diagnosis": verdict.diagnosis, "ok": verdict.ok,
+                         "suspects": [s.to_dict() for s in verdict.suspects], "details": verdict.details})
+    sentinel.close()
+    return {"rank": rank, "world": 4, "verdicts": verdicts, "group": sentinel.comm.ranks, "errors": sentinel.errors}
+
+
 def run_scenario(scenario: str, steps: int, args: argparse.Namespace) -> dict | None:
     """Train one small job under ``scenario``; None on ranks outside its process group."""
     rank, world = dist.get_rank(), dist.get_world_size()
+    if scenario == "hsdp":
+        return run_hsdp(steps, args)
     group = None
     if scenario == "two_ranks":
         group = dist.new_group([0, 1])  # every rank must create it, only 0 and 1 train
@@ -81,9 +119,24 @@ def run_scenario(scenario: str, steps: int, args: argparse.Namespace) -> dict | 
 
         sentinel._grad_fingerprints = broken
 
+    backward_fault = {"armed": False}
+
+    def corrupt_grad(grad: torch.Tensor) -> torch.Tensor:
+        # A backward-pass upset: an exponent bit of one gradient element (x 2**128), once.
+        if not backward_fault["armed"]:
+            return grad
+        backward_fault["armed"] = False
+        grad = grad.clone()
+        flip_bit(grad, 3, 30)
+        return grad
+
+    model[0].weight.register_hook(corrupt_grad)
+
     verdicts = []
     for step in range(steps):
         batch = batch_for(rank, step)
+        if scenario == "local" and rank == 1 and step == 42:
+            backward_fault["armed"] = True
         if scenario == "local" and rank == 0 and step == 46:
             batch = (batch[0], batch[1] * 30)  # bad data: a real spike every replay reproduces
         if scenario == "local" and rank == 3:

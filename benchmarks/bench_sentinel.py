@@ -1,0 +1,157 @@
+"""Training overhead of the replica sentinel at its defaults: steps per second with the
+sentinel divided by without, on a 4-rank gloo DDP job with a ~10M-parameter model and a
+batch that makes one step take 100 ms or more (target >= 0.98).
+
+Both variants run in the same processes, in alternating blocks, so a noisy neighbour slows
+both alike; the ratio of the medians of the blocks is reported.
+
+    .venv/bin/python benchmarks/bench_sentinel.py [--ranks 4] [--blocks 4] [--steps 10] [--batch 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+
+def build_model() -> nn.Module:
+    # 1024*2048 + 2048*2048 + 2048*2048 + biases ~= 10.5M parameters
+    return nn.Sequential(nn.Linear(1024, 2048), nn.GELU(), nn.Linear(2048, 2048), nn.GELU(), nn.Linear(2048, 2048))
+
+
+def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    from sdc.sentinel import ReplicaSentinel, SentinelConfig
+    from sdc.sentinel.adapters.ddp import attach_ddp
+
+    def make():
+        torch.manual_seed(0)
+        ddp = nn.parallel.DistributedDataParallel(build_model())
+        return ddp, torch.optim.SGD(ddp.parameters(), lr=1e-3, momentum=0.9)
+
+    plain, plain_opt = make()
+    guarded, guarded_opt = make()
+    overrides = {"flags_every": args.flags_every} if args.flags_every is not None else {}
+    config = SentinelConfig(job_id="bench", database_url=f"sqlite:///{tmp}/sdc.db", outbox_dir=f"{tmp}/outbox", **overrides)
+    loss_fn = lambda module, batch: nn.functional.mse_loss(module(batch[0]), batch[1])  # noqa: E731
+    sentinel = ReplicaSentinel(guarded, guarded_opt, config=config, deliver=(lambda batch: None) if args.no_events else None)
+    # Time spent inside the sentinel (hooks and the comm-hook's local digest): a second,
+    # less noise-prone estimate of its cost than the end-to-end ratio on a shared machine.
+    inside = {"seconds": 0.0}
+    per_hook: dict[str, float] = {}
+
+    def timed(name, fn):
+        def call(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent = time.perf_counter() - t
+                inside["seconds"] += spent
+                per_hook[name] = per_hook.get(name, 0.0) + spent
+        return call
+
+    for name in ("on_step_begin", "on_loss", "on_grads_ready", "on_step_end", "observe_local_bucket"):
+        setattr(sentinel, name, timed(name, getattr(sentinel, name)))
+    if args.no_hook:
+        sentinel.replay_fn = lambda batch: loss_fn(guarded.module, batch)
+    else:
+        attach_ddp(guarded, sentinel, loss_fn=loss_fn)
+    g = torch.Generator().manual_seed(rank)
+    batches = [(torch.randn(args.batch, 1024, generator=g), torch.randn(args.batch, 2048, generator=g)) for _ in range(4)]
+    step_counter = {"plain": 0, "guarded": 0}
+
+    def run(kind: str, steps: int) -> float:
+        model, opt = (plain, plain_opt) if kind == "plain" else (guarded, guarded_opt)
+        dist.barrier()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step = step_counter[kind]
+            batch = batches[step % len(batches)]
+            opt.zero_grad(set_to_none=True)
+            if kind == "guarded":
+                sentinel.on_step_begin(step, batch)
+            loss = loss_fn(model, batch)
+            if kind == "guarded":
+                sentinel.on_loss(loss)
+            loss.backward()
+            if kind == "guarded":
+                sentinel.on_grads_ready()
+            opt.step()
+            if kind == "guarded":
+                sentinel.on_step_end(step)
+            step_counter[kind] += 1
+        dist.barrier()
+        return steps / (time.perf_counter() - start)
+
+    # Warm-up: DDP bucket rebuild, allocator, digest kernel build, and the event store's
+    # one-time connection and schema check (Alembic), which would otherwise land in a block.
+    run("plain", 2)
+    run("guarded", 2)
+    time.sleep(3)
+    run("plain", 2)
+    run("guarded", 2)
+    rates = {"plain": [], "guarded": []}
+    inside["seconds"] = 0.0
+    per_hook.clear()
+    guarded_seconds = 0.0
+    for block in range(args.blocks):
+        # ABBA order: neither variant always runs right after the other's warm caches.
+        for kind in (("plain", "guarded") if block % 2 == 0 else ("guarded", "plain")):
+            rate = run(kind, args.steps)
+            rates[kind].append(rate)
+            if kind == "guarded":
+                guarded_seconds += args.steps / rate
+    sentinel.close()
+    if rank == 0:
+        params = sum(p.numel() for p in plain.parameters())
+        p, s = statistics.median(rates["plain"]), statistics.median(rates["guarded"])
+        print(f"{world} ranks (gloo), {params / 1e6:.1f}M parameters, batch {args.batch}, "
+              f"{'defaults' if not overrides else 'settings'}: grad_every={config.grad_every} param_every={config.param_every} "
+              f"local_every={config.local_every} flags_every={config.flags_every}{' (no comm hook)' if args.no_hook else ''}")
+        print(f"without sentinel {p:.3f} steps/s ({1000 / p:.0f} ms/step); blocks {[round(r, 3) for r in rates['plain']]}")
+        print(f"with sentinel    {s:.3f} steps/s ({1000 / s:.0f} ms/step); blocks {[round(r, 3) for r in rates['guarded']]}")
+        ratio = s / p
+        share = inside["seconds"] / guarded_seconds
+        print(f"time inside the sentinel on rank 0: {1000 * inside['seconds'] / (args.blocks * args.steps):.1f} ms/step "
+              f"= {100 * share:.2f}% of the step (implied ratio {1 - share:.3f})")
+        steps = args.blocks * args.steps
+        print("  per hook, ms/step: " + ", ".join(f"{k} {1000 * v / steps:.1f}" for k, v in per_hook.items()))
+        print(f"ratio {ratio:.3f} (target >= 0.98: {'met' if ratio >= 0.98 else 'NOT met'}; "
+              f"block-to-block spread of the baseline here: {min(rates['plain']) / max(rates['plain']):.2f}..1)")
+    dist.destroy_process_group()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ranks", type=int, default=4)
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=10, help="steps per block (a multiple of the check periods is fairest)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--flags-every", type=int, default=None, help="override SentinelConfig.flags_every")
+    parser.add_argument("--no-events", action="store_true", help="drop events instead of writing them to SQLite")
+    parser.add_argument("--no-hook", action="store_true", help="leave DDP's built-in C++ reduction (no local bucket checks)")
+    args = parser.parse_args()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        from sdc.store.migrate import upgrade
+
+        upgrade(f"sqlite:///{tmp}/sdc.db")
+        mp.spawn(worker, args=(args.ranks, port, args, tmp), nprocs=args.ranks)
+
+
+if __name__ == "__main__":
+    main()
