@@ -20,14 +20,14 @@ import os
 import subprocess
 import sys
 import time
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sdc.records import utcnow  # noqa: E402
-from sdc.simulate import FleetSpec, SimulatedFleet  # noqa: E402
+from sdc.simulate import STATUS_NAMES, FleetSpec, SimulatedFleet  # noqa: E402
 from sdc.store.engine import make_engine, normalise_url  # noqa: E402
 from sdc.store.migrate import upgrade  # noqa: E402
 

@@ -59,7 +59,8 @@ def flip_bit(tensor: torch.Tensor, flat_index: int, bit: int) -> torch.Tensor:
     """
     if not tensor.is_contiguous():
         raise ValueError("flip_bit needs a contiguous tensor (call .contiguous() first)")
-    flat = tensor.reshape(-1)
+    # detach() shares the storage: a parameter that requires grad is corrupted in place too.
+    flat = tensor.detach().reshape(-1)
     if tensor.dtype == torch.bool:
         flat = flat.view(torch.uint8)
     if flat.is_complex():

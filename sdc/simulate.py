@@ -140,7 +140,6 @@ class SimulatedFleet:
     def _results(self, rng: np.random.Generator) -> None:
         s = self.spec
         n_chips, n_cases, n_rounds = s.chips, len(s.cases), s.sweeps
-        shape = (n_rounds, n_chips, n_cases)
         rnd, chip, case = (a.ravel() for a in np.meshgrid(np.arange(n_rounds), np.arange(n_chips), np.arange(n_cases), indexing="ij"))
         n = rnd.size
         host = self.chip_host[chip]

@@ -9,22 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-_INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+from sdc.faults import flip_bit
 
-
-def flip_bit(tensor: torch.Tensor, flat_index: int, bit: int) -> None:
-    """Flip bit ``bit`` (0 = least significant) of element ``flat_index`` of ``tensor``, in place."""
-    width = tensor.element_size() * 8
-    if not 0 <= bit < width:
-        raise ValueError(f"flip_bit: bit {bit} is outside a {width}-bit {tensor.dtype} element")
-    if not 0 <= flat_index < tensor.numel():
-        raise ValueError(f"flip_bit: index {flat_index} is outside a tensor of {tensor.numel()} elements")
-    if not tensor.is_contiguous():
-        raise ValueError("flip_bit: the tensor must be contiguous (flip the storage you mean to corrupt)")
-    words = tensor.detach().view(-1).view(_INT_VIEW[tensor.element_size()])
-    mask = (1 << bit) - ((1 << width) if bit == width - 1 else 0)  # the sign bit as a negative int
-    with torch.no_grad():
-        words[flat_index] ^= mask
+__all__ = ["ActivationFault", "flip_bit", "flip_grad", "flip_param"]
 
 
 def _param(model: nn.Module, name: str) -> nn.Parameter:
