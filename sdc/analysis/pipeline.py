@@ -91,6 +91,7 @@ def analyze_store(store, settings: Settings, since: datetime | None = None, dry_
     report = AnalysisReport(analysis_id=new_id(), created_at=now, dry_run=dry_run, chips=ev.n_chips, results=ev.n_results, job_events=len(jobs))
     report.verdicts = to_verdicts(findings, chip_ids, ev.result_id, report.analysis_id, now)
 
+    # The fleet is every chip we have evidence of: chips seen only in training jobs count too.
     history_events = quarantine_events(engine)
     states: dict[str, str] = {}
     since_at: dict[str, datetime] = {}
@@ -99,7 +100,7 @@ def analyze_store(store, settings: Settings, since: datetime | None = None, dry_
         since_at[e.chip_id] = e.at
     history = {chip: ChipHistory(at, sweeps) for chip, at, sweeps in _sweeps_since(ev, since_at)}
     outcome = apply_policy(
-        states, report.verdicts, max(fleet_size(engine), ev.n_chips), recent_quarantine_count(history_events, now, cfg), now, cfg, history
+        states, report.verdicts, max(fleet_size(engine), len(chip_ids)), recent_quarantine_count(history_events, now, cfg), now, cfg, history
     )
     report.transitions = outcome.events
     report.breaker_tripped = outcome.breaker_tripped

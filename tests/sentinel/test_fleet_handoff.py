@@ -21,7 +21,11 @@ def test_sentinel_events_become_verdicts_on_the_named_chips(jobs, tmp_path):
     store = Store(url)
     events = jobs["replicas"].events + jobs["local"].events
     store.write(events)
-    settings = Settings(database_url=url, data_dir=Path(tmp_path), outbox_dir=tmp_path / "outbox")
+    # Four chips in all: quarantining two is half this "fleet", which the circuit breaker
+    # (default 5%) would rightly refuse; this test is about attribution, so lift it.
+    settings = Settings(
+        database_url=url, data_dir=Path(tmp_path), outbox_dir=tmp_path / "outbox", tables={"analysis": {"breaker_share": 1.0}}
+    )
     report = analyze_store(store, settings, dry_run=True)
     store.dispose()
 
@@ -30,10 +34,14 @@ def test_sentinel_events_become_verdicts_on_the_named_chips(jobs, tmp_path):
     persistent = verdicts["host:testhost:cpu:3"]
     assert persistent.kind == "inconsistent" and persistent.severity == "high"
     assert {e.event_id for e in events if e.diagnosis == "persistent"} <= set(persistent.evidence_ids)
-    # Ranks 1 and 2 each had one bit flipped once (params, gradients): recorded, not convicted.
-    for chip in ("host:testhost:cpu:1", "host:testhost:cpu:2"):
-        assert verdicts[chip].kind == "inconsistent" and verdicts[chip].severity == "low"
+    # Rank 2 had one gradient bit flipped once: recorded, not convicted.
+    assert verdicts["host:testhost:cpu:2"].kind == "inconsistent" and verdicts["host:testhost:cpu:2"].severity == "low"
+    # Rank 1 disagreed in both jobs (a flipped parameter, then a backward fault), each time
+    # with other partners: a recurring offender, convicted without a persistent replay.
+    recurring = verdicts["host:testhost:cpu:1"]
+    assert recurring.severity == "high" and recurring.details["incidents"] >= 2 and len(recurring.details["jobs"]) == 2
     # Rank 0 only ever saw a bad batch that its buddy reproduced: the data, not the chip.
     assert "host:testhost:cpu:0" not in verdicts
+    assert not report.breaker_tripped
     quarantined = {e.chip_id for e in report.transitions if e.to_state == "quarantined"}
-    assert quarantined == {"host:testhost:cpu:3"}
+    assert quarantined == {"host:testhost:cpu:1", "host:testhost:cpu:3"}
