@@ -310,11 +310,13 @@ class Agent:
         from probes.registry import all_probes
         from sdc.devices import discover, hostname
         from sdc.store.sweeps import mark_abandoned_sweeps
-        from sdc.sweep import run_sweep
+        from sdc.store.evidence import probation_chip_ids
+        from sdc.sweep import probation_first, run_sweep
 
         cfg = self.config
         chips = discover(cfg.devices)
         mark_abandoned_sweeps(store.engine(), hostname())
+        chips = probation_first(chips, probation_chip_ids(store.engine()))
         current: dict[str, Sweep] = {}
 
         def sink(records) -> None:

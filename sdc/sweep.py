@@ -40,7 +40,9 @@ from sdc.worker import (
     worker_main,
 )
 
-__all__ = ["ChipSummary", "StopFlag", "SweepSummary", "SweepOptions", "plan", "run_case", "run_sweep", "to_result"]
+__all__ = [
+    "ChipSummary", "StopFlag", "SweepSummary", "SweepOptions", "plan", "probation_first", "run_case", "run_sweep", "to_result",
+]
 
 Sink = Callable[[list[Record]], None]
 # Set to stop a sweep between cases (a threading.Event, or anything with is_set()).
@@ -122,6 +124,15 @@ def plan(probes: Iterable[Probe], suite: str, handle: ChipHandle | None = None) 
     if handle is None:
         return [(probe, case) for probe in probes for case in probe.cases(suite)]
     return [(probe, case) for probe in probes for case in probe.cases_for(suite, handle.device)]
+
+
+def probation_first(chips: Sequence[ChipHandle], probation: Iterable[str]) -> list[ChipHandle]:
+    """Chips on probation (released from quarantine) first, the rest in their order.
+
+    A released chip must prove itself: if the sweep is cut short, it is the one tested.
+    """
+    on_probation = set(probation)
+    return sorted(chips, key=lambda handle: handle.chip.chip_id not in on_probation)
 
 
 def chip_plan(probes: Sequence[Probe], suite: str, handle: ChipHandle, options: SweepOptions) -> list[tuple[Probe, Case]]:

@@ -122,3 +122,22 @@ def test_bad_inject_and_unknown_chip_or_probe_are_clear_errors(sdc_env, migrated
     assert stray.exit_code == 2 and "cpu:7" in stray.output and "does not probe" in stray.output
     probe = runner.invoke(cli, base + ["--probes", "gemm,nosuch"])
     assert probe.exit_code == 2 and "unknown probe(s) nosuch" in probe.output
+
+
+def test_a_chip_on_probation_is_swept_first(sdc_env, migrated_url):
+    from sdc.devices import cpu_chip
+    from sdc.records import QuarantineEvent, new_id, utcnow
+
+    released = cpu_chip(2).chip
+    store = Store(migrated_url)
+    store.write([
+        released,
+        QuarantineEvent(event_id=new_id(), chip_id=released.chip_id, from_state="quarantined", to_state="released",
+                        actor="alice", reason="reseated, vendor diagnostics clean", at=utcnow()),
+    ])
+    store.dispose()
+    result = CliRunner().invoke(cli, ["--db", migrated_url, "--json", "sweep", "--devices", "cpu:0,cpu:1,cpu:2", "--probes", "gemm"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [c["name"] for c in report["chips"]] == ["cpu:2", "cpu:0", "cpu:1"]
+    assert "cpu:2 (" in result.stderr and "on probation" in result.stderr

@@ -15,7 +15,7 @@ from sdc.commands.context import AppContext, fail, handles_errors, pass_app
 from sdc.devices import DeviceError, discover, hostname
 from sdc.faults import FaultSpecError, parse_faults
 from sdc.store.sweeps import mark_abandoned_sweeps
-from sdc.sweep import SweepOptions, SweepSummary, chip_plan, run_sweep
+from sdc.sweep import SweepOptions, SweepSummary, chip_plan, probation_first, run_sweep
 
 
 def _select_probes(names: str | None) -> list:
@@ -80,6 +80,13 @@ def sweep_command(
         abandoned = mark_abandoned_sweeps(engine, hostname())
         if abandoned:
             app.err.print(f"marked {len(abandoned)} earlier sweep(s) on this host incomplete (their process had died)")
+        from sdc.store.evidence import probation_chip_ids
+
+        on_probation = set(probation_chip_ids(engine))
+        chips = probation_first(chips, on_probation)
+        for handle in chips:
+            if handle.chip.chip_id in on_probation:
+                app.err.print(f"{handle.name} ({handle.chip.chip_id}) is on probation after release: tested first")
     fault_counts, case_seconds = {}, {}
     if budget is not None and engine is not None:
         from sdc.store.history import case_seconds as measured, mismatch_counts
