@@ -3,9 +3,7 @@ and a clean stop on a real SIGTERM sent to a real agent process."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -155,15 +153,6 @@ def test_report_job_writes_the_page(faulty_store, tmp_path):
     page = target.read_text()
     assert page.startswith("# sdc quarantine report") and "GPU-node00-00" in page
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporary left
-
-
-@pytest.mark.skipif(importlib.util.find_spec("sdc.analysis") is not None, reason="analysis pipeline present")
-def test_analyze_job_without_pipeline_logs_a_clear_error(tmp_path, caplog):
-    settings = settings_for("sqlite://", tmp_path)
-    agent = Agent(settings, agent_config(settings, {"analyze": "0 * * * *"}), scheduler_factory=BackgroundScheduler)
-    with caplog.at_level(logging.ERROR, logger="sdc.agent"):
-        agent.analyze()
-    assert "no analysis pipeline" in caplog.text
 
 
 def test_sigterm_lets_the_running_probe_finish_marks_the_sweep_and_exits_cleanly(migrated_url, tmp_path):
