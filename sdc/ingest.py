@@ -204,9 +204,3 @@ def ingest(engine: Engine, paths: Iterable[str], stdin: BinaryIO | None = None) 
 def read_records(paths: Iterable[str], stdin: BinaryIO | None = None) -> list[Record]:
     """Validate all input and return it as records (for the outbox when the database is down)."""
     return read_files(paths, None, stdin).records
-
-
-def export_lines(records: Iterable[Record]) -> Iterable[str]:
-    """Records as JSON lines, the form ``sdc ingest`` reads back."""
-    for record in records:
-        yield record.to_json() + "\n"

@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from sdc.store import Store
 from sdc.store.models import SweepRow
-from sdc.store.reader import probe_result_columns
+from sdc.store.evidence import load_evidence
+from sdc.store.writer import count_rows
 from sdc.store.sweeps import mark_abandoned_sweeps
 
 
@@ -62,12 +63,12 @@ def test_sigkilled_sweep_is_marked_incomplete(sdc_env, migrated_url):
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            columns = probe_result_columns(store.engine(), complete_only=False)
-            if len(columns["result_id"]):
+            stored = count_rows(store.engine())["probe_result"]
+            if stored:
                 break
             assert process.poll() is None, process.stdout.read().decode()
             time.sleep(0.2)
-        assert len(columns["result_id"]) == 1, "cpu:0 finished before the kill"
+        assert stored == 1, "cpu:0 finished before the kill"
         helpers = _descendants(process.pid)  # the fork server and cpu:1's hung worker
         assert helpers, "the sweep runs its chips in worker processes"
         process.send_signal(signal.SIGKILL)
@@ -78,11 +79,12 @@ def test_sigkilled_sweep_is_marked_incomplete(sdc_env, migrated_url):
         assert not _alive(helpers), "a hung worker must not outlive its sweep"
         (row,) = _sweep_rows(store)
         assert row.status == "running"
-        assert len(probe_result_columns(store.engine())["result_id"]) == 0, "a running sweep is not evidence"
+        # What the analysis loads: a running sweep is not evidence, nor an incomplete one.
+        assert load_evidence(store.engine()).n_results == 0, "a running sweep is not evidence"
         assert mark_abandoned_sweeps(store.engine(), "killed-host") == [row.sweep_id]
         (row,) = _sweep_rows(store)
         assert row.status == "incomplete"
-        assert len(probe_result_columns(store.engine())["result_id"]) == 0
+        assert load_evidence(store.engine()).n_results == 0
     finally:
         if process.poll() is None:
             process.kill()

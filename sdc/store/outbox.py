@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from sdc.records import Record, RecordError, from_json
 
@@ -145,8 +145,3 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def iter_spooled(outbox: Outbox) -> Iterable[Record]:
-    for path in outbox.pending():
-        yield from _read(path)
