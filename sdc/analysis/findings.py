@@ -45,6 +45,16 @@ def per_chip_sum(chip: np.ndarray, weights: np.ndarray, n_chips: int) -> np.ndar
     return np.bincount(chip, weights=weights, minlength=n_chips)
 
 
+def aged_counts(
+    chip: np.ndarray, hit: np.ndarray, times: np.ndarray, now: float, half_life_days: float, n_chips: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per chip: aged hits k and aged runs n (for the test), and the raw counts (for people)."""
+    w = age_weights(times, now, half_life_days)
+    k = per_chip_sum(chip, w * hit, n_chips)
+    n = per_chip_sum(chip, w, n_chips)
+    return k, n, np.bincount(chip[hit], minlength=n_chips), np.bincount(chip, minlength=n_chips)
+
+
 def first_last(chip: np.ndarray, times: np.ndarray, n_chips: int) -> tuple[np.ndarray, np.ndarray]:
     first = np.full(n_chips, np.inf)
     last = np.full(n_chips, -np.inf)

@@ -24,9 +24,8 @@ import numpy as np
 
 from sdc.analysis.config import AnalysisConfig
 from sdc.analysis.evidence import Evidence, JobEvidence
-from sdc.analysis.findings import Finding, age_weights, first_last, per_chip_sum, rows_by_chip
-from sdc.analysis.stats import unique_sorted
-from sdc.analysis.wrong import _test_against_background
+from sdc.analysis.findings import Finding, aged_counts, first_last, rows_by_chip
+from sdc.analysis.stats import background_test, unique_sorted
 
 # Diagnoses that mean replicas disagreed (``divergence``: a majority named the minority).
 BLAMING = ("divergence", "persistent", "transient", "unattributed")
@@ -70,12 +69,8 @@ def find_nondeterministic(ev: Evidence, cfg: AnalysisConfig, now: float) -> list
         return []
 
     times = ev.sweep_time[ev.sweep[rows]]
-    w = age_weights(times, now, cfg.half_life_days)
-    n = per_chip_sum(chip, w, n_chip)
-    k = per_chip_sum(chip, w * nd, n_chip)
-    k_raw = np.bincount(chip[nd], minlength=n_chip)
-    n_raw = np.bincount(chip, minlength=n_chip)
-    p_value, flagged, p0 = _test_against_background(k, n, np.zeros(n_chip, bool), cfg.nondeterminism_background_floor, cfg.fdr)
+    k, n, k_raw, n_raw = aged_counts(chip, nd, times, now, cfg.half_life_days, n_chip)
+    p_value, flagged, p0 = background_test(k, n, np.zeros(n_chip, bool), cfg.nondeterminism_background_floor, cfg.fdr)
     chosen = np.flatnonzero(flagged)
     by_chip = rows_by_chip(chip[nd], rows[nd], chosen)
     first, last = first_last(chip[nd], times[nd], n_chip) if nd.any() else (None, None)

@@ -121,3 +121,35 @@ def lower_cusum(series: np.ndarray, baseline: np.ndarray, slack: float) -> np.nd
         step = np.where(np.isnan(x), 0.0, baseline - x - slack)
         s = np.where(np.isnan(x), s, np.maximum(0.0, s + step))
     return s
+
+
+def background_test(
+    k: np.ndarray, n: np.ndarray, exclude: np.ndarray, floor: float, fdr: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Exact binomial test of each chip's (aged) count against the fleet rate, BH across chips.
+
+    Each chip is tested against the pooled rate of the *other* chips (leave-one-out, so a chip
+    cannot raise its own bar), leaving out the top 0.5% of chips by count and, on a second
+    pass, the chips the first one flags, so a few bad chips do not raise it for the rest;
+    never below ``floor``. Returns p-values, the
+    flagged mask and the fleet rate.
+    """
+    tested = n > 0
+    flagged = np.zeros(k.shape, dtype=bool)
+    p_value = np.ones(k.shape)
+    rate = floor
+    # Chips in the top 0.5% by count (and with at least two events) stay out of the pool: a
+    # handful of weakly faulty chips must not raise the bar for each other.
+    base = tested & ~exclude
+    top = float(np.quantile(k[base], 0.995)) if base.any() else 0.0
+    trimmed = (k > top) if top >= 2 else (k >= 2)
+    for _ in range(2):
+        pool = base & ~trimmed & ~flagged
+        big_k, big_n = float(k[pool].sum()), float(n[pool].sum())
+        own_k, own_n = np.where(pool, k, 0.0), np.where(pool, n, 0.0)
+        p0 = np.maximum(floor, (big_k - own_k) / np.maximum(big_n - own_n, 1e-12))
+        p_value = binomial_sf(k, n, p0)
+        flagged = np.zeros(k.shape, dtype=bool)
+        flagged[tested] = benjamini_hochberg(p_value[tested], fdr)
+        rate = max(floor, big_k / max(big_n, 1e-12))
+    return p_value, flagged, rate

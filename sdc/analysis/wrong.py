@@ -15,8 +15,8 @@ import numpy as np
 
 from sdc.analysis.config import AnalysisConfig
 from sdc.analysis.evidence import MISMATCH, NO_DIGEST, Evidence
-from sdc.analysis.findings import Finding, age_weights, first_last, per_chip_sum, rows_by_chip
-from sdc.analysis.stats import benjamini_hochberg, binomial_sf, unique_inverse, unique_sorted
+from sdc.analysis.findings import Finding, aged_counts, first_last, rows_by_chip
+from sdc.analysis.stats import background_test, unique_inverse, unique_sorted
 
 
 def cohort_majority(ev: Evidence, rows: np.ndarray, min_chips: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,14 +74,10 @@ def find_wrong(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
     n_chips = ev.n_chips
     chip = ev.chip[rows]
     times = ev.sweep_time[ev.sweep[rows]]
-    w = age_weights(times, now, cfg.half_life_days)
-    n = per_chip_sum(chip, w, n_chips)
-    k = per_chip_sum(chip, w * wrong, n_chips)
-    k_raw = np.bincount(chip[wrong], minlength=n_chips)
-    n_raw = np.bincount(chip, minlength=n_chips)
+    k, n, k_raw, n_raw = aged_counts(chip, wrong, times, now, cfg.half_life_days, n_chips)
     strong = np.bincount(chip[confirmed], minlength=n_chips) > 0
 
-    p_value, flagged, p0 = _test_against_background(k, n, strong, cfg.wrong_background_floor, cfg.fdr)
+    p_value, flagged, p0 = background_test(k, n, strong, cfg.wrong_background_floor, cfg.fdr)
     first, last = first_last(chip[wrong], times[wrong], n_chips) if wrong.any() else (None, None)
     findings = []
     chosen = np.flatnonzero(flagged | strong)
@@ -125,37 +121,6 @@ def find_wrong(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
         )
     return findings
 
-
-def _test_against_background(
-    k: np.ndarray, n: np.ndarray, exclude: np.ndarray, floor: float, fdr: float
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Exact binomial test of each chip's (aged) count against the fleet rate, BH across chips.
-
-    Each chip is tested against the pooled rate of the *other* chips (leave-one-out, so a chip
-    cannot raise its own bar), leaving out the top 0.5% of chips by count and, on a second
-    pass, the chips the first one flags, so a few bad chips do not raise it for the rest;
-    never below ``floor``. Returns p-values, the
-    flagged mask and the fleet rate.
-    """
-    tested = n > 0
-    flagged = np.zeros(k.shape, dtype=bool)
-    p_value = np.ones(k.shape)
-    rate = floor
-    # Chips in the top 0.5% by count (and with at least two events) stay out of the pool: a
-    # handful of weakly faulty chips must not raise the bar for each other.
-    base = tested & ~exclude
-    top = float(np.quantile(k[base], 0.995)) if base.any() else 0.0
-    trimmed = (k > top) if top >= 2 else (k >= 2)
-    for _ in range(2):
-        pool = base & ~trimmed & ~flagged
-        big_k, big_n = float(k[pool].sum()), float(n[pool].sum())
-        own_k, own_n = np.where(pool, k, 0.0), np.where(pool, n, 0.0)
-        p0 = np.maximum(floor, (big_k - own_k) / np.maximum(big_n - own_n, 1e-12))
-        p_value = binomial_sf(k, n, p0)
-        flagged = np.zeros(k.shape, dtype=bool)
-        flagged[tested] = benjamini_hochberg(p_value[tested], fdr)
-        rate = max(floor, big_k / max(big_n, 1e-12))
-    return p_value, flagged, rate
 
 
 def _units_text(units: list[str], limit: int = 4) -> str:

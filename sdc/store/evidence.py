@@ -179,8 +179,8 @@ def result_ids_for(engine: Engine, ev: Evidence, rows: np.ndarray) -> list[str]:
 
 
 def load_job_events(engine: Engine, since: datetime | None = None) -> JobEvidence:
-    """Training-job events that report a replica disagreement (see ``is_disagreement``)."""
-    from sdc.analysis.inconsistent import BLAMING, CHECK_KINDS, is_disagreement
+    """Training-job events that report a replica disagreement (``is_disagreement``, in SQL)."""
+    from sdc.analysis.inconsistent import BLAMING, CHECK_KINDS
 
     t = JobEventRow.__table__
     query = select(t.c.event_id, t.c.job_id, t.c.step, t.c.rank, t.c.kind, t.c.diagnosis, t.c.chip_id, t.c.observed_at, t.c.details)
@@ -191,8 +191,6 @@ def load_job_events(engine: Engine, since: datetime | None = None) -> JobEvidenc
     jobs = JobEvidence()
     with engine.connect() as connection:
         for event_id, job_id, step, rank, kind, diagnosis, chip_id, at, details in connection.execute(query):
-            if not is_disagreement(kind, diagnosis):
-                continue
             jobs.add(event_id, job_id, step, rank, kind, diagnosis, chip_id, at.timestamp(), details)
     return jobs
 
