@@ -6,6 +6,10 @@ Both variants run in the same processes, in alternating blocks, so a noisy neigh
 both alike; the ratio of the medians of the blocks is reported.
 
     .venv/bin/python benchmarks/bench_sentinel.py [--ranks 4] [--blocks 4] [--steps 10] [--batch 16]
+
+On a GPU (the sentinel's digests then run on the device, and any host sync it adds shows):
+
+    python benchmarks/bench_sentinel.py --device cuda --ranks 1 --hidden 8192 --layers 4 --batch 16384
 """
 
 from __future__ import annotations
@@ -23,21 +27,35 @@ import torch.multiprocessing as mp
 from torch import nn
 
 
-def build_model() -> nn.Module:
-    # 1024*2048 + 2048*2048 + 2048*2048 + biases ~= 10.5M parameters
-    return nn.Sequential(nn.Linear(1024, 2048), nn.GELU(), nn.Linear(2048, 2048), nn.GELU(), nn.Linear(2048, 2048))
+def build_model(hidden: int = 2048, layers: int = 3) -> nn.Module:
+    # defaults: 1024*2048 + 2048*2048 + 2048*2048 + biases ~= 10.5M parameters
+    modules: list[nn.Module] = [nn.Linear(1024, hidden)]
+    for _ in range(layers - 1):
+        modules += [nn.GELU(), nn.Linear(hidden, hidden)]
+    return nn.Sequential(*modules)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    if args.device == "cuda":  # every rank may share one GPU: gloo reduces CUDA tensors too
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    dist.init_process_group(args.backend, rank=rank, world_size=world)
     from sdc.sentinel import ReplicaSentinel, SentinelConfig
     from sdc.sentinel.adapters.ddp import attach_ddp
 
     def make():
         torch.manual_seed(0)
-        ddp = nn.parallel.DistributedDataParallel(build_model())
+        model = build_model(args.hidden, args.layers).to(device)
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         return ddp, torch.optim.SGD(ddp.parameters(), lr=1e-3, momentum=0.9)
 
     plain, plain_opt = make()
@@ -69,11 +87,12 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     else:
         attach_ddp(guarded, sentinel, loss_fn=loss_fn)
     g = torch.Generator().manual_seed(rank)
-    batches = [(torch.randn(args.batch, 1024, generator=g), torch.randn(args.batch, 2048, generator=g)) for _ in range(4)]
+    batches = [(torch.randn(args.batch, 1024, generator=g).to(device), torch.randn(args.batch, args.hidden, generator=g).to(device)) for _ in range(4)]
     step_counter = {"plain": 0, "guarded": 0}
 
     def run(kind: str, steps: int) -> float:
         model, opt = (plain, plain_opt) if kind == "plain" else (guarded, guarded_opt)
+        sync(device)
         dist.barrier()
         start = time.perf_counter()
         for _ in range(steps):
@@ -92,6 +111,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
             if kind == "guarded":
                 sentinel.on_step_end(step)
             step_counter[kind] += 1
+        sync(device)
         dist.barrier()
         return steps / (time.perf_counter() - start)
 
@@ -117,7 +137,8 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     if rank == 0:
         params = sum(p.numel() for p in plain.parameters())
         p, s = statistics.median(rates["plain"]), statistics.median(rates["guarded"])
-        print(f"{world} ranks (gloo), {params / 1e6:.1f}M parameters, batch {args.batch}, "
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        print(f"{world} ranks ({args.backend}, {where}), {params / 1e6:.1f}M parameters, batch {args.batch}, "
               f"{'defaults' if not overrides else 'settings'}: grad_every={config.grad_every} param_every={config.param_every} "
               f"local_every={config.local_every} flags_every={config.flags_every}{' (no comm hook)' if args.no_hook else ''}")
         print(f"without sentinel {p:.3f} steps/s ({1000 / p:.0f} ms/step); blocks {[round(r, 3) for r in rates['plain']]}")
@@ -139,6 +160,10 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10, help="steps per block (a multiple of the check periods is fairest)")
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--hidden", type=int, default=2048, help="width of the MLP's hidden layers")
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: every rank on the GPUs there are, shared if fewer")
+    parser.add_argument("--backend", default="gloo", help="gloo, or nccl with one GPU per rank")
     parser.add_argument("--flags-every", type=int, default=None, help="override SentinelConfig.flags_every")
     parser.add_argument("--no-events", action="store_true", help="drop events instead of writing them to SQLite")
     parser.add_argument("--no-hook", action="store_true", help="leave DDP's built-in C++ reduction (no local bucket checks)")

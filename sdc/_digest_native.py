@@ -42,17 +42,21 @@ def _cache_dir() -> Path:
     return Path(base) / "sdc" / "kernels"
 
 
-def _has_avx2() -> bool:
+def _capability() -> str:
     try:
-        return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+        return torch.backends.cpu.get_cpu_capability()
     except Exception:
-        return False
+        return "DEFAULT"
 
 
 def _build() -> Path:
     source = SOURCE.read_bytes()
-    avx2 = _has_avx2()
-    flags = ["-O3", "-shared", "-fPIC", "-std=c99"] + (["-mavx2", "-DSDC_AVX2"] if avx2 else [])
+    capability = _capability()
+    flags = ["-O3", "-shared", "-fPIC", "-std=c99"]
+    if capability in ("AVX2", "AVX512"):
+        flags += ["-mavx2", "-DSDC_AVX2"]
+    if capability == "AVX512":
+        flags += ["-mavx512f", "-DSDC_AVX512"]
     key = hashlib.sha256(source + " ".join(flags).encode()).hexdigest()[:16]
     target = _cache_dir() / f"digest-{key}.so"
     if target.exists():

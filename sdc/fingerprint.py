@@ -10,10 +10,11 @@ Words are at most 32 bits wide (8-byte dtypes are split into two int32 words) so
 any tensor under 2**31 elements a swap changes the weighted sum by (a-b)*(i-j), which is
 non-zero and below 2**64 in magnitude, hence never cancels.
 
-Three implementations give identical values: a one-pass C kernel on the CPU
-(``sdc._digest_native``), a torch.compile fused kernel on accelerators (Triton on CUDA/ROCm),
-and the eager torch code below, which is correct everywhere and is the reference the tests
-hold the other two to. ``bucket_sums`` fingerprints groups of tensors (parameters,
+Four implementations give identical values: a one-pass C kernel on the CPU
+(``sdc._digest_native``), a one-pass Triton kernel on accelerators Triton drives
+(``sdc._digest_triton``: CUDA, ROCm, XPU), a torch.compile fused kernel for other
+accelerators, and the eager torch code below, which is correct everywhere and is the
+reference the tests hold the others to. ``bucket_sums`` fingerprints groups of tensors (parameters,
 gradients) as if each group were one concatenated tensor, without concatenating them.
 """
 
@@ -27,7 +28,7 @@ from typing import Sequence
 
 import torch
 
-from sdc import _digest_native
+from sdc import _digest_native, _digest_triton
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,20 @@ def _fused(words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 _compiled = None
 _compiled_failed = os.environ.get("SDC_DIGEST_COMPILE", "1") == "0"
+_triton_failed = os.environ.get("SDC_DIGEST_TRITON", "1") == "0"
+
+
+def _triton_sums(words: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The Triton kernel; None (and the next path from then on) if it cannot run on this device."""
+    global _triton_failed
+    if _triton_failed:
+        return None
+    try:
+        return _digest_triton.word_sums(words, out)
+    except Exception as exc:  # a backend Triton does not drive: the other paths are still exact
+        log.info("sdc digest: Triton kernel unavailable on %s (%s); trying the compiled path", words.device, exc)
+        _triton_failed = True
+        return None
 
 
 def _compiled_sums(words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -107,8 +122,10 @@ def digest_sums(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if words.device.type == "cpu" and _digest_native.available():
         total, weighted = _digest_native.word_sums(words)
         return torch.tensor(_signed(total), dtype=torch.int64), torch.tensor(_signed(weighted), dtype=torch.int64)
-    if words.device.type != "cpu" and words.numel() >= 1 << 16:
-        fused = _compiled_sums(words)
+    if words.device.type != "cpu":
+        fused = _triton_sums(words)
+        if fused is None and words.numel() >= 1 << 16:
+            fused = _compiled_sums(words)
         if fused is not None:
             return fused
     return _eager_sums(words)
@@ -134,8 +151,24 @@ def tensor_sums(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """Per-tensor (plain, weighted) sums as an (N, 2) int64 tensor on the tensors' device."""
     if not tensors:
         return torch.zeros((0, 2), dtype=torch.int64)
+    batched = _triton_tensor_sums(tensors)
+    if batched is not None:
+        return batched
     rows = [torch.stack(digest_sums(t)) for t in tensors]
     return torch.stack([r.to(rows[0].device) for r in rows])
+
+
+def _triton_tensor_sums(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """Every row added straight into one output: one launch per tensor, nothing to stack."""
+    device = tensors[0].device
+    if _triton_failed or device.type == "cpu" or any(t.device != device for t in tensors):
+        return None
+    out = torch.zeros((len(tensors), 2), dtype=torch.int64, device=device)
+    for row, tensor in zip(out, tensors):
+        words = integer_words(tensor)
+        if words.numel() and _triton_sums(words, row) is None:
+            return None
+    return out
 
 
 def combine_sums(sums: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
@@ -196,6 +229,25 @@ def bucket_sums(per_tensor: torch.Tensor, buckets: Sequence[Bucket]) -> torch.Te
 
 
 # --------------------------------------------------------------------------------------
+
+
+def squared_norm(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of squares as a float64 0-d tensor on the tensor's device (no host sync off the CPU).
+
+    Accumulated in float64 where it would overflow in float32, so one huge element (an
+    exponent-bit flip) shows as an outlier rather than as an overflow to inf.
+    """
+    flat = tensor.detach().reshape(-1)
+    if not flat.is_floating_point() or flat.numel() == 0:
+        return torch.zeros((), dtype=torch.float64, device=flat.device)
+    if flat.device.type == "cpu":
+        # BLAS's dot is ~40x faster on the CPU than a float64 norm (which copies the tensor);
+        # the slower pass runs only when float32 overflowed. Reading the value costs no sync here.
+        sq = torch.dot(flat, flat)
+        if torch.isinf(sq):
+            return torch.linalg.vector_norm(flat, dtype=torch.float64) ** 2
+        return sq.to(torch.float64)
+    return torch.linalg.vector_norm(flat, dtype=torch.float64) ** 2
 
 
 @dataclass(frozen=True)

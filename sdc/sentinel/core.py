@@ -29,17 +29,22 @@ import torch
 from torch import nn
 
 from sdc import devices
-from sdc.fingerprint import combine_sums, plan_buckets, tensor_sums, word_count
+from sdc.fingerprint import combine_sums, plan_buckets, squared_norm, tensor_sums, word_count
 from sdc.records import JobEvent, new_id, utcnow
 from sdc.sentinel.comm import Collectives
 from sdc.sentinel.config import EXIT_RERUN_ELSEWHERE, EXIT_VALIDATION_FAILED, SentinelConfig, due
 from sdc.sentinel.events import EventSink, store_deliver
-from sdc.sentinel.replay import ReplayFn, capture_rng, loss_fingerprint
+from sdc.sentinel.replay import ReplayFn, capture_rng
 from sdc.sentinel.replaying import FLAG_LOSS_SPIKE, FLAG_NAMES, FLAG_NONFINITE_GRAD, FLAG_NONFINITE_LOSS, ReplayProtocol
+from sdc.sentinel.tap import LocalGradTap
 from sdc.sentinel.vote import LossTracker, Suspect, Verdict, majority_vote, worst
 
 log = logging.getLogger(__name__)
 
+# Losses kept on the device between reads (see ``on_loss``): bounds the delay of a local-only
+# report when nothing else makes the sentinel read them.
+MAX_PENDING_LOSSES = 64
+ANOMALY_FLAGS = {"nonfinite_loss": FLAG_NONFINITE_LOSS, "loss_spike": FLAG_LOSS_SPIKE}
 
 
 class SentinelAbort(SystemExit):
@@ -138,6 +143,9 @@ class ReplicaSentinel(ReplayProtocol):
         self.last_verified_step: int | None = None
         self.step = -1
         self.errors = 0
+        # Set by adapters (attach_ddp) that need local gradients seen before their reduction.
+        self.local_tap: LocalGradTap | None = None
+        self._pending_losses: list[tuple[int, torch.Tensor]] = []
         self._reset_step()
 
     # ------------------------------------------------------------------ hooks of the loop
@@ -147,52 +155,91 @@ class ReplicaSentinel(ReplayProtocol):
         self.step = step
         self._reset_step()
         try:
+            if self.local_tap is not None and due(self.config.local_every, step):
+                self.local_tap.arm()
             if self.config.replay and batch is not None:
                 self._batch, self._rng = batch, capture_rng()
         except Exception as exc:
             self._local_error("on_step_begin", exc)
 
     def on_loss(self, loss: torch.Tensor) -> None:
-        """Local checks before the reduction: non-finite loss, loss spike."""
+        """Local checks before the reduction: non-finite loss, loss spike.
+
+        The loss stays on its device: reading it costs an accelerator a host sync, so the
+        values of all steps since the last read are read together, at the next step that
+        exchanges flags (check steps, ``flags_every``) or every ``MAX_PENDING_LOSSES`` steps.
+        """
         try:
-            value = float(loss.detach())
-            anomaly = self.loss_tracker.check(value)
-            if anomaly == "nonfinite_loss":
-                self._flags |= FLAG_NONFINITE_LOSS
-            elif anomaly == "loss_spike":
-                self._flags |= FLAG_LOSS_SPIKE
-            self._loss_value = value
-            self._loss_fp = loss_fingerprint(loss)
+            self._loss = loss.detach()
+            self._pending_losses.append((self.step, self._loss))
+            if due(self.config.flags_every, self.step) or len(self._pending_losses) >= MAX_PENDING_LOSSES:
+                self._read_losses()
         except Exception as exc:
             self._local_error("on_loss", exc)
         finally:
             if due(self.config.flags_every, self.step):
                 self._launch_flags()
 
+    def _read_losses(self) -> None:
+        """Run the loss tracker over the pending losses, in step order, with one host sync.
+
+        The current step's anomaly becomes this step's flags; an earlier step's was seen on
+        this rank alone, too late to bring the other ranks to a replay, so it is recorded.
+        """
+        pending, self._pending_losses = self._pending_losses, []
+        if not pending:
+            return
+        values = torch.stack([loss.reshape(()).to(torch.float64) for _, loss in pending]).tolist()
+        for (step, _), value in zip(pending, values):
+            anomaly = self.loss_tracker.check(value)
+            if step == self.step:
+                self._loss_value = value
+                if anomaly:
+                    self._flags |= ANOMALY_FLAGS[anomaly]
+            elif anomaly:
+                self._local_only(step, [anomaly], value)
+
+    def _local_only(self, step: int, reasons: list[str], loss: float | None) -> None:
+        # It stays out of the verdict, which every rank must reach identically (a lone skip
+        # or raise would split the replicas).
+        me = self._suspect(self.comm.index, ())
+        log.warning("sdc sentinel: step %s: local %s on this rank (not replayed: flags_every=%s)", step, reasons, self.config.flags_every)
+        self._emit("local_check", "unattributed", (me,), {"reasons": reasons, "replayed": False, "local_only": True, "loss": loss}, step=step)
+
     def _launch_flags(self) -> None:
         if self._flags_work is None:
             self._flags_work = self.comm.max_async(torch.tensor([self._flags, int(self._error)], dtype=torch.int64))
 
     def observe_local_bucket(self, index: int, buffer: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
-        """Called by the DDP comm-hook wrapper with each local gradient bucket before its reduction."""
+        """A local gradient bucket (DDP comm-hook wrapper) or parameter gradient (LocalGradTap)
+        before its reduction.
+
+        Fingerprint and squared norm stay on the device until ``on_grads_ready`` reads all
+        buckets at once: a host sync here would stall the overlap of backward and reduction.
+        """
         if not due(self.config.local_every, self.step):
             return
         try:
-            total, weighted = (int(v) for v in combine_sums(tensor_sums([buffer]), [word_count(buffer)]))
-            flat = buffer.detach().reshape(-1)
-            sq = float(torch.dot(flat, flat)) if flat.is_floating_point() else 0.0
-            if sq == float("inf"):
-                # Overflow or a real inf? In fp64 one huge element (an exponent-bit flip) is an
-                # outlier, not an overflow; this slower pass runs only when fp32 overflowed.
-                sq = float(torch.linalg.vector_norm(flat, dtype=torch.float64)) ** 2
-            self._local_buckets[index] = ((total, weighted), sq)
+            self._local_buckets[index] = (tensor_sums([buffer])[0], squared_norm(buffer))
             self._local_layout[index] = tuple(self._index_of.get(id(p), -1) for p in params)
         except Exception as exc:
             self._local_error("comm hook", exc)
 
+    def _read_local_buckets(self) -> None:
+        """Bring the local buckets' fingerprints and squared norms to the host, in one go."""
+        pending = [i for i, (sums, _) in self._local_buckets.items() if isinstance(sums, torch.Tensor)]
+        if not pending:
+            return
+        sums = torch.stack([self._local_buckets[i][0] for i in pending]).tolist()
+        squares = torch.stack([self._local_buckets[i][1] for i in pending]).tolist()
+        for i, pair, sq in zip(pending, sums, squares):
+            self._local_buckets[i] = ((int(pair[0]), int(pair[1])), float(sq))
+
     def on_grads_ready(self) -> Verdict:
         """After the data-parallel reduction, before clipping and the optimizer step."""
         try:
+            if self.local_tap is not None:
+                self.local_tap.disarm()
             return self._grads_ready()
         except SentinelAbort:
             raise
@@ -209,7 +256,11 @@ class ReplicaSentinel(ReplayProtocol):
             return self._internal_error("on_step_end", exc)
 
     def close(self) -> None:
-        """Deliver pending events and stop the event thread."""
+        """Check the losses not read yet, deliver pending events and stop the event thread."""
+        try:
+            self._read_losses()
+        except Exception:
+            log.exception("sdc sentinel: could not read the last losses")
         self.sink.close()
 
     # ------------------------------------------------------------------ gradients
@@ -219,10 +270,11 @@ class ReplicaSentinel(ReplayProtocol):
         self._rng: dict | None = None
         self._flags = 0
         self._error = False
+        self._loss: torch.Tensor | None = None
         self._loss_value: float | None = None
-        self._loss_fp: tuple[int, int] | None = None
         self._flags_work: Any = None
-        self._local_buckets: dict[int, tuple[tuple[int, int], float]] = {}
+        # bucket -> (fingerprint, squared norm): device tensors until on_grads_ready reads them
+        self._local_buckets: dict[int, tuple[Any, Any]] = {}
         self._local_layout: dict[int, tuple[int, ...]] = {}
         self._findings: list[tuple[str, str, tuple[Suspect, ...], dict]] = []
         self._checks: list[str] = []
@@ -256,7 +308,11 @@ class ReplicaSentinel(ReplayProtocol):
         per_param = None
         digest = (0, 0)
         norm = None
+        exchange = check or due(self.config.local_every, self.step)
         try:
+            if exchange:
+                self._read_losses()  # this step's loss flags travel with the exchange
+            self._read_local_buckets()
             if check:
                 per_param = self._grad_fingerprints()
                 digest = tuple(int(v) for v in combine_sums(per_param, [word_count(p) for p in self.params]))
@@ -265,7 +321,6 @@ class ReplicaSentinel(ReplayProtocol):
                 self._flags |= FLAG_NONFINITE_GRAD
         except Exception as exc:
             self._local_error("gradient fingerprint", exc)
-        exchange = check or due(self.config.local_every, self.step)
         early = [0, 0]
         if due(self.config.flags_every, self.step):
             self._launch_flags()  # normally already done by on_loss
@@ -273,12 +328,8 @@ class ReplicaSentinel(ReplayProtocol):
             self._flags_work = None
         elif self._flags and not exchange:
             # Seen on this rank only, on a step without an exchange: nothing can bring the other
-            # ranks to a replay, so record what we saw. It stays out of the verdict, which every
-            # rank must reach identically (a lone skip or raise would split the replicas).
-            reasons = [name for bit, name in FLAG_NAMES.items() if self._flags & bit]
-            me = self._suspect(self.comm.index, ())
-            log.warning("sdc sentinel: step %s: local %s on this rank (not replayed: flags_every=%s)", self.step, reasons, self.config.flags_every)
-            self._emit("local_check", "unattributed", (me,), {"reasons": reasons, "replayed": False, "local_only": True, "loss": self._loss_value})
+            # ranks to a replay, so record what we saw.
+            self._local_only(self.step, [name for bit, name in FLAG_NAMES.items() if self._flags & bit], self._loss_value)
         if exchange:
             norm_bits = _float_bits(norm) if norm is not None and norm == norm and norm < float("inf") else -1
             vector = torch.tensor(
@@ -401,12 +452,12 @@ class ReplicaSentinel(ReplayProtocol):
         if diagnosis not in ("ok", "correct"):
             log.warning("sdc sentinel: step %s %s: %s, suspects %s", self.step, kind, diagnosis, [s.rank for s in suspects])
 
-    def _emit(self, kind: str, diagnosis: str, suspects: Sequence[Suspect], details: dict) -> None:
+    def _emit(self, kind: str, diagnosis: str, suspects: Sequence[Suspect], details: dict, step: int | None = None) -> None:
         try:
             event = JobEvent(
                 event_id=new_id(),
                 job_id=self.job_id,
-                step=max(self.step, 0),
+                step=max(self.step if step is None else step, 0),
                 rank=self.comm.global_rank,
                 world_size=self.comm.size,
                 host=self.host,

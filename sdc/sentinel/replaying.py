@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from sdc.fingerprint import tensor_sums
-from sdc.sentinel.replay import LocalResult, local_result, replay_grads, to_device
+from sdc.sentinel.replay import LocalResult, local_result, loss_fingerprint, replay_grads, to_device
 from sdc.sentinel.vote import norm_outliers
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,11 @@ class ReplayProtocol:
                 self._skip()  # the reduced gradients carry the fault to everyone: drop the update
 
     def _my_result(self) -> LocalResult | None:
-        if self._loss_fp is None:
+        if self._loss is None:
             return None
         layout = [self._local_layout[i] for i in sorted(self._local_buckets)] if self._local_buckets else None
         buckets = tuple(self._local_buckets[i][0] for i in sorted(self._local_buckets)) if layout else None
-        return LocalResult(self._loss_fp, buckets)
+        return LocalResult(loss_fingerprint(self._loss), buckets)
 
     def _layout(self) -> list[tuple[int, ...]] | None:
         if not self._local_buckets or any(-1 in self._local_layout[i] for i in self._local_layout):

@@ -19,6 +19,9 @@ from sdc.sentinel.adapters.ddp import attach_ddp
 from sdc.sentinel.inject import ActivationFault, flip_bit, flip_grad, flip_param
 
 MODEL_CONFIG = {"inputs": 8, "hidden": 32, "outputs": 4, "dropout": 0.1}
+# SDC_TEST_DEVICE=cuda runs the DDP scenarios on the GPU (every rank on cuda:0, reduced over
+# gloo), so the digests and the sentinel's device paths run there; HSDP stays on the CPU.
+DEVICE = torch.device(os.environ.get("SDC_TEST_DEVICE", "cpu"))
 
 SCENARIOS = {
     # name: SentinelConfig overrides
@@ -43,7 +46,7 @@ def build_model(config: dict) -> nn.Module:
 def batch_for(rank: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1000 * step + rank)
     x = torch.randn(16, MODEL_CONFIG["inputs"], generator=g)
-    return x, torch.sin(x[:, : MODEL_CONFIG["outputs"]])
+    return x.to(DEVICE), torch.sin(x[:, : MODEL_CONFIG["outputs"]]).to(DEVICE)
 
 
 def loss_fn(module: nn.Module, batch) -> torch.Tensor:
@@ -60,6 +63,7 @@ def run_hsdp(steps: int, args: argparse.Namespace) -> dict:
 
     rank = dist.get_rank()
     mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("replicate", "shard"))
+    batch_on_cpu = lambda step: tuple(t.cpu() for t in batch_for(rank, step))  # noqa: E731
     torch.manual_seed(0)
     model = build_model(MODEL_CONFIG)
     fully_shard(model, mesh=mesh)
@@ -69,7 +73,7 @@ def run_hsdp(steps: int, args: argparse.Namespace) -> dict:
     sentinel = hsdp_sentinel(model, optimizer, mesh, config=config)
     verdicts = []
     for step in range(steps):
-        batch = batch_for(rank, step)
+        batch = batch_on_cpu(step)
         optimizer.zero_grad(set_to_none=True)
         sentinel.on_step_begin(step, batch)
         loss = loss_fn(model, batch)
@@ -98,11 +102,16 @@ def run_scenario(scenario: str, steps: int, args: argparse.Namespace) -> dict | 
             return None
         world = 2
     torch.manual_seed(0)  # identical replicas
-    model = build_model(MODEL_CONFIG)
+    model = build_model(MODEL_CONFIG).to(DEVICE)
     torch.manual_seed(100 + rank)  # different dropout masks per rank, as in real training
+    if DEVICE.type == "cuda":
+        torch.cuda.manual_seed(100 + rank)
     ddp = nn.parallel.DistributedDataParallel(model, process_group=group)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=0.05, momentum=0.9)
-    config = SentinelConfig(job_id=f"test-{scenario}", database_url=args.database_url, outbox_dir=args.outbox, **SCENARIOS[scenario])
+    # Ranks sharing one GPU are one physical chip; they keep the virtual chips' names so the
+    # tests' attribution checks read the same on either device.
+    chip = {"chip_id": f"host:testhost:cpu:{rank}"} if DEVICE.type != "cpu" else {}
+    config = SentinelConfig(job_id=f"test-{scenario}", database_url=args.database_url, outbox_dir=args.outbox, **SCENARIOS[scenario], **chip)
     sentinel = ReplicaSentinel(ddp, optimizer, group=group, config=config)
     attach_ddp(ddp, sentinel, loss_fn=loss_fn)
 
