@@ -3,9 +3,11 @@ sentinel divided by without, on a 4-rank gloo DDP job with a ~10M-parameter mode
 batch that makes one step take 100 ms or more (target >= 0.98).
 
 Both variants run in the same processes, in alternating blocks, so a noisy neighbour slows
-both alike; the ratio of the medians of the blocks is reported.
+both alike; the ratio of whole-run throughputs is reported with the blocks' spread. Where the
+baseline's own blocks differ by more than 10% (a shared 2-core VM running 4 ranks: rates
+swung 4x within a minute), the time spent inside the sentinel's hooks is the verdict instead.
 
-    .venv/bin/python benchmarks/bench_sentinel.py [--ranks 4] [--blocks 4] [--steps 10] [--batch 16]
+    .venv/bin/python benchmarks/bench_sentinel.py [--ranks 4] [--blocks 4] [--steps 25] [--batch 16]
 
 On a GPU (the sentinel's digests then run on the device, and any host sync it adds shows):
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import statistics
 import tempfile
 import time
 
@@ -113,7 +114,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
             step_counter[kind] += 1
         sync(device)
         dist.barrier()
-        return steps / (time.perf_counter() - start)
+        return time.perf_counter() - start
 
     # Warm-up: DDP bucket rebuild, allocator, digest kernel build, and the event store's
     # one-time connection and schema check (Alembic), which would otherwise land in a block.
@@ -122,35 +123,47 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     time.sleep(3)
     run("plain", 2)
     run("guarded", 2)
-    rates = {"plain": [], "guarded": []}
+    wall = {"plain": [], "guarded": []}
     inside["seconds"] = 0.0
     per_hook.clear()
-    guarded_seconds = 0.0
     for block in range(args.blocks):
         # ABBA order: neither variant always runs right after the other's warm caches.
         for kind in (("plain", "guarded") if block % 2 == 0 else ("guarded", "plain")):
-            rate = run(kind, args.steps)
-            rates[kind].append(rate)
-            if kind == "guarded":
-                guarded_seconds += args.steps / rate
+            wall[kind].append(run(kind, args.steps))
     sentinel.close()
     if rank == 0:
+        steps = args.blocks * args.steps
         params = sum(p.numel() for p in plain.parameters())
-        p, s = statistics.median(rates["plain"]), statistics.median(rates["guarded"])
+        # Whole-run throughput, not a median of blocks: check steps are rare and must count.
+        p, s = steps / sum(wall["plain"]), steps / sum(wall["guarded"])
+        rates = {k: [round(args.steps / t, 3) for t in v] for k, v in wall.items()}
+        spread = min(rates["plain"]) / max(rates["plain"])
         where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         print(f"{world} ranks ({args.backend}, {where}), {params / 1e6:.1f}M parameters, batch {args.batch}, "
               f"{'defaults' if not overrides else 'settings'}: grad_every={config.grad_every} param_every={config.param_every} "
-              f"local_every={config.local_every} flags_every={config.flags_every}{' (no comm hook)' if args.no_hook else ''}")
-        print(f"without sentinel {p:.3f} steps/s ({1000 / p:.0f} ms/step); blocks {[round(r, 3) for r in rates['plain']]}")
-        print(f"with sentinel    {s:.3f} steps/s ({1000 / s:.0f} ms/step); blocks {[round(r, 3) for r in rates['guarded']]}")
-        ratio = s / p
-        share = inside["seconds"] / guarded_seconds
-        print(f"time inside the sentinel on rank 0: {1000 * inside['seconds'] / (args.blocks * args.steps):.1f} ms/step "
-              f"= {100 * share:.2f}% of the step (implied ratio {1 - share:.3f})")
-        steps = args.blocks * args.steps
+              f"local_every={config.local_every} flags_every={config.flags_every}{' (no comm hook)' if args.no_hook else ''}, "
+              f"{args.blocks} blocks of {args.steps} steps each")
+        print(f"without sentinel {p:.3f} steps/s ({1000 / p:.0f} ms/step); blocks {rates['plain']}")
+        print(f"with sentinel    {s:.3f} steps/s ({1000 / s:.0f} ms/step); blocks {rates['guarded']}")
+        implied = None
+        if device.type == "cpu":
+            share = inside["seconds"] / sum(wall["guarded"])
+            implied = 1 - share
+            print(f"time inside the sentinel on rank 0: {1000 * inside['seconds'] / steps:.1f} ms/step "
+                  f"= {100 * share:.2f}% of the step (implied ratio {implied:.3f})")
+        else:  # a check step's first read of a device value waits for the backward pass to finish
+            print("host time inside the hooks (on a GPU it includes waiting for the device, so it is no cost estimate):")
         print("  per hook, ms/step: " + ", ".join(f"{k} {1000 * v / steps:.1f}" for k, v in per_hook.items()))
-        print(f"ratio {ratio:.3f} (target >= 0.98: {'met' if ratio >= 0.98 else 'NOT met'}; "
-              f"block-to-block spread of the baseline here: {min(rates['plain']) / max(rates['plain']):.2f}..1)")
+        ratio = s / p
+        print(f"end-to-end ratio {ratio:.3f}; block-to-block spread of the baseline {spread:.2f}..1")
+        if spread >= 0.9 or implied is None:
+            print(f"target >= 0.98: {'met' if ratio >= 0.98 else 'NOT met'} (end-to-end ratio {ratio:.3f})")
+        else:
+            # The baseline alone swings more than the 2% being measured: the end-to-end ratio
+            # says nothing here, the sentinel's own time does (an upper bound on its cost,
+            # inflated when ranks share cores).
+            print(f"target >= 0.98: {'met' if implied >= 0.98 else 'NOT met'} by the time inside the sentinel "
+                  f"({implied:.3f}); the end-to-end ratio cannot resolve 2% on this machine")
     dist.destroy_process_group()
 
 
@@ -158,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--blocks", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=10, help="steps per block (a multiple of the check periods is fairest)")
+    parser.add_argument("--steps", type=int, default=25, help="steps per block; blocks x steps >= param_every includes a parameter check")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=2048, help="width of the MLP's hidden layers")
     parser.add_argument("--layers", type=int, default=3)

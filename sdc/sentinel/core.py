@@ -223,7 +223,7 @@ class ReplicaSentinel(ReplayProtocol):
             self._local_buckets[index] = (tensor_sums([buffer])[0], squared_norm(buffer))
             self._local_layout[index] = tuple(self._index_of.get(id(p), -1) for p in params)
         except Exception as exc:
-            self._local_error("comm hook", exc)
+            self._local_error("local gradient check", exc)
 
     def _read_local_buckets(self) -> None:
         """Bring the local buckets' fingerprints and squared norms to the host, in one go."""
