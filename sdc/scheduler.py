@@ -349,9 +349,14 @@ class Agent:
         except ImportError as exc:
             log.error("analyze: this sdc has no analysis pipeline (%s); nothing was analysed", exc)
             return
+        from sdc.store.lock import AnalysisBusy
+
         store = self._store()
         try:
             result = analyze_store(store, self.settings, dry_run=self.config.analyze_dry_run)
+        except AnalysisBusy as exc:  # another node's analysis holds the store: it covers this run
+            log.warning("analyze: %s", exc)
+            return
         finally:
             store.dispose()
         log.info(

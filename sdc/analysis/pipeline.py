@@ -64,7 +64,9 @@ class AnalysisReport:
         }
 
 
-def analyze_store(store, settings: Settings, since: datetime | None = None, dry_run: bool = False) -> AnalysisReport:
+def analyze_store(
+    store, settings: Settings, since: datetime | None = None, dry_run: bool = False, lock_timeout: float = 600.0
+) -> AnalysisReport:
     """Load evidence, analyse it, store verdicts and apply the quarantine policy.
 
     Args:
@@ -72,7 +74,18 @@ def analyze_store(store, settings: Settings, since: datetime | None = None, dry_
         settings: thresholds come from its ``[analysis]`` table.
         since: only evidence observed at or after this time (default: ``max_age_days`` ago).
         dry_run: compute and return everything, store nothing.
+        lock_timeout: seconds to wait for another analysis of the same store to finish
+            (``sdc.store.lock``); then ``AnalysisBusy``. A dry run stores nothing and does not wait.
     """
+    if dry_run:
+        return _analyze(store, settings, since, dry_run)
+    from sdc.store.lock import analysis_lock
+
+    with analysis_lock(store.engine(), lock_timeout):
+        return _analyze(store, settings, since, dry_run)
+
+
+def _analyze(store, settings: Settings, since: datetime | None, dry_run: bool) -> AnalysisReport:
     from sdc.store.evidence import fleet_size, load_evidence, load_job_events, quarantine_events, result_ids_for
 
     cfg = AnalysisConfig.from_section(settings.section("analysis"))

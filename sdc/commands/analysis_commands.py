@@ -28,20 +28,23 @@ def _since(value: str | None, command: str) -> datetime | None:
 @click.command("analyze")
 @click.option("--since", help="Only evidence observed at or after this ISO 8601 time (default: [analysis] max_age_days ago).")
 @click.option("--dry-run", is_flag=True, help="Show what would change; store nothing.")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Seconds to wait for another analysis of the same database to finish.")
 @pass_app
 @handles_errors
-def analyze_command(app: AppContext, since: str | None, dry_run: bool) -> None:
+def analyze_command(app: AppContext, since: str | None, dry_run: bool, wait_s: float) -> None:
     """Analyse the stored evidence, store verdicts and apply the quarantine policy.
 
     Exits 1 if any chip became suspect or quarantined, 0 otherwise (2 on errors, or when the
-    circuit breaker held quarantines back and nothing else changed).
+    circuit breaker held quarantines back and nothing else changed). One analysis runs at a
+    time per database: a second waits for the first, up to --wait seconds.
     """
     from sdc.analysis.pipeline import analyze_store
     from sdc.config import ConfigError
 
     since_at = _since(since, "analyze")
     try:
-        report = analyze_store(app.store(), app.settings, since_at, dry_run)
+        report = analyze_store(app.store(), app.settings, since_at, dry_run, lock_timeout=wait_s)
     except ConfigError as exc:
         fail(str(exc))
         return
