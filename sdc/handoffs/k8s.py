@@ -18,6 +18,7 @@ from sdc.handoffs.commands import HandoffError, Skip, Step, run_tool
 from sdc.handoffs.state import DRAIN_STATES, ChipStatus
 
 TAINT_KEY = "sdc.io/quarantined"
+ALIAS_ADDRESS_TYPES = ("Hostname", "InternalDNS", "ExternalDNS")
 CORDON_ANNOTATION = "sdc.io/cordoned"
 EFFECT = "NoSchedule"
 
@@ -28,6 +29,9 @@ class KubeNode:
     unschedulable: bool = False
     taints: tuple[tuple[str, str, str], ...] = ()  # (key, value, effect)
     annotations: tuple[tuple[str, str], ...] = ()
+    # Other names the node goes by: its kubernetes.io/hostname label and its Hostname and DNS
+    # addresses (on EKS, say, the node is ip-10-0-0-7.ec2.internal while the host says ip-10-0-0-7).
+    aliases: tuple[str, ...] = ()
 
     def taint(self, key: str) -> tuple[str, str, str] | None:
         return next((t for t in self.taints if t[0] == key), None)
@@ -52,10 +56,34 @@ def parse_nodes(text: str) -> dict[str, KubeNode]:
     for item in items:
         meta, spec = item.get("metadata", {}), item.get("spec", {})
         taints = tuple((t.get("key", ""), t.get("value", "") or "", t.get("effect", "")) for t in spec.get("taints") or ())
+        addresses = (item.get("status") or {}).get("addresses") or ()
+        aliases = {a.get("address", "") for a in addresses if a.get("type") in ALIAS_ADDRESS_TYPES}
+        aliases.add((meta.get("labels") or {}).get("kubernetes.io/hostname", ""))
+        aliases -= {"", meta["name"]}
         out[meta["name"]] = KubeNode(
-            meta["name"], bool(spec.get("unschedulable")), taints, tuple(sorted((meta.get("annotations") or {}).items()))
+            meta["name"], bool(spec.get("unschedulable")), taints, tuple(sorted((meta.get("annotations") or {}).items())),
+            tuple(sorted(aliases)),
         )
     return out
+
+
+def node_for(host: str, nodes: Mapping[str, KubeNode]) -> tuple[KubeNode | None, str]:
+    """The node sdc's host name refers to, or None and why not.
+
+    By node name; else by a name the node reports for itself; else by short name (the first
+    DNS label) when exactly one node has it. Never a guess between two candidates.
+    """
+    if host in nodes:
+        return nodes[host], ""
+    named = [n for n in nodes.values() if host in n.aliases]
+    if not named:
+        short = host.split(".")[0]
+        named = [n for n in nodes.values() if short in {name.split(".")[0] for name in (n.name, *n.aliases)}]
+    if len(named) == 1:
+        return named[0], ""
+    if named:
+        return None, f"ambiguous: nodes {', '.join(sorted(n.name for n in named))} all go by this name"
+    return None, "not a Kubernetes node of the current context (by name, hostname label or address)"
 
 
 class CommandKube:
@@ -78,10 +106,11 @@ def plan(statuses: Mapping[str, Sequence[ChipStatus]], nodes: Mapping[str, KubeN
     steps: list[Step] = []
     skips: list[Skip] = []
     for host in sorted(statuses):
-        node = nodes.get(host)
+        node, why = node_for(host, nodes)
         if node is None:
-            skips.append(Skip(host, "not a Kubernetes node of the current context"))
+            skips.append(Skip(host, why))
             continue
+        name = node.name
         bad = [c for c in statuses[host] if c.state in DRAIN_STATES]
         ours = node.taint(TAINT_KEY)
         if bad:
@@ -90,17 +119,17 @@ def plan(statuses: Mapping[str, Sequence[ChipStatus]], nodes: Mapping[str, KubeN
                 skips.append(Skip(host, "already cordoned and tainted by sdc"))
                 continue
             if not node.unschedulable:
-                steps.append(Step(host, ("kubectl", "cordon", host), "quarantined chip(s)"))
+                steps.append(Step(host, ("kubectl", "cordon", name), "quarantined chip(s)"))
                 steps.append(
-                    Step(host, ("kubectl", "annotate", "node", host, f"{CORDON_ANNOTATION}=true", "--overwrite"), "remember sdc cordoned it")
+                    Step(host, ("kubectl", "annotate", "node", name, f"{CORDON_ANNOTATION}=true", "--overwrite"), "remember sdc cordoned it")
                 )
             taint = f"{TAINT_KEY}={value}:{EFFECT}"
-            steps.append(Step(host, ("kubectl", "taint", "nodes", host, taint, "--overwrite"), f"chip {bad[0].chip_id} {bad[0].state}"))
+            steps.append(Step(host, ("kubectl", "taint", "nodes", name, taint, "--overwrite"), f"chip {bad[0].chip_id} {bad[0].state}"))
         elif ours:
-            steps.append(Step(host, ("kubectl", "taint", "nodes", host, f"{TAINT_KEY}:{EFFECT}-"), "chips released"))
+            steps.append(Step(host, ("kubectl", "taint", "nodes", name, f"{TAINT_KEY}:{EFFECT}-"), "chips released"))
             if node.annotation(CORDON_ANNOTATION) == "true":
-                steps.append(Step(host, ("kubectl", "uncordon", host), "sdc cordoned it"))
-                steps.append(Step(host, ("kubectl", "annotate", "node", host, f"{CORDON_ANNOTATION}-"), "forget the mark"))
+                steps.append(Step(host, ("kubectl", "uncordon", name), "sdc cordoned it"))
+                steps.append(Step(host, ("kubectl", "annotate", "node", name, f"{CORDON_ANNOTATION}-"), "forget the mark"))
             elif node.unschedulable:
                 skips.append(Skip(host, "left cordoned: it was cordoned by someone else"))
     return steps, skips

@@ -200,6 +200,30 @@ def test_k8s_cordons_taints_and_undoes_only_its_own():
     assert k8s.taint_value("<script>" * 20).replace("-", "").isalnum() and len(k8s.taint_value("x" * 99)) == 63
 
 
+def test_k8s_finds_a_node_named_differently_from_the_host_and_never_guesses():
+    node = lambda name, labels=None, addresses=(): {  # noqa: E731
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {},
+        "status": {"addresses": [{"type": t, "address": a} for t, a in addresses]},
+    }
+    nodes = k8s.parse_nodes(json.dumps({"items": [
+        node("ip-10-0-0-7.ec2.internal", {"kubernetes.io/hostname": "ip-10-0-0-7"}),
+        node("worker-3", addresses=[("InternalIP", "10.0.0.3"), ("Hostname", "gpu3.dc1.example")]),
+        node("gpu9.rack1.example"),
+        node("dup.a.example"),
+        node("dup.b.example"),
+    ]}))
+    statuses = {host: [q(f"GPU-{host}", host)] for host in ("ip-10-0-0-7", "gpu3.dc1.example", "gpu9", "dup", "elsewhere")}
+    steps, skips = k8s.plan(statuses, nodes)
+    cordoned = [s.shell for s in steps if s.shell.startswith("kubectl cordon")]
+    # label, Hostname address, unique short name: the commands name the node as Kubernetes knows it
+    assert cordoned == ["kubectl cordon worker-3", "kubectl cordon gpu9.rack1.example", "kubectl cordon ip-10-0-0-7.ec2.internal"]
+    why = {s.node: s.why for s in skips}
+    assert set(why) == {"dup", "elsewhere"}
+    assert "ambiguous" in why["dup"] and "dup.a.example" in why["dup"]
+    assert "not a Kubernetes node" in why["elsewhere"]
+
+
 # ---- Prometheus -------------------------------------------------------------------
 
 
