@@ -10,9 +10,10 @@ set -u
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-# A checkout is not an installed sdc: the migrations live at the top, packaged as sdc.migrations.
-[ -d sdc/migrations ] || cp -r migrations sdc/migrations
-if ls .whl/*.whl >/dev/null 2>&1; then
+if ls .whl/*.whl >/dev/null 2>&1; then  # a lent machine: sdc is not installed there
+    # `python3 -m` imports sdc from this checkout, where the migrations live at the top (an
+    # install packages them as sdc.migrations): copy them in, on that throwaway copy only.
+    [ -d sdc/migrations ] || cp -r migrations sdc/migrations
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site
 fi

@@ -19,11 +19,7 @@ Loaded only when Triton imports; ``available()`` is False otherwise and callers 
 
 from __future__ import annotations
 
-import logging
-
 import torch
-
-log = logging.getLogger(__name__)
 
 BLOCK = 1024  # lanes per program
 ITERS = 64  # iterations per program: a program covers BLOCK * ITERS contiguous words
