@@ -165,10 +165,10 @@ def test_export_without_subcommand_keeps_json_lines(faulty_store):
 
 def kube_nodes(*nodes):
     items = []
-    for name, unschedulable, taints, annotations in nodes:
+    for name, unschedulable, taints, notes in nodes:
         items.append(
             {
-                "metadata": {"name": name, "annotations": annotations},
+                "metadata": {"name": name, "annotations": notes},
                 "spec": {"unschedulable": unschedulable, "taints": [dict(key=k, value=v, effect=e) for k, v, e in taints]},
             }
         )
