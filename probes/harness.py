@@ -134,6 +134,27 @@ class Repeats:
     extra: dict = field(default_factory=dict)
 
 
+class DistinctOutputs:
+    """A case's outputs over repeats: the first kept, the others counted by digest.
+
+    Later outputs are compared with the first by ``bit_equal`` (a memcmp, far cheaper than a
+    digest); only one that differs is digested, so memory holds the first output only.
+    """
+
+    def __init__(self) -> None:
+        self.first: Optional[torch.Tensor] = None
+        self.digests: list[str] = []
+
+    def add(self, out: torch.Tensor) -> None:
+        if self.first is None:
+            self.first = out
+            self.digests.append(digest(out))
+        elif not bit_equal(out, self.first):
+            seen = digest(out)
+            if seen not in self.digests:
+                self.digests.append(seen)
+
+
 def run_repeats(
     compute: Callable[[], torch.Tensor],
     device: torch.device,
@@ -144,12 +165,10 @@ def run_repeats(
 ) -> Repeats:
     """Run ``compute`` ``repeats`` times, timing each run on the device; compare outputs bit for bit.
 
-    Later outputs are compared with the first by ``bit_equal`` (a memcmp, far cheaper than a
-    digest); only an output that differs is digested, and distinct outputs are counted by
-    digest, so memory holds the first output and the current one, however many repeats differ.
+    Distinct outputs are counted by ``DistinctOutputs``: memory holds the first output and the
+    current one, however many repeats differ.
     """
-    first: Optional[torch.Tensor] = None
-    digests: list[str] = []
+    outputs = DistinctOutputs()
     timings: list[float] = []
     for repeat in range(max(1, repeats)):
         if faults:
@@ -164,16 +183,10 @@ def run_repeats(
             elapsed = time.perf_counter() - start
             out = faults.corrupt(out, probe, case, repeat)
         timings.append(elapsed)
-        if first is None:
-            first = out
-            digests.append(digest(out))
-        elif not bit_equal(out, first):
-            seen = digest(out)
-            if seen not in digests:
-                digests.append(seen)
+        outputs.add(out)
         del out  # a large output must not stay alive through the next repeat
-    assert first is not None
-    return Repeats(first=first, digests=digests, timings=timings, distinct=len(digests))
+    assert outputs.first is not None
+    return Repeats(first=outputs.first, digests=outputs.digests, timings=timings, distinct=len(outputs.digests))
 
 
 def dot_bound(k: int, case_dtype: str, out_dtype: str | None = None, factor: float = 4.0) -> float:

@@ -15,7 +15,7 @@ import time
 import torch
 
 from probes.base import Case, Outcome, Probe
-from probes.harness import Repeats, bit_equal, judge, randn, synchronize
+from probes.harness import DistinctOutputs, Repeats, bit_equal, judge, randn, synchronize
 from sdc.fingerprint import digest
 
 
@@ -47,12 +47,12 @@ class TransferProbe(Probe):
         # read 1.5 GB/s device-to-host that way, against 53 GB/s host-to-device).
         landing = [torch.zeros_like(source, pin_memory=pinned) for _ in range(2)]  # first answer, later ones
         on_device = torch.zeros_like(source, device=device)  # a real copy on the CPU "device" too
-        first, timings, digests = None, [], []
+        outputs, timings = DistinctOutputs(), []
         h2d_best = d2h_best = float("inf")
         for repeat in range(max(1, repeats)):
             if faults:
                 faults.before(self.name, case.name)
-            back = landing[0 if first is None else 1]
+            back = landing[0 if outputs.first is None else 1]
             synchronize(device)
             start = time.perf_counter()
             on_device.copy_(source)
@@ -67,13 +67,8 @@ class TransferProbe(Probe):
                 back = faults.corrupt(back, self.name, case.name, repeat)
             h2d_best, d2h_best = min(h2d_best, middle - start), min(d2h_best, end - middle)
             timings.append(end - start)
-            if first is None:
-                first = back
-                digests.append(digest(back))
-            elif not bit_equal(back, first):
-                seen = digest(back)
-                if seen not in digests:
-                    digests.append(seen)
+            outputs.add(back)
+        first, digests = outputs.first, outputs.digests
         assert first is not None
         result = Repeats(first=first, digests=digests, timings=timings, distinct=len(digests))
         if bit_equal(first, source):  # the usual case, decided by one memcmp
