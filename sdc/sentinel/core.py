@@ -220,20 +220,21 @@ class ReplicaSentinel(ReplayProtocol):
         if not due(self.config.local_every, self.step):
             return
         try:
-            self._local_buckets[index] = (tensor_sums([buffer])[0], squared_norm(buffer))
+            self._local_on_device[index] = (tensor_sums([buffer])[0], squared_norm(buffer))
             self._local_layout[index] = tuple(self._index_of.get(id(p), -1) for p in params)
         except Exception as exc:
             self._local_error("local gradient check", exc)
 
     def _read_local_buckets(self) -> None:
         """Bring the local buckets' fingerprints and squared norms to the host, in one go."""
-        pending = [i for i, (sums, _) in self._local_buckets.items() if isinstance(sums, torch.Tensor)]
-        if not pending:
+        if not self._local_on_device:
             return
-        sums = torch.stack([self._local_buckets[i][0] for i in pending]).tolist()
-        squares = torch.stack([self._local_buckets[i][1] for i in pending]).tolist()
-        for i, pair, sq in zip(pending, sums, squares):
+        indices = list(self._local_on_device)
+        sums = torch.stack([self._local_on_device[i][0] for i in indices]).tolist()
+        squares = torch.stack([self._local_on_device[i][1] for i in indices]).tolist()
+        for i, pair, sq in zip(indices, sums, squares):
             self._local_buckets[i] = ((int(pair[0]), int(pair[1])), float(sq))
+        self._local_on_device = {}
 
     def on_grads_ready(self) -> Verdict:
         """After the data-parallel reduction, before clipping and the optimizer step."""
@@ -273,8 +274,10 @@ class ReplicaSentinel(ReplayProtocol):
         self._loss: torch.Tensor | None = None
         self._loss_value: float | None = None
         self._flags_work: Any = None
-        # bucket -> (fingerprint, squared norm): device tensors until on_grads_ready reads them
-        self._local_buckets: dict[int, tuple[Any, Any]] = {}
+        # bucket -> (fingerprint, squared norm): as device tensors until on_grads_ready reads
+        # them all at once, then as host values
+        self._local_on_device: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._local_buckets: dict[int, tuple[tuple[int, int], float]] = {}
         self._local_layout: dict[int, tuple[int, ...]] = {}
         self._findings: list[tuple[str, str, tuple[Suspect, ...], dict]] = []
         self._checks: list[str] = []
