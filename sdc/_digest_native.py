@@ -49,14 +49,31 @@ def _capability() -> str:
         return "DEFAULT"
 
 
-def _build() -> Path:
-    source = SOURCE.read_bytes()
+def _flag_sets() -> list[list[str]]:
+    """Compiler flags, best first: a compiler too old for the AVX-512 loop still builds AVX2."""
+    base = ["-O3", "-shared", "-fPIC", "-std=c99"]
+    avx2 = base + ["-mavx2", "-DSDC_AVX2"]
     capability = _capability()
-    flags = ["-O3", "-shared", "-fPIC", "-std=c99"]
-    if capability in ("AVX2", "AVX512"):
-        flags += ["-mavx2", "-DSDC_AVX2"]
     if capability == "AVX512":
-        flags += ["-mavx512f", "-DSDC_AVX512"]
+        return [avx2 + ["-mavx512f", "-DSDC_AVX512"], avx2, base]
+    if capability == "AVX2":
+        return [avx2, base]
+    return [base]
+
+
+def _build() -> Path:
+    error: Exception | None = None
+    for flags in _flag_sets():
+        try:
+            return _build_with(flags)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            error = exc
+    assert error is not None
+    raise error
+
+
+def _build_with(flags: list[str]) -> Path:
+    source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join(flags).encode()).hexdigest()[:16]
     target = _cache_dir() / f"digest-{key}.so"
     if target.exists():

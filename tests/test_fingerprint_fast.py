@@ -130,3 +130,18 @@ def test_word_count_matches_integer_words():
 def test_bad_bucket_size_is_refused():
     with pytest.raises(ValueError, match="bucket_bytes"):
         plan_buckets([("a", torch.zeros(1))], bucket_bytes=0)
+
+
+def test_a_compiler_without_avx512_still_builds_the_avx2_kernel(tmp_path, monkeypatch):
+    # A compiler that refuses -mavx512f: the build must fall back, not lose the native path.
+    picky = tmp_path / "cc"
+    picky.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = -mavx512f ] && exit 1; done\nexec cc "$@"\n')
+    picky.chmod(0o755)
+    monkeypatch.setenv("CC", str(picky))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(_digest_native, "_capability", lambda: "AVX512")
+    built = _digest_native._build()
+    assert built.exists()
+    assert [p.name for p in (tmp_path / "cache" / "sdc" / "kernels").glob("*.so")] == [built.name]
+    avx2_only = [f for f in _digest_native._flag_sets() if "-mavx512f" not in f][0]
+    assert built == _digest_native._build_with(avx2_only)
