@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sdc.records import utcnow  # noqa: E402
-from sdc.simulate import STATUS_NAMES, FleetSpec, SimulatedFleet  # noqa: E402
+from sdc.sim.fleet import STATUS_NAMES, FleetSpec, SimulatedFleet  # noqa: E402
 from sdc.store.engine import make_engine, normalise_url  # noqa: E402
 from sdc.store.migrate import upgrade  # noqa: E402
 
@@ -36,7 +36,7 @@ SWEEPS, FAULTS = 10, {"persistent": 3, "intermittent": 3, "slow": 3, "nondetermi
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from sdc.analysis.pipeline import analyze_store
+from sdc.quarantine.pipeline import analyze_store
 from sdc.config import Settings
 from sdc.store import Store
 url = sys.argv[1]

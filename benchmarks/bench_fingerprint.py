@@ -1,7 +1,7 @@
 """Digest throughput against torch.sum over the same 256 MB tensor (fp32 and bf16).
 
 Prints GB/s for torch.sum and for the digest as the sentinel and probes call it
-(``sdc.fingerprint.digest_sums``: the native kernel on the CPU, the Triton kernel on a GPU),
+(``sdc.digest.digest_sums``: the native kernel on the CPU, the Triton kernel on a GPU),
 and the ratio digest / torch.sum measured in this run (target >= 0.9). On a GPU it also
 times each accelerator path on its own (Triton, torch.compile, eager, and the naive
 ``x.view(int).sum(dtype=int64)``) to show what the choice is worth.
@@ -20,8 +20,9 @@ import time
 
 import torch
 
-from sdc import _digest_triton, fingerprint
-from sdc.fingerprint import digest_sums, eager_digest_sums, integer_words
+import sdc.digest.core as fingerprint
+from sdc.digest import digest_sums, eager_digest_sums, integer_words
+from sdc.digest import triton_kernel as _digest_triton
 
 
 def cpu_seconds(fn, repeats: int) -> float:

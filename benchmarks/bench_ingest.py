@@ -1,6 +1,6 @@
 """Ingest throughput: a 100,000-ProbeResult JSON-lines file into SQLite (and PostgreSQL).
 
-For each backend it prints records/s of ``sdc.ingest.ingest`` (read, validate every line,
+For each backend it prints records/s of ``sdc.store.ingest.ingest`` (read, validate every line,
 check references, write in one transaction: everything ``sdc ingest`` does after start-up)
 and, as the baseline measured in the same run, a raw DBAPI ``executemany`` of the very same
 rows, already converted to tuples, into an equally fresh database. Targets: >= 20,000
@@ -27,9 +27,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from sdc.ingest import ingest, read_files
 from sdc.records import Chip, ProbeResult, Sweep, stack_hash
 from sdc.store.engine import make_engine, normalise_url
+from sdc.store.ingest import ingest, read_files
 from sdc.store.migrate import upgrade
 from sdc.store.writer import columns
 

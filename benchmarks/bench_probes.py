@@ -20,8 +20,8 @@ import torch
 from probes.base import Case
 from probes.gemm import GemmProbe, host_inputs, matmul
 from probes.harness import Repeats, bit_equal, synchronize
-from sdc.fingerprint import digest
-from sdc.selftest import gemm_figures
+from sdc.digest import digest
+from sdc.sweep.selftest import gemm_figures
 
 
 def best_of(fn, n: int) -> float:
@@ -68,7 +68,7 @@ def verification_ratio(device: torch.device, size: int, dtype: str, repeats: int
 def quick_suite_per_chip() -> tuple[float, float]:
     """(isolated worker, in-process) wall seconds of the quick suite on one virtual CPU chip."""
     from probes.registry import all_probes
-    from sdc.devices import discover
+    from sdc.node.devices import discover
     from sdc.sweep import SweepOptions, run_sweep
 
     chips = discover("cpu:0")

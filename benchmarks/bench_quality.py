@@ -6,7 +6,7 @@ database) and prints the issue's quality figures over many seeds, against the ta
     .venv/bin/python benchmarks/bench_quality.py                 # 2,000 chips x 20 sweeps x 20 seeds
     .venv/bin/python benchmarks/bench_quality.py --chips 500 --seeds 5
 
-Healthy noise and planted faults are described in ``sdc.simulate``. The baseline printed
+Healthy noise and planted faults are described in ``sdc.sim.fleet``. The baseline printed
 alongside is the Meta fleet figure: 70% of SDC chips found within 15 days of testing.
 """
 
@@ -21,8 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sdc.analysis.replay import replay, summarize  # noqa: E402
-from sdc.simulate import FleetSpec, SimulatedFleet  # noqa: E402
+from sdc.sim.fleet import FleetSpec, SimulatedFleet  # noqa: E402
+from sdc.sim.replay import replay, summarize  # noqa: E402
 
 TARGETS = {"persistent": 1.0, "intermittent": 0.95, "slow": 0.95, "nondeterministic": 0.95}
 

@@ -18,7 +18,16 @@ import torch
 import torch.nn.functional as F
 
 from probes.base import Case, Outcome, Probe
-from probes.harness import DTYPES, UNIT_ROUNDOFF, generator, judge, randn, run_repeats, strict_determinism, throughput
+from probes.harness import (
+    DTYPES,
+    UNIT_ROUNDOFF,
+    generator,
+    judge,
+    randn,
+    run_repeats,
+    strict_determinism,
+    throughput,
+)
 from probes.reference import cached, reference_key
 
 _FULL_REFERENCE_WORK = 1 << 26

@@ -17,7 +17,7 @@ import torch
 from probes.base import Case, Outcome, Probe
 from probes.gemm import GemmProbe, check_supported, host_inputs, matmul
 from probes.harness import Repeats, bit_equal, synchronize
-from sdc.fingerprint import digest
+from sdc.digest import digest
 
 MAX_TIMINGS = 2000  # per-iteration timings kept in the record (the first ones)
 

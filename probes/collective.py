@@ -24,8 +24,8 @@ import torch
 import torch.distributed as dist
 
 from probes.base import Case, Outcome, Probe, Unsupported
-from probes.harness import Repeats, UNIT_ROUNDOFF, bit_equal, judge, randn, synchronize
-from sdc.fingerprint import digest
+from probes.harness import UNIT_ROUNDOFF, Repeats, bit_equal, judge, randn, synchronize
+from sdc.digest import digest
 
 TIMEOUT = timedelta(seconds=60)
 

@@ -16,7 +16,14 @@ import math
 import torch
 
 from probes.base import Case, Outcome, Probe
-from probes.harness import DTYPES, UNIT_ROUNDOFF, generator, judge, run_repeats, throughput
+from probes.harness import (
+    DTYPES,
+    UNIT_ROUNDOFF,
+    generator,
+    judge,
+    run_repeats,
+    throughput,
+)
 from probes.reference import cached, reference_key
 
 OPS = ("exp", "log", "sin", "tanh", "erf", "rsqrt", "pow")

@@ -17,7 +17,16 @@ from __future__ import annotations
 import torch
 
 from probes.base import Case, Outcome, Probe, Unsupported
-from probes.harness import DTYPES, UNIT_ROUNDOFF, Repeats, generator, judge, randn, run_repeats, throughput
+from probes.harness import (
+    DTYPES,
+    UNIT_ROUNDOFF,
+    Repeats,
+    generator,
+    judge,
+    randn,
+    run_repeats,
+    throughput,
+)
 from probes.reference import cached, reference_key
 
 REFERENCE_ROWS = 64  # output rows checked against fp64 on large shapes

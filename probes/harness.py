@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 
 from probes.base import Outcome
-from sdc.fingerprint import digest
+from sdc.digest import digest
 
 DTYPES: dict[str, torch.dtype] = {
     "fp64": torch.float64,

@@ -148,7 +148,7 @@ class MemoryProbe(Probe):
             timings.append(time.perf_counter() - start)
             counts_seen.append(counts)
         assert tester is not None
-        from sdc.fingerprint import digest
+        from sdc.digest import digest
 
         total = int(sum(int(c.sum()) for c in counts_seen))
         distinct = len({tuple(c.tolist()) for c in counts_seen})

@@ -15,7 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from probes.base import Case, Outcome, Probe
-from probes.harness import DTYPES, UNIT_ROUNDOFF, generator, judge, randn, run_repeats, throughput
+from probes.harness import (
+    DTYPES,
+    UNIT_ROUNDOFF,
+    generator,
+    judge,
+    randn,
+    run_repeats,
+    throughput,
+)
 from probes.reference import cached, reference_key
 
 ROW_OPS = ("layer_norm", "rms_norm", "softmax")

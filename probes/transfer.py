@@ -15,8 +15,15 @@ import time
 import torch
 
 from probes.base import Case, Outcome, Probe
-from probes.harness import DistinctOutputs, Repeats, bit_equal, judge, randn, synchronize
-from sdc.fingerprint import digest
+from probes.harness import (
+    DistinctOutputs,
+    Repeats,
+    bit_equal,
+    judge,
+    randn,
+    synchronize,
+)
+from sdc.digest import digest
 
 
 class TransferProbe(Probe):

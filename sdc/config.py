@@ -96,3 +96,10 @@ def _check_basic_keys(path: Path, tables: Mapping[str, Any]) -> None:
             )
         if not isinstance(value, str) or not value:
             raise ConfigError(f"config: '{key}' in {path} must be a non-empty string")
+
+
+def safe_url(url: str) -> str:
+    """A database URL fit to print: the password masked."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import multiprocessing
 import queue
 
-from sdc.ingest import ingest
-from sdc.store.engine import make_engine
-from sdc.store.writer import count_rows
 from store import samples
+
+from sdc.store.engine import make_engine
+from sdc.store.ingest import ingest
+from sdc.store.writer import count_rows
 
 PROCESSES = 8
 RESULTS_EACH = 2_000

@@ -16,8 +16,9 @@ import textwrap
 import pytest
 import torch
 
-from sdc import _digest_triton, fingerprint
-from sdc.fingerprint import digest_sums, eager_digest_sums, integer_words
+import sdc.digest.core as fingerprint
+from sdc.digest import digest_sums, eager_digest_sums, integer_words
+from sdc.digest import triton_kernel as _digest_triton
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int8, torch.uint8, torch.bool, torch.int64, torch.complex64]
 # Around the Triton kernel's span (BLOCK * ITERS words), its masked tail, and the compiled
@@ -87,8 +88,8 @@ def test_non_contiguous_device_tensor_digests_like_its_contiguous_copy():
 _INTERPRETED = textwrap.dedent(
     """
     import torch
-    from sdc import _digest_triton
-    from sdc.fingerprint import eager_digest_sums, integer_words
+    from sdc.digest import triton_kernel as _digest_triton
+    from sdc.digest import eager_digest_sums, integer_words
     span = _digest_triton.BLOCK * _digest_triton.ITERS
     g = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.bfloat16, torch.uint8, torch.float64):
@@ -107,8 +108,8 @@ _INTERPRETED = textwrap.dedent(
 
 def test_triton_kernel_under_the_interpreter():
     try:
-        import triton  # noqa: F401
         import numpy  # noqa: F401  (the interpreter needs it)
+        import triton  # noqa: F401
     except ImportError:
         pytest.skip("Triton is not installed here (the CPU build of torch does not bring it)")
     env = {**os.environ, "TRITON_INTERPRET": "1"}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sdc import _digest_native, fingerprint
-from sdc.fingerprint import (
+import sdc.digest.core as fingerprint
+from sdc.digest import (
     bucket_sums,
     combine_sums,
     digest_sums,
@@ -17,6 +17,7 @@ from sdc.fingerprint import (
     tensor_sums,
     word_count,
 )
+from sdc.digest import native as _digest_native
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int8, torch.uint8, torch.bool, torch.int64, torch.complex64]
 # Sizes around the vector widths, the 128-vector blocks of the 16-bit kernel, and the

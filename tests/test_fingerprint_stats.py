@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from sdc.fingerprint import float_stats
+from sdc.digest import float_stats
 
 
 def test_float_stats_sum_squares_absmax_and_nonfinite_count():

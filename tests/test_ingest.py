@@ -14,13 +14,13 @@ import sys
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
+from store import samples
 
 from sdc.cli import cli
 from sdc.store.engine import make_engine
 from sdc.store.migrate import upgrade
 from sdc.store.models import ROW_TYPES
 from sdc.store.writer import count_rows
-from store import samples
 
 
 def run(url, *args, input=None):

@@ -8,13 +8,13 @@ import socket
 
 import pytest
 from click.testing import CliRunner
+from store import samples
 
 from sdc.cli import cli
 from sdc.store import Store
 from sdc.store.engine import make_engine
 from sdc.store.outbox import Outbox
 from sdc.store.writer import count_rows
-from store import samples
 
 
 @pytest.fixture

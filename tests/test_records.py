@@ -7,11 +7,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
-from sdc.record_schema import json_schema, render
-from sdc.records import RECORD_TYPES, RecordError, canonical_json, from_json
-from sdc.store.writer import _cached_canonical_text, _canonical_text
 from store import samples
+
+from sdc.records import RECORD_TYPES, RecordError, canonical_json, from_json
+from sdc.records.schema import json_schema, render
+from sdc.store.writer import _cached_canonical_text, _canonical_text
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "docs" / "schema"
 

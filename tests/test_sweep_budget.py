@@ -2,8 +2,8 @@
 
 from click.testing import CliRunner
 
-from sdc.budget import select_within_budget
 from sdc.cli import cli
+from sdc.sweep.budget import select_within_budget
 
 WORK = [("gemm", 1), ("gemm", 2), ("gemm", 3), ("memory", 1), ("norms", 1), ("norms", 2)]
 
@@ -28,8 +28,8 @@ def test_cases_that_do_not_fit_are_passed_over():
 
 
 def test_sweep_with_budget_runs_the_probe_with_most_faults(sdc_env, migrated_url):
+    from sdc.node.devices import discover
     from sdc.records import ProbeResult, Sweep, new_id, utcnow
-    from sdc.devices import discover
     from sdc.store import Store
 
     store = Store(migrated_url)

@@ -125,7 +125,7 @@ def test_bad_inject_and_unknown_chip_or_probe_are_clear_errors(sdc_env, migrated
 
 
 def test_a_chip_on_probation_is_swept_first(sdc_env, migrated_url):
-    from sdc.devices import cpu_chip
+    from sdc.node.devices import cpu_chip
     from sdc.records import QuarantineEvent, new_id, utcnow
 
     released = cpu_chip(2).chip

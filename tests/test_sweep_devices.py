@@ -2,7 +2,7 @@
 
 import pytest
 
-from sdc.devices import DeviceError, discover
+from sdc.node.devices import DeviceError, discover
 
 
 def test_virtual_cpu_chips_are_distinct_chips_of_one_cohort():

@@ -2,7 +2,7 @@
 
 import io
 
-from sdc.selftest import run_selftest
+from sdc.sweep.selftest import run_selftest
 
 
 def test_selftest_on_cpu_catches_the_injected_fault_and_prints_figures():

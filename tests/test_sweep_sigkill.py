@@ -8,11 +8,11 @@ import time
 
 from sqlalchemy import select
 
+from sdc.analysis.load import load_evidence
 from sdc.store import Store
 from sdc.store.models import SweepRow
-from sdc.store.evidence import load_evidence
-from sdc.store.writer import count_rows
 from sdc.store.sweeps import mark_abandoned_sweeps
+from sdc.store.writer import count_rows
 
 
 def _sweep_rows(store):

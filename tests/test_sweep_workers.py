@@ -1,8 +1,8 @@
 """The watchdog: chips run in worker processes; a hung case becomes ``timeout``, an error ``error``."""
 
 from probes.registry import all_probes
-from sdc.devices import discover
 from sdc.faults import parse_faults
+from sdc.node.devices import discover
 from sdc.sweep import SweepOptions, run_sweep
 
 
@@ -32,7 +32,7 @@ def test_hung_and_failing_cases_do_not_stop_the_sweep():
 
 
 def test_results_carry_telemetry_field_and_cpu_has_none():
-    from sdc.telemetry import NoTelemetry, telemetry_for, throttle_names
+    from sdc.node.telemetry import NoTelemetry, telemetry_for, throttle_names
 
     (chip,) = discover("cpu:0")
     assert isinstance(telemetry_for(chip), NoTelemetry) and telemetry_for(chip).sample() == {}

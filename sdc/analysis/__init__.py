@@ -1,7 +1,7 @@
 """Fleet analysis: pure functions over evidence columns that find wrong, slow and inconsistent
 chips with the false-alarm rate under control, and turn what they find into verdicts.
 
-``pipeline.analyze_store`` is the one entry point that touches the store; everything else
+``load`` and ``pipeline`` read the store; everything else
 takes arrays and returns values.
 """
 

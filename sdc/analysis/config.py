@@ -1,7 +1,8 @@
-"""Thresholds of the analysis and the quarantine policy: the ``[analysis]`` table of the config file.
+"""Thresholds of the analysis: its keys of the ``[analysis]`` table of the config file.
 
 Every key is optional; the defaults below are the documented ones (README, "Analysis and
-quarantine"). Unknown keys and wrong types are refused with a message naming the key.
+quarantine"). Unknown keys and wrong types are refused with a message naming the key; the
+quarantine policy's keys of the same table (``sdc.quarantine.config``) are passed as ``others``.
 """
 
 from __future__ import annotations
@@ -43,34 +44,40 @@ class AnalysisConfig:
     # partners (or once with a persistent diagnosis) is inconsistent.
     job_min_incidents: int = 2
     job_min_partners: int = 2
-    # Quarantine policy.
-    breaker_share: float = 0.05
-    breaker_window_hours: float = 24.0
-    probation_sweeps: int = 3
-    actor: str = "sdc-analysis"
 
     @classmethod
-    def from_section(cls, section: Mapping[str, Any]) -> "AnalysisConfig":
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in section.items():
-            f = known.get(key)
-            if f is None:
-                raise ConfigError(f"config: unknown key '{key}' in [analysis]; known keys: {', '.join(sorted(known))}")
-            default = f.default
-            if isinstance(default, str):
-                ok = isinstance(value, str) and value.strip() != ""
-            elif isinstance(default, float):
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            else:
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            if not ok:
-                raise ConfigError(f"config: [analysis] {key} must be a {type(default).__name__}, got {value!r}")
-            if not isinstance(default, str) and value < 0:
-                raise ConfigError(f"config: [analysis] {key} must not be negative, got {value!r}")
-            values[key] = type(default)(value)
-        for key in ("fdr", "breaker_share", "nondeterministic_cohort_share"):
-            v = values.get(key, getattr(cls, key))
-            if not 0 < v <= 1:
-                raise ConfigError(f"config: [analysis] {key} must be in (0, 1], got {v!r}")
-        return cls(**values)
+    def from_section(cls, section: Mapping[str, Any], others: frozenset[str] = frozenset()) -> "AnalysisConfig":
+        """The analysis keys of ``section``; ``others`` are keys another part owns (left alone)."""
+        return cls(**parse_keys(cls, section, others))
+
+
+def parse_keys(cls: type, section: Mapping[str, Any], others: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Checked values of ``section`` for the fields of dataclass ``cls``; ``others`` are skipped."""
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        if key in others:
+            continue
+        f = known.get(key)
+        if f is None:
+            every = sorted(set(known) | others)
+            raise ConfigError(f"config: unknown key '{key}' in [analysis]; known keys: {', '.join(every)}")
+        default = f.default
+        if isinstance(default, str):
+            ok = isinstance(value, str) and value.strip() != ""
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok:
+            raise ConfigError(f"config: [analysis] {key} must be a {type(default).__name__}, got {value!r}")
+        if not isinstance(default, str) and value < 0:
+            raise ConfigError(f"config: [analysis] {key} must not be negative, got {value!r}")
+        values[key] = type(default)(value)
+    for key in ("fdr", "breaker_share", "nondeterministic_cohort_share"):
+        if key not in known:
+            continue
+        v = values.get(key, getattr(cls, key))
+        if not 0 < v <= 1:
+            raise ConfigError(f"config: [analysis] {key} must be in (0, 1], got {v!r}")
+    return values

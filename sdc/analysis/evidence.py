@@ -1,6 +1,6 @@
 """Evidence as columns: the arrays every analysis reads, with strings turned into integer codes.
 
-The store layer (``sdc.store.evidence``) and the simulator both build an ``Evidence``; the
+The store layer (``sdc.analysis.load``) and the simulator both build an ``Evidence``; the
 analyses never see a database row. Each probe result is one row; chips and sweeps are small
 side tables indexed by the ``chip`` and ``sweep`` codes.
 """

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+from sdc.records import SEVERITY_RANK  # noqa: F401  (re-exported: the one severity order)
 
 
 @dataclass

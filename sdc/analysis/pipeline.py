@@ -1,98 +1,43 @@
-"""From the store to verdicts and quarantine transitions: what ``sdc analyze`` and the agent run.
-
-The only module of the analysis that touches the database or the clock: it loads evidence
-as columns, runs the pure analyses, applies the pure quarantine policy and stores what they
-return (verdicts and transitions; nothing on a dry run).
+"""From the store to verdicts: load the evidence as columns, run the pure analyses, name the
+stored results each finding rests on. Reads only; ``sdc.quarantine.pipeline`` stores what it
+returns and applies the quarantine policy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Sequence
 
-import numpy as np
+from sqlalchemy import Engine
 
 from sdc.analysis.config import AnalysisConfig
-from sdc.analysis.evidence import Evidence
+from sdc.analysis.evidence import Evidence, JobEvidence
 from sdc.analysis.findings import Finding
 from sdc.analysis.ledger import MAX_EVIDENCE_IDS, analyze, to_verdicts
-from sdc.config import Settings
-from sdc.exitcodes import ExitCode
-from sdc.quarantine import QUARANTINED, SUSPECT, ChipHistory, apply_policy, recent_quarantine_count
-from sdc.records import QuarantineEvent, Verdict, new_id, utcnow
+from sdc.analysis.load import (
+    load_evidence,
+    load_job_events,
+    result_ids_for,
+    throttle_reasons,
+)
+from sdc.records import Verdict
 
 
 @dataclass
-class AnalysisReport:
-    """What one analysis found and did."""
+class AnalysisResult:
+    """The verdicts of one analysis and the evidence they came from."""
 
-    analysis_id: str
-    created_at: datetime
-    verdicts: list[Verdict] = field(default_factory=list)
-    transitions: list[QuarantineEvent] = field(default_factory=list)
-    breaker_tripped: bool = False
-    breaker_message: str = ""
-    dry_run: bool = False
-    chips: int = 0
-    results: int = 0
-    job_events: int = 0
-    states: dict[str, str] = field(default_factory=dict)  # after this analysis
-
-    @property
-    def exit_code(self) -> ExitCode:
-        """1 if a chip became suspect or quarantined, 2 if only the breaker spoke, else 0."""
-        if any(e.to_state in (SUSPECT, QUARANTINED) for e in self.transitions):
-            return ExitCode.FAULT
-        if self.breaker_tripped:
-            return ExitCode.UNKNOWN
-        return ExitCode.HEALTHY
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "analysis_id": self.analysis_id,
-            "created_at": self.created_at.isoformat(),
-            "dry_run": self.dry_run,
-            "chips": self.chips,
-            "results": self.results,
-            "job_events": self.job_events,
-            "breaker_tripped": self.breaker_tripped,
-            "breaker_message": self.breaker_message,
-            "verdicts": [v.to_json_dict() for v in self.verdicts],
-            "transitions": [e.to_json_dict() for e in self.transitions],
-            "exit_code": int(self.exit_code),
-        }
+    verdicts: list[Verdict]
+    evidence: Evidence
+    jobs: JobEvidence
+    chip_ids: Sequence[str]  # every chip the analysis knows, including chips seen only in jobs
 
 
-def analyze_store(
-    store, settings: Settings, since: datetime | None = None, dry_run: bool = False, lock_timeout: float = 600.0
-) -> AnalysisReport:
-    """Load evidence, analyse it, store verdicts and apply the quarantine policy.
-
-    Args:
-        store: an ``sdc.store.Store``.
-        settings: thresholds come from its ``[analysis]`` table.
-        since: only evidence observed at or after this time (default: ``max_age_days`` ago).
-        dry_run: compute and return everything, store nothing.
-        lock_timeout: seconds to wait for another analysis of the same store to finish
-            (``sdc.store.lock``); then ``AnalysisBusy``. A dry run stores nothing and does not wait.
-    """
-    if dry_run:
-        return _analyze(store, settings, since, dry_run)
-    from sdc.store.lock import analysis_lock
-
-    with analysis_lock(store.engine(), lock_timeout):
-        return _analyze(store, settings, since, dry_run)
-
-
-def _analyze(store, settings: Settings, since: datetime | None, dry_run: bool) -> AnalysisReport:
-    from sdc.store.evidence import fleet_size, load_evidence, load_job_events, quarantine_events, result_ids_for
-
-    cfg = AnalysisConfig.from_section(settings.section("analysis"))
-    now = utcnow()
-    if since is None and cfg.max_age_days > 0:
-        since = now - timedelta(days=cfg.max_age_days)
-    engine = store.engine()
+def run_analysis(
+    engine: Engine, cfg: AnalysisConfig, since: datetime | None, now: datetime, analysis_id: str
+) -> AnalysisResult:
+    """Verdicts from the evidence observed at or after ``since``, stamped ``now``."""
     ev = load_evidence(engine, since)
     jobs = load_job_events(engine, since)
     findings, chip_ids = analyze(ev, cfg, now.timestamp(), jobs)
@@ -101,56 +46,12 @@ def _analyze(store, settings: Settings, since: datetime | None, dry_run: bool) -
             f.event_ids = result_ids_for(engine, ev, f.rows[:MAX_EVIDENCE_IDS]) + f.event_ids
             f.rows = f.rows[:0]
     _explain_slow(engine, findings)
-    report = AnalysisReport(analysis_id=new_id(), created_at=now, dry_run=dry_run, chips=ev.n_chips, results=ev.n_results, job_events=len(jobs))
-    report.verdicts = to_verdicts(findings, chip_ids, ev.result_id, report.analysis_id, now)
-
-    # The fleet is every chip we have evidence of: chips seen only in training jobs count too.
-    history_events = quarantine_events(engine)
-    states: dict[str, str] = {}
-    since_at: dict[str, datetime] = {}
-    for e in history_events:
-        states[e.chip_id] = e.to_state
-        since_at[e.chip_id] = e.at
-    history = {chip: ChipHistory(at, sweeps) for chip, at, sweeps in _sweeps_since(ev, since_at)}
-    outcome = apply_policy(
-        states, report.verdicts, max(fleet_size(engine), len(chip_ids)), recent_quarantine_count(history_events, now, cfg), now, cfg, history
-    )
-    report.transitions = outcome.events
-    report.breaker_tripped = outcome.breaker_tripped
-    report.breaker_message = outcome.message
-    for e in outcome.events:
-        states[e.chip_id] = e.to_state
-    report.states = states
-    if not dry_run and (report.verdicts or report.transitions):
-        store.deliver([*report.verdicts, *report.transitions])
-    return report
-
-
-def _sweeps_since(ev: Evidence, since_at: dict[str, datetime]):
-    """For each chip with a state: how many complete sweeps tested it after its last transition."""
-    if not since_at or ev.n_results == 0:
-        for chip, at in since_at.items():
-            yield chip, at, 0
-        return
-    index = {c: i for i, c in enumerate(ev.chip_ids)}
-    cutoff = np.full(ev.n_chips, np.inf)
-    for chip, at in since_at.items():
-        if chip in index:
-            cutoff[index[chip]] = at.timestamp()
-    n_sweeps = ev.sweep_ids.shape[0]
-    pairs = np.unique(ev.chip.astype(np.int64) * n_sweeps + ev.sweep)
-    pair_chip = pairs // n_sweeps
-    later = ev.sweep_time[pairs % n_sweeps] > cutoff[pair_chip]
-    counts = np.bincount(pair_chip[later], minlength=ev.n_chips)
-    for chip, at in since_at.items():
-        code = index.get(chip)
-        yield chip, at, 0 if code is None else int(counts[code])
+    verdicts = to_verdicts(findings, chip_ids, ev.result_id, analysis_id, now)
+    return AnalysisResult(verdicts, ev, jobs, chip_ids)
 
 
 def _explain_slow(engine, findings: list[Finding]) -> None:
     """Show recorded throttle reasons as the likely cause of slowness (never to hide a chip)."""
-    from sdc.store.evidence import throttle_reasons
-
     for f in findings:
         ids = [i for i in f.event_ids]
         if f.kind != "slow" or not ids:

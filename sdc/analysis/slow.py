@@ -23,7 +23,13 @@ from scipy import stats as sps
 from sdc.analysis.config import AnalysisConfig
 from sdc.analysis.evidence import Evidence
 from sdc.analysis.findings import Finding, first_last, rows_by_chip
-from sdc.analysis.stats import benjamini_hochberg, grouped_median, grouped_rank, lower_cusum, unique_inverse
+from sdc.analysis.stats import (
+    benjamini_hochberg,
+    grouped_median,
+    grouped_rank,
+    lower_cusum,
+    unique_inverse,
+)
 
 
 def find_slow(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:

@@ -22,6 +22,7 @@ from typing import Iterable, Mapping, Sequence
 
 from sqlalchemy import Engine, func, select
 
+from sdc.files import atomic_write
 from sdc.handoffs.state import ChipStatus
 from sdc.records import CHIP_STATES
 from sdc.store.models import ProbeResultRow, VerdictRow
@@ -91,12 +92,8 @@ def exposition(metrics: Iterable[ChipMetrics]) -> str:
 
 def write_textfile(directory: str | os.PathLike, metrics: Iterable[ChipMetrics], name: str = TEXTFILE_NAME) -> Path:
     """Write the textfile atomically into ``directory``; returns its path."""
-    from prometheus_client import CollectorRegistry, write_to_textfile
-
     path = Path(directory) / name
     if not Path(directory).is_dir():
         raise FileNotFoundError(f"textfile directory {directory} does not exist (node_exporter's --collector.textfile.directory)")
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(metrics))
-    write_to_textfile(str(path), registry)
-    return path
+    # 0644 whatever the umask: node_exporter usually runs as another user than sdc.
+    return atomic_write(path, exposition(metrics), mode=0o644)

@@ -11,20 +11,19 @@ never change what a hand-off does.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
+
+from sdc.quarantine.states import DRAIN_STATES, FAULT_STATES, STATE_RANK, current_states
+from sdc.records import SEVERITY_RANK
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-FAULT_STATES = ("suspect", "quarantined", "retired")
-DRAIN_STATES = ("quarantined", "retired")
-_RANK = {"healthy": 0, "released": 0, "suspect": 1, "quarantined": 2, "retired": 3}
-_SEVERITY = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+__all__ = ["DRAIN_STATES", "FAULT_STATES", "ChipStatus", "node_statuses", "read_statuses", "this_host"]
 
 
 def this_host() -> str:
@@ -45,18 +44,20 @@ class ChipStatus:
 
     @property
     def rank(self) -> tuple[int, int]:
-        return _RANK.get(self.state, 0), _SEVERITY.get(self.severity or "", -1)
+        return STATE_RANK.get(self.state, 0), SEVERITY_RANK.get(self.severity or "", -1)
+
+
+class _EventRow(NamedTuple):
+    chip_id: str
+    to_state: str
+    at: Any
+    details: Any
 
 
 def _assemble(chips: Sequence, events: Iterable, verdicts: Iterable, wanted: list[str] | None) -> dict[str, list[ChipStatus]]:
     """Chip rows (id, host, index), event rows (id, to_state, at, details) oldest first, and
     verdict rows (id, kind, severity, score) oldest first, into statuses by host."""
-    states: dict[str, tuple[str, Any]] = {}
-    for chip_id, to_state, at, details in events:
-        if isinstance(details, str):  # JSON as text from sqlite3
-            details = json.loads(details or "{}")
-        if not (details or {}).get("dry_run"):
-            states[chip_id] = (to_state, at)
+    states = {chip: (s.state, s.since) for chip, s in current_states(_EventRow(*row) for row in events).items()}
     latest: dict[str, tuple] = {}
     for chip_id, kind, severity, score in verdicts:
         latest[chip_id] = (kind, severity, score)

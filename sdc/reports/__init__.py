@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from sdc.reports.model import ChipReport, FleetReport, build_report
+from sdc.reports.model import ChipReport, FleetReport
+from sdc.reports.read import build_report
 
 FORMATS = ("table", "json", "markdown", "html")
 

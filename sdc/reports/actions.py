@@ -12,10 +12,11 @@ import shlex
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
+from sdc.records import SEVERITY_RANK
+
 ActionKind = Literal["none", "reset", "field_diagnostics", "contact_vendor", "replace"]
 ACTION_KINDS: tuple[str, ...] = ("none", "reset", "field_diagnostics", "contact_vendor", "replace")
 
-_SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def recommend(
     chip_id: str, host: str, index: int, vendor: str, state: str, severities: Sequence[str]
 ) -> Action:
     """The action for one chip, from its quarantine state and the severities of its verdicts."""
-    worst = max((_SEVERITY_RANK.get(s, 0) for s in severities), default=-1)
+    worst = max((SEVERITY_RANK.get(s, 0) for s in severities), default=-1)
     resweep = _on_host(host, f"sdc sweep --suite standard --devices {_q(f'{_backend(vendor)}:{int(index)}')}")
     drain = "sdc export slurm --apply   # or: sdc export k8s --apply"
     evidence = f"sdc export --kind verdict --kind probe_result -o {_q(f'sdc-evidence-{chip_id}.jsonl')}"
@@ -80,9 +81,9 @@ def recommend(
         commands = [c for c in (_reset(vendor, index),) if c]
         commands = [_on_host(host, c) for c in commands] + [resweep]
         return Action("reset", "suspect: reset the chip and sweep it again to confirm or clear the verdict", tuple(commands))
-    if worst >= _SEVERITY_RANK["critical"]:
+    if worst >= SEVERITY_RANK["critical"]:
         return Action("replace", "critical verdict: take the chip out of service and replace it", (drain, evidence))
-    if worst >= _SEVERITY_RANK["high"]:
+    if worst >= SEVERITY_RANK["high"]:
         report = _bug_report(vendor)
         commands = [drain, evidence] + ([_on_host(host, report)] if report else [])
         return Action("contact_vendor", "quarantined with a high-severity verdict: open a case with the vendor", tuple(commands))

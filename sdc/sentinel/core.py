@@ -28,14 +28,25 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from sdc import devices
-from sdc.fingerprint import combine_sums, plan_buckets, squared_norm, tensor_sums, word_count
+from sdc.digest import combine_sums, plan_buckets, squared_norm, tensor_sums, word_count
+from sdc.node import devices
 from sdc.records import JobEvent, new_id, utcnow
 from sdc.sentinel.comm import Collectives
-from sdc.sentinel.config import EXIT_RERUN_ELSEWHERE, EXIT_VALIDATION_FAILED, SentinelConfig, due
+from sdc.sentinel.config import (
+    EXIT_RERUN_ELSEWHERE,
+    EXIT_VALIDATION_FAILED,
+    SentinelConfig,
+    due,
+)
 from sdc.sentinel.events import EventSink, store_deliver
 from sdc.sentinel.replay import ReplayFn, capture_rng
-from sdc.sentinel.replaying import FLAG_LOSS_SPIKE, FLAG_NAMES, FLAG_NONFINITE_GRAD, FLAG_NONFINITE_LOSS, ReplayProtocol
+from sdc.sentinel.replayer import (
+    FLAG_LOSS_SPIKE,
+    FLAG_NAMES,
+    FLAG_NONFINITE_GRAD,
+    FLAG_NONFINITE_LOSS,
+    ReplayProtocol,
+)
 from sdc.sentinel.tap import LocalGradTap
 from sdc.sentinel.vote import LossTracker, Suspect, Verdict, majority_vote, worst
 

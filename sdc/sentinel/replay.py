@@ -14,8 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from sdc.fingerprint import bucket_sums, digest_sums, tensor_sums, word_count
-from sdc.fingerprint import Bucket
+from sdc.digest import Bucket, bucket_sums, digest_sums, tensor_sums, word_count
 
 ReplayFn = Callable[[Any], torch.Tensor]
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from sdc.files import atomic_write, fsync_dir
 from sdc.records import Record, RecordError, from_json
 
 SUFFIX = ".jsonl"
@@ -41,16 +42,7 @@ class Outbox:
         # Time-ordered names replay oldest first; host and random parts avoid collisions
         # between processes sharing one spool directory.
         name = f"{time.time_ns():020d}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-        final = self.directory / f"{name}{SUFFIX}"
-        tmp = self.directory / f".{name}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(record.to_json())
-                fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self.directory)
+        final = atomic_write(self.directory / f"{name}{SUFFIX}", (record.to_json() + "\n" for record in records))
         return SpoolFile(final, len(records))
 
     def pending(self) -> list[Path]:
@@ -91,7 +83,7 @@ class Outbox:
                 path.unlink()
                 delivered += len(records)
             if delivered:
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
             return delivered
 
     def set_aside(self) -> list[Path]:
@@ -137,11 +129,3 @@ def _count_lines(path: Path) -> int:
             return sum(1 for line in fh if line.strip())
     except FileNotFoundError:
         return 0
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,6 +1,6 @@
-"""Reading records back for export, and each chip's current quarantine state.
+"""Reading records back: every record for export, and the quarantine history.
 
-The analysis reads its evidence as columns through ``sdc.store.evidence``.
+The analysis reads its evidence as columns through ``sdc.analysis.load``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 
 from sqlalchemy import Engine, select
 
-from sdc.records import BY_KIND, WRITE_ORDER, Record
+from sdc.records import BY_KIND, WRITE_ORDER, QuarantineEvent, Record
 from sdc.store.models import ROW_TYPES, QuarantineEventRow
 
 TIME_COLUMN = {
@@ -47,15 +47,15 @@ def iter_records(
                 yield cls(**dict(zip(names, row)))
 
 
-def chip_states(engine: Engine) -> dict[str, str]:
-    """Current quarantine state per chip: the ``to_state`` of its latest transition.
+def quarantine_events(engine: Engine, chip_id: str | None = None) -> list[QuarantineEvent]:
+    """Every quarantine transition (of one chip, if given), oldest first.
 
-    Chips with no transition are healthy and are absent from the mapping.
+    ``sdc.quarantine.current_states`` turns them into each chip's current state.
     """
-    table = QuarantineEventRow.__table__
-    states: dict[str, str] = {}
+    t = QuarantineEventRow.__table__
+    names = [col.name for col in t.columns]
+    query = select(*t.columns).order_by(t.c.at, t.c.event_id)
+    if chip_id is not None:
+        query = query.where(t.c.chip_id == chip_id)
     with engine.connect() as connection:
-        rows = connection.execute(select(table.c.chip_id, table.c.to_state).order_by(table.c.at, table.c.event_id))
-        for chip_id, to_state in rows:
-            states[chip_id] = to_state
-    return states
+        return [QuarantineEvent(**dict(zip(names, row))) for row in connection.execute(query)]

@@ -1,15 +1,14 @@
 """Verdict records: built from findings, naming their evidence, and round-tripping as JSON lines."""
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
-from dataclasses import replace
-
 from sdc.analysis.config import AnalysisConfig
-from sdc.analysis.ledger import analyze, to_verdicts
-from sdc.record_schema import json_schema
-from sdc.records import Verdict, from_json
 from sdc.analysis.inconsistent import find_nondeterministic
-from sdc.simulate import FleetSpec, SimulatedFleet
+from sdc.analysis.ledger import analyze, to_verdicts
+from sdc.records import Verdict, from_json
+from sdc.records.schema import json_schema
+from sdc.sim.fleet import FleetSpec, SimulatedFleet
 
 from .helpers import DAY, build, fleet
 

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from sdc.analysis.pipeline import analyze_store
-from sdc.store.evidence import quarantine_events
+from sdc.quarantine.pipeline import analyze_store
 from sdc.store.lock import AnalysisBusy, analysis_lock
+from sdc.store.reader import quarantine_events
 
 from .test_pipeline import load_fleet, settings
 

@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from sdc.analysis.pipeline import analyze_store
+from sdc.analysis.load import load_evidence, load_job_events
 from sdc.config import ConfigError, Settings
 from sdc.exitcodes import ExitCode
+from sdc.quarantine.pipeline import analyze_store
+from sdc.quarantine.states import state_names
 from sdc.records import JobEvent, utcnow
-from sdc.simulate import FleetSpec, SimulatedFleet
-from sdc.store.evidence import load_evidence, load_job_events, quarantine_events
-from sdc.store.reader import chip_states, iter_records
+from sdc.sim.fleet import FleetSpec, SimulatedFleet
+from sdc.store.reader import iter_records, quarantine_events
 
 
 def settings(store, **analysis):
@@ -39,12 +40,12 @@ def test_analysis_stores_verdicts_and_quarantines_the_planted_chips(store):
     config = settings(store, breaker_share=0.1)  # 3 of 48 chips are broken here
     dry = analyze_store(store, config, dry_run=True)
     assert {e.chip_id for e in dry.transitions if e.to_state == "quarantined"} == truth
-    assert chip_states(store.engine()) == {} and not list(iter_records(store.engine(), ["verdict"]))
+    assert state_names(quarantine_events(store.engine())) == {} and not list(iter_records(store.engine(), ["verdict"]))
 
     report = analyze_store(store, config)
     assert report.exit_code == ExitCode.FAULT
     assert {v.chip_id for v in report.verdicts} == truth
-    assert chip_states(store.engine()) == {chip: "quarantined" for chip in truth}
+    assert state_names(quarantine_events(store.engine())) == {chip: "quarantined" for chip in truth}
     stored = list(iter_records(store.engine(), ["verdict"]))
     assert len(stored) == len(report.verdicts) and all(v.evidence_ids for v in stored)
     persistent = next(c for c, t in fleet.truth().items() if t["fault"] == "persistent")
@@ -87,7 +88,7 @@ def test_circuit_breaker_holds_back_a_mass_quarantine(store):
     report = analyze_store(store, settings(store, breaker_share=0.05))
     assert report.breaker_tripped and "CIRCUIT BREAKER" in report.breaker_message
     assert {e.to_state for e in report.transitions} == {"suspect"}
-    assert set(chip_states(store.engine()).values()) == {"suspect"}
+    assert set(state_names(quarantine_events(store.engine())).values()) == {"suspect"}
     assert len(quarantine_events(store.engine())) == 5
 
 

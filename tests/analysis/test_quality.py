@@ -6,8 +6,8 @@ Seeds are fixed, so these are reproducible statements about the analysis, not fl
 
 import pytest
 
-from sdc.analysis.replay import replay, summarize
-from sdc.simulate import FAULT_KINDS, FleetSpec, SimulatedFleet
+from sdc.sim.fleet import FAULT_KINDS, FleetSpec, SimulatedFleet
+from sdc.sim.replay import replay, summarize
 
 SEEDS = range(20)
 

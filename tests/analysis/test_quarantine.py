@@ -4,20 +4,20 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sdc.analysis.config import AnalysisConfig
-from sdc.quarantine import (
+from sdc.quarantine.breaker import recent_quarantine_count
+from sdc.quarantine.config import QuarantineConfig
+from sdc.quarantine.policy import (
     ChipHistory,
     QuarantineError,
     apply_policy,
-    probation_chips,
-    recent_quarantine_count,
     release,
     retire,
 )
+from sdc.quarantine.states import probation_chips
 from sdc.records import Verdict
 
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
-CFG = AnalysisConfig()
+CFG = QuarantineConfig()
 
 
 def verdict(chip, severity="high", kind="wrong", first_seen=NOW, last_seen=NOW):

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from sdc.ingest import read_files
-from sdc.simulate import FleetSpec, SimulatedFleet, parse_faults
+from sdc.sim.fleet import FleetSpec, SimulatedFleet, parse_faults
+from sdc.store.ingest import read_files
 
 
 def test_planted_faults_show_in_the_data_as_described():

@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from sdc.analysis.stats import benjamini_hochberg, binomial_sf, grouped_median, grouped_rank, lower_cusum
+from sdc.analysis.stats import (
+    benjamini_hochberg,
+    binomial_sf,
+    grouped_median,
+    grouped_rank,
+    lower_cusum,
+)
 
 
 def test_binomial_tail_matches_scipy_for_whole_counts():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sdc.reports import build_report
+
 from . import fleet
 
 

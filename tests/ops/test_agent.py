@@ -18,9 +18,15 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
-from sdc.busy import BusyPolicy, NvmlUnavailable, busy_reason, load_reason, nvml_reason
+from sdc.agent.agent import Agent, agent_config, save_state
 from sdc.config import ConfigError, load_settings
-from sdc.scheduler import Agent, agent_config, save_state
+from sdc.node.busy import (
+    BusyPolicy,
+    NvmlUnavailable,
+    busy_reason,
+    load_reason,
+    nvml_reason,
+)
 from sdc.store.models import ProbeResultRow, SweepRow
 
 UTC = timezone.utc

@@ -20,6 +20,7 @@ from sdc.handoffs import k8s, slurm
 from sdc.handoffs.check import CheckResult, decide, format_line
 from sdc.handoffs.prometheus import read_metrics, write_textfile
 from sdc.handoffs.state import ChipStatus, node_statuses
+
 from . import fleet
 
 ROOT = Path(__file__).parents[2]

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from sdc.cli import cli
 from sdc.reports import build_report, render
 from sdc.reports.actions import recommend
+
 from .fleet import XSS
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schema" / "report.json").read_text())

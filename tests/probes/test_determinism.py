@@ -8,8 +8,8 @@ import torch
 from probes.base import Case, Outcome, Probe
 from probes.harness import set_deterministic, strict_determinism
 from probes.registry import all_probes
-from sdc.devices import discover
 from sdc.faults import parse_faults
+from sdc.node.devices import discover
 from sdc.sweep import SweepOptions, run_sweep
 
 

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from sdc.faults import FaultInjector, FaultSpecError, flip_bit, parse_fault, parse_faults
+from sdc.faults import (
+    FaultInjector,
+    FaultSpecError,
+    flip_bit,
+    parse_fault,
+    parse_faults,
+)
 
 ALL_DTYPES = [
     torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32,

@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from sdc.sentinel import EXIT_RERUN_ELSEWHERE, EXIT_VALIDATION_FAILED, ReplicaSentinel, SentinelAbort, SentinelConfig
+from sdc.sentinel import (
+    EXIT_RERUN_ELSEWHERE,
+    EXIT_VALIDATION_FAILED,
+    ReplicaSentinel,
+    SentinelAbort,
+    SentinelConfig,
+)
 from sdc.sentinel.inject import ActivationFault
 
 

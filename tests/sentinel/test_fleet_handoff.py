@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sdc.analysis.pipeline import analyze_store
 from sdc.config import Settings
+from sdc.quarantine.pipeline import analyze_store
 from sdc.store import Store
 from sdc.store.migrate import upgrade
 

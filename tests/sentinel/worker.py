@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from sdc.fingerprint import digest
+from sdc.digest import digest
 from sdc.sentinel import ReplicaSentinel, SentinelConfig
 from sdc.sentinel.adapters.ddp import attach_ddp
 from sdc.sentinel.inject import ActivationFault, flip_bit, flip_grad, flip_param

@@ -6,7 +6,16 @@ import random
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from sdc.records import Chip, JobEvent, ProbeResult, QuarantineEvent, Record, Sweep, Verdict, stack_hash
+from sdc.records import (
+    Chip,
+    JobEvent,
+    ProbeResult,
+    QuarantineEvent,
+    Record,
+    Sweep,
+    Verdict,
+    stack_hash,
+)
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 STACK = {"torch": "2.13.0", "runtime": "cuda 13.0", "driver": "580.65", "blas": "cublasLt", "extra": {"ü": [1, 2.5]}}

@@ -15,7 +15,13 @@ from sqlalchemy import JSON, BigInteger, Integer, String, Text, inspect, text
 from sdc.cli import cli
 from sdc.records import BY_KIND, INT64_FIELDS, MAX_LENGTH
 from sdc.store.engine import make_engine
-from sdc.store.migrate import current_revision, downgrade, head_revision, revision, upgrade
+from sdc.store.migrate import (
+    current_revision,
+    downgrade,
+    head_revision,
+    revision,
+    upgrade,
+)
 from sdc.store.models import ROW_TYPES, Base
 from store import samples
 

@@ -71,8 +71,8 @@ def test_chip_follows_its_newest_observation(store):
 
 def test_bulk_ingest_round_trips_exactly(migrated_url, tmp_path):
     """Enough rows for the bulk path (COPY on PostgreSQL), through the ingest encoders."""
-    from sdc.ingest import ingest
     from sdc.store.engine import make_engine
+    from sdc.store.ingest import ingest
     from sdc.store.writer import COPY_THRESHOLD
 
     c = samples.chips(3)

@@ -15,8 +15,11 @@ import numpy as np
 
 from sdc.analysis.config import AnalysisConfig
 from sdc.analysis.ledger import analyze, to_verdicts
-from sdc.quarantine import QUARANTINED, SUSPECT, ChipHistory, apply_policy, recent_quarantine_count
-from sdc.simulate import SimulatedFleet
+from sdc.quarantine.breaker import recent_quarantine_count
+from sdc.quarantine.config import QuarantineConfig
+from sdc.quarantine.policy import ChipHistory, apply_policy
+from sdc.quarantine.states import QUARANTINED, SUSPECT
+from sdc.sim.fleet import SimulatedFleet
 
 # Complete sweeps after onset within which each planted fault must be quarantined (the issue's
 # targets); "degrading" has no target and is reported only.
@@ -47,8 +50,11 @@ class ReplayResult:
         return found, len(judged)
 
 
-def replay(fleet: SimulatedFleet, cfg: AnalysisConfig | None = None) -> ReplayResult:
+def replay(
+    fleet: SimulatedFleet, cfg: AnalysisConfig | None = None, policy: QuarantineConfig | None = None
+) -> ReplayResult:
     cfg = cfg or AnalysisConfig()
+    policy = policy or QuarantineConfig()
     s = fleet.spec
     result = ReplayResult(chips=s.chips, sweeps=s.sweeps)
     result.deadlines = _deadlines(fleet)
@@ -62,7 +68,7 @@ def replay(fleet: SimulatedFleet, cfg: AnalysisConfig | None = None) -> ReplayRe
         findings, chip_ids = analyze(ev, cfg, now_ts)
         verdicts = to_verdicts(findings, chip_ids, ev.result_id, f"replay-{t}", now)
         history = {c: ChipHistory(at, t - r) for c, (at, r) in since.items()}
-        outcome = apply_policy(states, verdicts, s.chips, recent_quarantine_count(events, now, cfg), now, cfg, history)
+        outcome = apply_policy(states, verdicts, s.chips, recent_quarantine_count(events, now, policy), now, policy, history)
         result.breaker_trips += outcome.breaker_tripped
         for e in outcome.events:
             states[e.chip_id] = e.to_state

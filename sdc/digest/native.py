@@ -1,4 +1,4 @@
-"""The CPU fast path of ``sdc.fingerprint``: a one-pass C kernel, built at first use.
+"""The CPU fast path of ``sdc.digest``: a one-pass C kernel, built at first use.
 
 torch has no fused "sum of int32 words widened to int64, plus a position-weighted sum"
 (``x.view(torch.int32).sum(dtype=torch.int64)`` alone runs at a tenth of ``torch.sum``), and

@@ -10,7 +10,7 @@ import logging
 import click
 
 import sdc
-from sdc.commands.lazy import LazyGroup
+from sdc.cli.lazy import LazyGroup
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,7 +22,7 @@ from sdc.commands.lazy import LazyGroup
 @click.pass_context
 def cli(ctx: click.Context, db: str | None, config_path: str | None, json_output: bool, verbose: int) -> None:
     """sdc — find the chips that silently compute wrong, slow or inconsistent results."""
-    from sdc.commands.context import AppContext
+    from sdc.cli.context import AppContext
 
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)], format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = AppContext(db=db, config=config_path, json_output=json_output)
@@ -31,18 +31,18 @@ def cli(ctx: click.Context, db: str | None, config_path: str | None, json_output
 # A "name=module:attribute" string is imported only when that command runs (see LazyGroup):
 # use it for commands whose module imports torch, so `sdc --version` and `sdc check` stay fast.
 for command in (
-    "db=sdc.commands.store_commands:db_group",
-    "ingest=sdc.commands.store_commands:ingest_command",
-    "export=sdc.commands.store_commands:export_command",
-    "flush=sdc.commands.store_commands:flush_command",
-    "sweep=sdc.commands.sweep_command:sweep_command",
-    "agent=sdc.commands.ops_commands:agent_command",
-    "report=sdc.commands.ops_commands:report_command",
-    "check=sdc.commands.ops_commands:check_command",
-    "analyze=sdc.commands.analysis_commands:analyze_command",
-    "quarantine=sdc.commands.analysis_commands:quarantine_group",
-    "status=sdc.commands.analysis_commands:status_command",
-    "simulate=sdc.commands.analysis_commands:simulate_command",
+    "db=sdc.cli.store:db_group",
+    "ingest=sdc.cli.store:ingest_command",
+    "export=sdc.cli.store:export_command",
+    "flush=sdc.cli.store:flush_command",
+    "sweep=sdc.cli.sweep:sweep_command",
+    "agent=sdc.cli.ops:agent_command",
+    "report=sdc.cli.ops:report_command",
+    "check=sdc.cli.ops:check_command",
+    "analyze=sdc.cli.analysis:analyze_command",
+    "quarantine=sdc.cli.analysis:quarantine_group",
+    "status=sdc.cli.analysis:status_command",
+    "simulate=sdc.cli.analysis:simulate_command",
 ):
     cli.add(command)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from sdc.devices import ChipHandle
+from sdc.node.devices import ChipHandle
 
 log = logging.getLogger(__name__)
 

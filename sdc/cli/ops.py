@@ -1,6 +1,6 @@
 """``sdc agent``, ``sdc report``, ``sdc check`` and ``sdc export slurm|k8s|prometheus``.
 
-Thin: parse, call the plain functions in sdc.scheduler, sdc.reports and sdc.handoffs, print,
+Thin: parse, call the plain functions in sdc.agent.agent, sdc.reports and sdc.handoffs, print,
 exit. ``sdc check`` runs every minute on every node, so this module imports nothing heavy at
 module level and ``check`` reads the store without the schema check's Alembic import.
 """
@@ -12,15 +12,9 @@ import sys
 
 import click
 
-from sdc.commands.context import AppContext, fail, handles_errors, pass_app
+from sdc.cli.context import AppContext, fail, handles_errors, pass_app
+from sdc.config import safe_url
 from sdc.exitcodes import ExitCode
-
-
-def _safe(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
-
 
 # ---------------------------------------------------------------------------------------
 # sdc agent
@@ -45,7 +39,7 @@ def _safe(url: str) -> str:
 @handles_errors
 def agent_command(app: AppContext, **flags) -> None:
     """Run scheduled sweeps (and analyses and reports) until SIGTERM. Settings: [agent] in the config file."""
-    from sdc.scheduler import Agent, agent_config
+    from sdc.agent.agent import Agent, agent_config
 
     config = agent_config(app.settings, {k: v for k, v in flags.items() if v is not None})
     root = logging.getLogger()
@@ -69,15 +63,15 @@ def agent_command(app: AppContext, **flags) -> None:
 @handles_errors
 def report_command(app: AppContext, fmt: str, output: str | None, hosts: tuple[str, ...]) -> None:
     """The quarantine report: every flagged chip, its evidence, and what to do. Exit 1 if any chip is flagged."""
+    from sdc.files import atomic_write
     from sdc.reports import build_report, render
-    from sdc.scheduler import write_atomically
 
     store = app.store()
-    report = build_report(store.engine(), source=_safe(store.url), hosts=hosts or None)
+    report = build_report(store.engine(), source=safe_url(store.url), hosts=hosts or None)
     if output:
         from pathlib import Path
 
-        write_atomically(Path(output), render(report, fmt))
+        atomic_write(Path(output), render(report, fmt))
         click.echo(f"{fmt} report of {len(report.chips)} chips ({len(report.flagged)} flagged) written to {output}", err=True)
     elif fmt == "table":
         from sdc.reports.table import table_renderables
@@ -205,7 +199,12 @@ def export_k8s(app: AppContext, apply: bool, hosts: tuple[str, ...]) -> None:
 @handles_errors
 def export_prometheus(app: AppContext, directory: str | None, apply: bool, all_hosts: bool) -> None:
     """Chip states, probe-result counts, last sweep time and verdict scores as Prometheus metrics."""
-    from sdc.handoffs.prometheus import TEXTFILE_NAME, exposition, read_metrics, write_textfile
+    from sdc.handoffs.prometheus import (
+        TEXTFILE_NAME,
+        exposition,
+        read_metrics,
+        write_textfile,
+    )
     from sdc.store.engine import make_engine
 
     if apply and not directory:

@@ -1,4 +1,4 @@
-"""Bit-exact tensor digests computed on the tensor's own device, plus float statistics.
+"""Bit-exact tensor digests computed on the tensor's own device.
 
 A digest reinterprets the tensor's bytes as integers and takes two sums modulo 2**64:
 a plain sum (any single flipped bit changes it by ±2**b, never 0 mod 2**64) and a
@@ -11,8 +11,8 @@ any tensor under 2**31 elements a swap changes the weighted sum by (a-b)*(i-j), 
 non-zero and below 2**64 in magnitude, hence never cancels.
 
 Four implementations give identical values: a one-pass C kernel on the CPU
-(``sdc._digest_native``), a one-pass Triton kernel on accelerators Triton drives
-(``sdc._digest_triton``: CUDA, ROCm, XPU), a torch.compile fused kernel for other
+(``sdc.digest.native``), a one-pass Triton kernel on accelerators Triton drives
+(``sdc.digest.triton_kernel``: CUDA, ROCm, XPU), a torch.compile fused kernel for other
 accelerators, and the eager torch code below, which is correct everywhere and is the
 reference the tests hold the others to. ``bucket_sums`` fingerprints groups of tensors (parameters,
 gradients) as if each group were one concatenated tensor, without concatenating them.
@@ -28,7 +28,8 @@ from typing import Sequence
 
 import torch
 
-from sdc import _digest_native, _digest_triton
+from sdc.digest import native as _digest_native
+from sdc.digest import triton_kernel as _digest_triton
 
 log = logging.getLogger(__name__)
 
@@ -248,28 +249,3 @@ def squared_norm(tensor: torch.Tensor) -> torch.Tensor:
             return torch.linalg.vector_norm(flat, dtype=torch.float64) ** 2
         return sq.to(torch.float64)
     return torch.linalg.vector_norm(flat, dtype=torch.float64) ** 2
-
-
-@dataclass(frozen=True)
-class FloatStats:
-    """Float statistics: where a digest says *that* values differ, these say *how much*."""
-
-    sum: float
-    sum_sq: float
-    abs_max: float
-    nonfinite: int
-
-
-def float_stats(tensor: torch.Tensor) -> FloatStats:
-    values = tensor.detach().reshape(-1)
-    if not values.is_floating_point():
-        values = values.to(torch.float64)
-    finite = torch.isfinite(values)
-    nonfinite = int((~finite).sum())
-    clean = torch.where(finite, values, torch.zeros((), dtype=values.dtype, device=values.device)).to(torch.float64)
-    return FloatStats(
-        sum=float(clean.sum()),
-        sum_sq=float((clean * clean).sum()),
-        abs_max=float(clean.abs().max()) if clean.numel() else 0.0,
-        nonfinite=nonfinite,
-    )

@@ -1,7 +1,7 @@
 """``sdc agent``: run sweeps, analyses and reports on crontab schedules (APScheduler 3).
 
 Jobs come from the ``[agent]`` table of the config file and from flags. Every job has cron's
-meaning (see ``sdc.cron``), an optional random jitter, ``coalesce=True`` (after downtime, one
+meaning (see ``sdc.agent.cron``), an optional random jitter, ``coalesce=True`` (after downtime, one
 run instead of a burst), ``max_instances=1`` and a misfire grace time.
 
 Restarts: the agent keeps the time each job last ran in ``<data dir>/agent-state.json``. On
@@ -9,7 +9,7 @@ start, a job whose schedule fired while the agent was down is scheduled at its f
 fire time; APScheduler then coalesces all the missed runs into one, and runs it only if the
 latest missed time is within ``misfire_grace_time`` (else it waits for the next fire time).
 
-Busy chips: before a sweep the agent asks ``sdc.busy``; if busy, the sweep is deferred, the
+Busy chips: before a sweep the agent asks ``sdc.node.busy``; if busy, the sweep is deferred, the
 deferral is stored as a ``Sweep`` record with status ``aborted`` and a message starting
 ``deferred:`` (never analysed, visible to ``sdc export`` and reports), and retried after
 ``defer_retry`` seconds, at most ``max_defers`` times per scheduled run.
@@ -32,9 +32,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from sdc import cron
-from sdc.busy import BusyPolicy, busy_reason
-from sdc.config import ConfigError, Settings
+from sdc.agent import cron
+from sdc.config import ConfigError, Settings, safe_url
+from sdc.files import atomic_write
+from sdc.node.busy import BusyPolicy, busy_reason
 from sdc.records import Sweep, format_time, new_id, parse_time, utcnow
 
 log = logging.getLogger("sdc.agent")
@@ -69,6 +70,10 @@ class AgentConfig:
     max_defers: int = 3
     timezone: str | None = None
     run_now: bool = False
+    # The same sweep settings as `sdc sweep --case-timeout --budget --duration`.
+    case_timeout_s: float = 120.0
+    budget_s: float | None = None
+    burn_duration_s: float = 60.0
 
 
 def _int(section: Mapping[str, Any], key: str, default: int, low: int = 0) -> int:
@@ -76,6 +81,15 @@ def _int(section: Mapping[str, Any], key: str, default: int, low: int = 0) -> in
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"config: [agent] {key} must be a whole number >= {low}, got {value!r}")
     return value
+
+
+def _seconds(section: Mapping[str, Any], key: str, default: float | None) -> float | None:
+    value = section.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"config: [agent] {key} must be a number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def agent_config(settings: Settings, flags: Mapping[str, Any]) -> AgentConfig:
@@ -123,6 +137,9 @@ def agent_config(settings: Settings, flags: Mapping[str, Any]) -> AgentConfig:
         max_defers=_int(merged, "max_defers", 3),
         timezone=merged.get("timezone") or None,
         run_now=bool(merged.get("run_now", False)),
+        case_timeout_s=_seconds(merged, "case_timeout", 120.0),
+        budget_s=_seconds(merged, "budget", None),
+        burn_duration_s=_seconds(merged, "duration", 60.0),
     )
 
 
@@ -142,10 +159,8 @@ def load_state(path: Path) -> dict[str, datetime]:
 
 
 def save_state(path: Path, state: Mapping[str, datetime]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({n: {"last_run": format_time(t)} for n, t in sorted(state.items())}, indent=2) + "\n")
-    os.replace(tmp, path)  # atomic: a crash leaves the old file or the new one
+    # atomic: a crash leaves the old file or the new one
+    atomic_write(path, json.dumps({n: {"last_run": format_time(t)} for n, t in sorted(state.items())}, indent=2) + "\n")
 
 
 def first_missed_run(trigger, last_run: datetime | None, now: datetime) -> datetime | None:
@@ -308,36 +323,29 @@ class Agent:
 
     def _sweep(self, store) -> None:
         from probes.registry import all_probes
-        from sdc.devices import discover, hostname
-        from sdc.store.sweeps import mark_abandoned_sweeps
-        from sdc.store.evidence import probation_chip_ids
-        from sdc.sweep import probation_first, run_sweep
+        from sdc.sweep.node_sweep import NodeSweepOptions, node_sweep
 
         cfg = self.config
-        chips = discover(cfg.devices)
-        mark_abandoned_sweeps(store.engine(), hostname())
-        chips = probation_first(chips, probation_chip_ids(store.engine()))
-        current: dict[str, Sweep] = {}
-
-        def sink(records) -> None:
-            for record in records:
-                if isinstance(record, Sweep):
-                    current["sweep"] = record
-            delivery = store.deliver(records)
-            if delivery.spooled:
-                log.warning("%s", delivery.message)
+        options = NodeSweepOptions(
+            suite=cfg.suite, devices=cfg.devices, seed=cfg.seed, repeats=cfg.repeats,
+            case_timeout_s=cfg.case_timeout_s, budget_s=cfg.budget_s, burn_duration_s=cfg.burn_duration_s,
+            data_dir=self.settings.data_dir,
+        )
+        def on_start(chips) -> None:
+            log.info("sweep starting: suite %s on %s", cfg.suite, ", ".join(h.name for h in chips))
 
         def progress(handle, probe_name, case, outcome) -> None:
             if outcome is None:
-                log.info("sweep %s: %s/%s %s on %s", current["sweep"].sweep_id[:12], probe_name, case.name, case.dtype, handle.name)
+                log.info("sweep: %s/%s %s on %s", probe_name, case.name, case.dtype, handle.name)
 
-        log.info("sweep starting: suite %s on %s", cfg.suite, ", ".join(h.name for h in chips))
         # On SIGTERM the stop flag is set: the running probe finishes, its result is stored,
         # and run_sweep ends the sweep 'aborted' (kept, but not counted as evidence).
-        summary = run_sweep(
-            chips, list(all_probes().values()), cfg.suite, sink, seed=cfg.seed, repeats=cfg.repeats,
-            progress=progress, stop=self.stop,
-        )
+        result = node_sweep(store, options, list(all_probes().values()), progress=progress, stop=self.stop, on_start=on_start)
+        summary = result.summary
+        if result.unreachable:
+            log.warning("database unreachable (%s); the sweep's records were kept in the outbox %s", result.unreachable, result.outbox)
+        if result.abandoned:
+            log.warning("marked %d earlier sweep(s) on this host incomplete (their process had died)", len(result.abandoned))
         if summary.sweep.status == "aborted":
             log.info("sweep %s aborted: %s", summary.sweep.sweep_id[:12], summary.sweep.message)
             return
@@ -345,7 +353,7 @@ class Agent:
 
     def analyze(self) -> None:
         try:
-            from sdc.analysis.pipeline import analyze_store
+            from sdc.quarantine.pipeline import analyze_store
         except ImportError as exc:
             log.error("analyze: this sdc has no analysis pipeline (%s); nothing was analysed", exc)
             return
@@ -370,25 +378,12 @@ class Agent:
 
         store = self._store()
         try:
-            text = render(build_report(store.engine(), source=_safe_url(store.url)), self.config.report_format)
+            text = render(build_report(store.engine(), source=safe_url(store.url)), self.config.report_format)
         finally:
             store.dispose()
         path = self.config.report_path
-        write_atomically(path, text)
+        atomic_write(path, text)
         log.info("report written to %s", path)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def _local_zone():

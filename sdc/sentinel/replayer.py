@@ -13,8 +13,14 @@ from typing import Any, Sequence
 
 import torch
 
-from sdc.fingerprint import tensor_sums
-from sdc.sentinel.replay import LocalResult, local_result, loss_fingerprint, replay_grads, to_device
+from sdc.digest import tensor_sums
+from sdc.sentinel.replay import (
+    LocalResult,
+    local_result,
+    loss_fingerprint,
+    replay_grads,
+    to_device,
+)
 from sdc.sentinel.vote import norm_outliers
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
-"""Quarantine: the state machine that turns verdicts into transitions, with a circuit breaker.
+"""The quarantine policy: the state machine that turns verdicts into transitions.
 
 States: healthy → suspect → quarantined → released | retired. Every transition is an
 append-only ``QuarantineEvent`` (actor, reason, time, the verdict behind it); the current
-state of a chip is the ``to_state`` of its latest event. Pure: callers pass states, verdicts
+state of a chip is the ``to_state`` of its latest event (``states.current_states``). Pure: callers pass states, verdicts
 and the time, and store the events that come back.
 
 Policy (automatic, actor ``sdc-analysis``):
@@ -15,24 +15,20 @@ Policy (automatic, actor ``sdc-analysis``):
   ``probation_sweeps`` clean sweeps return it to healthy.
 - quarantined and retired chips change only by hand (``release``, ``retire``).
 
-The circuit breaker refuses to quarantine more than ``breaker_share`` of the fleet (at least
-one chip) within ``breaker_window_hours``: a mass "failure" is far more likely a bad probe,
-stack or analysis than many chips dying at once. When it trips, none of this run's new
-quarantines happen; those chips become suspect instead, and the outcome says so loudly.
+New quarantines pass the circuit breaker (``breaker``) first: when it trips, none of this
+run's new quarantines happen; those chips become suspect instead.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Mapping, Sequence
 
-from sdc.analysis.config import AnalysisConfig
-from sdc.analysis.findings import SEVERITY_RANK
-from sdc.records import QuarantineEvent, Verdict, new_id
-
-HEALTHY, SUSPECT, QUARANTINED, RELEASED, RETIRED = "healthy", "suspect", "quarantined", "released", "retired"
+from sdc.quarantine import breaker
+from sdc.quarantine.config import QuarantineConfig
+from sdc.quarantine.states import HEALTHY, QUARANTINED, RELEASED, RETIRED, SUSPECT
+from sdc.records import SEVERITY_RANK, QuarantineEvent, Verdict, new_id
 
 
 class QuarantineError(ValueError):
@@ -61,7 +57,7 @@ def apply_policy(
     fleet_size: int,
     recent_quarantines: int,
     now: datetime,
-    cfg: AnalysisConfig,
+    cfg: QuarantineConfig,
     history: Mapping[str, ChipHistory] | None = None,
 ) -> PolicyOutcome:
     """Transitions implied by this analysis's verdicts, after the circuit breaker."""
@@ -101,17 +97,12 @@ def apply_policy(
             proposed.append((chip, state, HEALTHY, None, f"probation passed: {h.sweeps_since} clean sweeps since release"))
 
     outcome = PolicyOutcome()
-    allowance = max(1, math.floor(cfg.breaker_share * fleet_size)) - recent_quarantines
     new_quarantines = [p for p in proposed if p[2] == QUARANTINED]
-    if len(new_quarantines) > max(allowance, 0):
+    decision = breaker.decide(len(new_quarantines), recent_quarantines, fleet_size, cfg)
+    if decision.tripped:
         outcome.breaker_tripped = True
         outcome.refused = [p[0] for p in new_quarantines]
-        outcome.message = (
-            f"CIRCUIT BREAKER TRIPPED: this analysis would quarantine {len(new_quarantines)} chips on top of "
-            f"{recent_quarantines} in the last {cfg.breaker_window_hours:g} h, more than {cfg.breaker_share:.0%} of "
-            f"the {fleet_size}-chip fleet. No chip was quarantined; they are marked suspect. Check for a bad probe, "
-            f"stack or data before quarantining by hand, or raise [analysis] breaker_share."
-        )
+        outcome.message = decision.message
     for chip, frm, to, v, reason in proposed:
         details: dict = {}
         if outcome.breaker_tripped and to == QUARANTINED:
@@ -143,17 +134,6 @@ def retire(states: Mapping[str, str], chip: str, by: str, reason: str, now: date
     if state == RETIRED:
         raise QuarantineError(f"retire: {chip} is already retired")
     return _event(chip, state, RETIRED, by, reason, now, None, {"manual": True})
-
-
-def probation_chips(states: Mapping[str, str]) -> list[str]:
-    """Chips on probation (released): sweeps should test these first."""
-    return sorted(chip for chip, state in states.items() if state == RELEASED)
-
-
-def recent_quarantine_count(events: Sequence[QuarantineEvent], now: datetime, cfg: AnalysisConfig) -> int:
-    """Automatic quarantines inside the breaker window (manual ones are the operator's call)."""
-    since = now - timedelta(hours=cfg.breaker_window_hours)
-    return sum(1 for e in events if e.to_state == QUARANTINED and e.actor == cfg.actor and e.at >= since)
 
 
 def _require_actor(by: str, reason: str, what: str) -> None:

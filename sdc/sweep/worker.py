@@ -21,8 +21,8 @@ from typing import Any, Sequence
 import torch
 
 from probes.base import Case, Outcome, Probe, Unsupported
-from sdc.devices import ChipHandle
 from sdc.faults import Fault, FaultInjector
+from sdc.node.devices import ChipHandle
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 def worker_main(job: WorkerJob, conn) -> None:
     """Entry point of the worker process."""
     from probes.registry import all_probes
-    from sdc.telemetry import telemetry_for
+    from sdc.node.telemetry import telemetry_for
 
     # The sweep process owns the worker's life: SIGTERM to the whole process group (systemd's
     # default, `timeout`, Ctrl-C) must let the running case finish; the parent then stops us
@@ -171,7 +171,7 @@ def process_context():
         methods = multiprocessing.get_all_start_methods()
         if "forkserver" in methods:
             _context = multiprocessing.get_context("forkserver")
-            _context.set_forkserver_preload(["torch", "probes.registry", "sdc.worker"])
+            _context.set_forkserver_preload(["torch", "probes.registry", "sdc.sweep.worker"])
         else:  # pragma: no cover - Windows
             _context = multiprocessing.get_context("spawn")
     return _context

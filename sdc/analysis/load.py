@@ -1,4 +1,4 @@
-"""Evidence in and out of the store for the analysis: columns, job events, quarantine history.
+"""The analysis's evidence read from the store: probe results as columns, job events, throttle reasons.
 
 Reading two million probe results must stay well under 30 s and 2 GB, so the database
 does the string work (integer codes for chips, sweeps and cases via temporary tables), rows
@@ -8,19 +8,17 @@ per-row datetime is parsed.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import datetime
 from typing import Iterable, Sequence
-
-import json
 
 import numpy as np
 from sqlalchemy import Engine, select, text
 
 from sdc.analysis.evidence import NO_DIGEST, Encoder, Evidence, JobEvidence
 from sdc.analysis.stats import unique_inverse
-from sdc.records import QuarantineEvent
-from sdc.store.models import ChipRow, JobEventRow, ProbeResultRow, QuarantineEventRow, SweepRow
+from sdc.store.models import ChipRow, JobEventRow, ProbeResultRow, SweepRow
 
 PARTITION = 50_000
 
@@ -195,17 +193,6 @@ def load_job_events(engine: Engine, since: datetime | None = None) -> JobEvidenc
     return jobs
 
 
-def quarantine_events(engine: Engine, chip_id: str | None = None) -> list[QuarantineEvent]:
-    """Every quarantine transition (of one chip, if given), oldest first."""
-    t = QuarantineEventRow.__table__
-    names = [col.name for col in t.columns]
-    query = select(*t.columns).order_by(t.c.at, t.c.event_id)
-    if chip_id is not None:
-        query = query.where(t.c.chip_id == chip_id)
-    with engine.connect() as connection:
-        return [QuarantineEvent(**dict(zip(names, row))) for row in connection.execute(query)]
-
-
 def fleet_size(engine: Engine) -> int:
     from sqlalchemy import func
 
@@ -234,11 +221,3 @@ def _reasons(telemetry) -> Iterable[str]:
     if isinstance(value, str):
         return (value,)
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else ()
-
-
-def probation_chip_ids(engine: Engine) -> list[str]:
-    """Chips released from quarantine and on probation: sweeps test these first."""
-    from sdc.quarantine import probation_chips
-    from sdc.store.reader import chip_states
-
-    return probation_chips(chip_states(engine))

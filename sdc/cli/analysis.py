@@ -1,5 +1,5 @@
 """``sdc analyze``, ``sdc quarantine ...``, ``sdc status`` and ``sdc simulate``: thin wrappers that
-parse, call ``sdc.analysis.pipeline`` / ``sdc.quarantine`` / ``sdc.simulate``, print, exit."""
+parse, call ``sdc.quarantine.pipeline`` / ``sdc.quarantine.policy`` / ``sdc.sim.fleet``, print, exit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime
 
 import click
 
-from sdc.commands.context import AppContext, fail, handles_errors, pass_app
+from sdc.cli.context import AppContext, fail, handles_errors, pass_app
 from sdc.exitcodes import ExitCode
 from sdc.records import parse_time, utcnow
 
@@ -39,8 +39,8 @@ def analyze_command(app: AppContext, since: str | None, dry_run: bool, wait_s: f
     circuit breaker held quarantines back and nothing else changed). One analysis runs at a
     time per database: a second waits for the first, up to --wait seconds.
     """
-    from sdc.analysis.pipeline import analyze_store
     from sdc.config import ConfigError
+    from sdc.quarantine.pipeline import analyze_store
 
     since_at = _since(since, "analyze")
     try:
@@ -80,12 +80,11 @@ def quarantine_group() -> None:
 @handles_errors
 def quarantine_list(app: AppContext, as_json: bool, show_all: bool) -> None:
     """Chips that are suspect, quarantined, released (on probation) or retired."""
-    from sdc.store.evidence import quarantine_events
+    from sdc.quarantine.states import current_states
+    from sdc.store.reader import quarantine_events
 
-    latest = {}
-    for e in quarantine_events(app.store().engine()):
-        latest[e.chip_id] = e
-    rows = [e for e in latest.values() if show_all or e.to_state != "healthy"]
+    current = current_states(quarantine_events(app.store().engine()))
+    rows = [s.event for s in current.values() if show_all or s.state != "healthy"]
     rows.sort(key=lambda e: ("quarantined suspect released retired healthy".split().index(e.to_state), e.chip_id))
     if as_json or app.json_output:
         app.emit_json([
@@ -108,8 +107,8 @@ def quarantine_show(app: AppContext, chip: str) -> None:
     """A chip's state, its full transition history and its latest verdicts."""
     from sqlalchemy import select
 
-    from sdc.store.evidence import quarantine_events
     from sdc.store.models import VerdictRow
+    from sdc.store.reader import quarantine_events
 
     engine = app.store().engine()
     events = quarantine_events(engine, chip)
@@ -136,12 +135,13 @@ def quarantine_show(app: AppContext, chip: str) -> None:
 
 
 def _manual(app: AppContext, chip: str, by: str, reason: str, action) -> None:
-    from sdc.quarantine import QuarantineError
-    from sdc.store.reader import chip_states
+    from sdc.quarantine.policy import QuarantineError
+    from sdc.quarantine.states import state_names
+    from sdc.store.reader import quarantine_events
 
     store = app.store()
     try:
-        event = action(chip_states(store.engine()), chip, by, reason, utcnow())
+        event = action(state_names(quarantine_events(store.engine())), chip, by, reason, utcnow())
     except QuarantineError as exc:
         fail(str(exc))
         return
@@ -157,7 +157,7 @@ def _manual(app: AppContext, chip: str, by: str, reason: str, action) -> None:
 @handles_errors
 def quarantine_release(app: AppContext, chip: str, by: str, reason: str) -> None:
     """Release CHIP: it goes on probation and is re-tested first in later sweeps."""
-    from sdc.quarantine import release
+    from sdc.quarantine.policy import release
 
     _manual(app, chip, by, reason, release)
 
@@ -170,7 +170,7 @@ def quarantine_release(app: AppContext, chip: str, by: str, reason: str) -> None
 @handles_errors
 def quarantine_retire(app: AppContext, chip: str, by: str, reason: str) -> None:
     """Retire CHIP for good (its history stays)."""
-    from sdc.quarantine import retire
+    from sdc.quarantine.policy import retire
 
     _manual(app, chip, by, reason, retire)
 
@@ -182,11 +182,12 @@ def status_command(app: AppContext) -> None:
     """Fleet summary: chips by state, sweeps, evidence, the latest analysis. Exits 1 if any chip is suspect or quarantined."""
     from sqlalchemy import func, select
 
+    from sdc.quarantine.states import state_names
     from sdc.store.models import ChipRow, ProbeResultRow, SweepRow, VerdictRow
-    from sdc.store.reader import chip_states
+    from sdc.store.reader import quarantine_events
 
     engine = app.store().engine()
-    states = chip_states(engine)
+    states = state_names(quarantine_events(engine))
     with engine.connect() as connection:
         chips = connection.execute(select(func.count()).select_from(ChipRow.__table__)).scalar_one()
         sweeps = dict(connection.execute(select(SweepRow.status, func.count()).group_by(SweepRow.status)).all())
@@ -221,7 +222,7 @@ def status_command(app: AppContext) -> None:
 @click.option("--onset", type=int, default=None, help="Faults start at a random sweep up to this one (default: half the sweeps).")
 def simulate_command(chips, chips_per_host, sweeps, seed, faults, output, truth, onset) -> None:
     """Write a synthetic fleet with planted faults as JSON lines (its last sweep ends about now)."""
-    from sdc.simulate import FleetSpec, SimulatedFleet, parse_faults
+    from sdc.sim.fleet import FleetSpec, SimulatedFleet, parse_faults
 
     try:
         planted = parse_faults(faults)

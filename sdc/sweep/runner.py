@@ -5,7 +5,7 @@ then each chip's results as that chip finishes, the final sweep status last — 
 half-way keeps what it had recorded and is later marked ``incomplete`` instead of counting as
 evidence.
 
-Each chip's cases run in its own worker process (``sdc.worker``) under a watchdog: a case
+Each chip's cases run in its own worker process (``sdc.sweep.worker``) under a watchdog: a case
 that outlives its time limit is killed with its worker and recorded as ``timeout``, and a new
 worker goes on with the chip's remaining cases. Accelerators run in parallel, one worker each;
 virtual CPU chips share the CPU and run one after another so their timings stay comparable.
@@ -18,18 +18,18 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
-from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 import torch
 
 import sdc
 from probes.base import Case, Outcome, Probe
-from sdc.budget import select_within_budget
-from sdc.devices import ChipHandle, hostname
 from sdc.exitcodes import ExitCode
-from sdc.faults import Fault, FaultInjector
-from sdc.records import ProbeResult, Record, Sweep, canonical_json, new_id, utcnow
-from sdc.worker import (
+from sdc.faults import FaultInjector
+from sdc.node.devices import ChipHandle, hostname
+from sdc.records import ProbeResult, Record, Sweep, new_id, utcnow
+from sdc.sweep.plan import SweepOptions, chip_plan, plan, probation_first
+from sdc.sweep.worker import (
     CPU_CHIP_THREADS,
     WorkerJob,
     WorkItem,
@@ -85,67 +85,6 @@ class SweepSummary:
         if ExitCode.UNKNOWN in codes or self.sweep.status != "complete":
             return ExitCode.UNKNOWN
         return ExitCode.HEALTHY
-
-
-@dataclass(frozen=True)
-class SweepOptions:
-    """How a sweep runs, beyond which chips and which suite.
-
-    Args:
-        seed: seed of the probe inputs; cohorts compare equal seeds.
-        repeats: runs per case, compared bit for bit.
-        faults: injected faults (drills and tests).
-        case_timeout_s: watchdog limit per case (a probe may ask for more, e.g. burn).
-        budget_s: seconds per chip; cases are chosen by ``sdc.budget`` when set.
-        fault_counts: mismatches per probe in this fleet (for the budget order).
-        case_seconds: measured seconds per (probe, case key) from earlier sweeps.
-        isolate: run each chip in a worker process under the watchdog (False: in-process,
-            no watchdog; for benchmarks and debugging).
-        parallel: run chips at once (default: when no chip is a virtual CPU chip).
-        reference_cache: directory for cached fp64 references shared by workers.
-        probe_settings: attribute values per probe name, e.g. ``{"burn": {"duration_s": 600}}``.
-    """
-
-    seed: int = 0
-    repeats: int = 3
-    faults: Sequence[Fault] = ()
-    case_timeout_s: float = 120.0
-    budget_s: Optional[float] = None
-    fault_counts: Mapping[str, int] = field(default_factory=dict)
-    case_seconds: Mapping[tuple[str, str], float] = field(default_factory=dict)
-    isolate: bool = True
-    parallel: Optional[bool] = None
-    reference_cache: Optional[str] = None
-    probe_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-
-def plan(probes: Iterable[Probe], suite: str, handle: ChipHandle | None = None) -> list[tuple[Probe, Case]]:
-    """Every (probe, case) of ``suite`` for the chip's kind of device."""
-    if handle is None:
-        return [(probe, case) for probe in probes for case in probe.cases(suite)]
-    return [(probe, case) for probe in probes for case in probe.cases_for(suite, handle.device)]
-
-
-def probation_first(chips: Sequence[ChipHandle], probation: Iterable[str]) -> list[ChipHandle]:
-    """Chips on probation (released from quarantine) first, the rest in their order.
-
-    A released chip must prove itself: if the sweep is cut short, it is the one tested.
-    """
-    on_probation = set(probation)
-    return sorted(chips, key=lambda handle: handle.chip.chip_id not in on_probation)
-
-
-def chip_plan(probes: Sequence[Probe], suite: str, handle: ChipHandle, options: SweepOptions) -> list[tuple[Probe, Case]]:
-    work = plan(probes, suite, handle)
-    if options.budget_s is None:
-        return work
-
-    def cost(item: tuple[Probe, Case]) -> float:
-        probe, case = item
-        measured = options.case_seconds.get((probe.name, canonical_json(case.to_dict())))
-        return measured if measured is not None else probe.estimate_s(case, handle.device)
-
-    return select_within_budget(work, options.budget_s, lambda item: item[0].name, cost, options.fault_counts)
 
 
 def to_result(sweep_id: str, handle: ChipHandle, probe: Probe, case: Case, seed: int, outcome: Outcome) -> ProbeResult:

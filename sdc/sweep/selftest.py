@@ -1,4 +1,4 @@
-"""GPU self-check: does sdc work on this machine? ``python -m sdc.selftest``
+"""GPU self-check: does sdc work on this machine? ``python -m sdc.sweep.selftest``
 
 Runs the quick suite on every chip, reruns it with an injected bit flip on the first chip,
 and prints figures: the GEMM probe's TFLOP/s against bare ``torch.matmul`` on the same
@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from probes.base import Case
-from sdc.devices import ChipHandle, accelerator_backend, discover
 from sdc.exitcodes import ExitCode
 from sdc.faults import parse_fault
+from sdc.node.devices import ChipHandle, accelerator_backend, discover
 from sdc.sweep import SweepOptions, SweepSummary, run_sweep
 
 
@@ -54,7 +54,7 @@ def bare_matmul_tflops(a: torch.Tensor, b: torch.Tensor, repeats: int) -> float:
 def gemm_figures(device: torch.device, size: int, dtype: str, repeats: int, seed: int = 0) -> GemmFigures:
     """The GEMM probe against bare matmul on one square shape, interleaved to share conditions."""
     from probes.gemm import GemmProbe, host_inputs
-    from sdc.worker import prepare_process
+    from sdc.sweep.worker import prepare_process
 
     prepare_process()
     probe, case = GemmProbe(), Case("square", (size, size, size), dtype)
@@ -139,7 +139,7 @@ def _print(figures: dict, out) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sdc.selftest", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sdc.sweep.selftest", description=__doc__.splitlines()[0])
     parser.add_argument("--devices", help="chips to check (default: every accelerator, else cpu:0,cpu:1)")
     parser.add_argument("--probes", help="probe families (default: all on accelerators, gemm on the CPU)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON as well")

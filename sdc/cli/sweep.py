@@ -8,27 +8,29 @@ import threading
 from contextlib import contextmanager, nullcontext
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from sdc.commands.context import AppContext, fail, handles_errors, pass_app
-from sdc.devices import DeviceError, discover, hostname
+from sdc.cli.context import AppContext, fail, handles_errors, pass_app
+from sdc.config import safe_url
 from sdc.faults import FaultSpecError, parse_faults
-from sdc.store.sweeps import mark_abandoned_sweeps
-from sdc.sweep import SweepOptions, SweepSummary, chip_plan, probation_first, run_sweep
-
-
-def _select_probes(names: str | None) -> list:
-    from probes.registry import all_probes
-
-    probes = all_probes()
-    if not names:
-        return list(probes.values())
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
-    unknown = [n for n in wanted if n not in probes]
-    if unknown:
-        fail(f"--probes: unknown probe(s) {', '.join(unknown)}; installed: {', '.join(probes)}")
-    return [probes[n] for n in wanted]
+from sdc.node.devices import DeviceError
+from sdc.sweep import SweepOptions, SweepSummary, chip_plan
+from sdc.sweep.node_sweep import (
+    NodeSweepError,
+    NodeSweepOptions,
+    chips_to_probe,
+    node_sweep,
+    select_probes,
+)
 
 
 @click.command("sweep")
@@ -58,69 +60,49 @@ def sweep_command(
     db_url: str | None,
 ) -> None:
     """Probe this node's chips and store a sweep. Exit 0 healthy, 1 fault found, 2 error."""
+    from probes.registry import all_probes
+
     if db_url:
         app.db, app._settings = db_url, None
     try:
         faults = parse_faults(inject)
-    except FaultSpecError as exc:
+        options = NodeSweepOptions(
+            suite=suite, devices=devices, seed=seed, repeats=repeats, faults=faults, case_timeout_s=case_timeout,
+            budget_s=budget, burn_duration_s=duration, data_dir=app.settings.data_dir,
+        )
+        chips = chips_to_probe(options)
+        names = [n.strip() for n in (probe_names or "").split(",") if n.strip()]
+        probes = select_probes(all_probes(), names)
+    except (FaultSpecError, DeviceError, NodeSweepError) as exc:
         fail(str(exc))
-    try:
-        chips = discover(devices)
-    except DeviceError as exc:
-        fail(str(exc))
-    probes = _select_probes(probe_names)
-    known = {c.name for c in chips}
-    stray = sorted({f.chip for f in faults} - known)
-    if stray:
-        fail(f"--inject names {', '.join(stray)}, which this sweep does not probe (chips: {', '.join(sorted(known))})")
 
     store = app.store()
-    engine = _engine_or_outbox(app, store)
-    if engine is not None:
-        abandoned = mark_abandoned_sweeps(engine, hostname())
-        if abandoned:
-            app.err.print(f"marked {len(abandoned)} earlier sweep(s) on this host incomplete (their process had died)")
-        from sdc.store.evidence import probation_chip_ids
-
-        on_probation = set(probation_chip_ids(engine))
-        chips = probation_first(chips, on_probation)
-        for handle in chips:
-            if handle.chip.chip_id in on_probation:
-                app.err.print(f"{handle.name} ({handle.chip.chip_id}) is on probation after release: tested first")
-    fault_counts, case_seconds = {}, {}
-    if budget is not None and engine is not None:
-        from sdc.store.history import case_seconds as measured, mismatch_counts
-
-        fault_counts, case_seconds = mismatch_counts(engine), measured(engine)
-    options = SweepOptions(
-        seed=seed,
-        repeats=repeats,
-        faults=faults,
-        case_timeout_s=case_timeout,
-        budget_s=budget,
-        fault_counts=fault_counts,
-        case_seconds=case_seconds,
-        reference_cache=str(app.settings.data_dir / "reference-cache"),
-        probe_settings={"burn": {"duration_s": duration}},
-    )
-
-    deliveries = []
-
-    def sink(records):
-        deliveries.append(store.deliver(records))
-
     show_progress = not app.json_output and app.err.is_terminal
     with _progress(app, show_progress) as bar, _stop_on_signals() as stop:
         callback = None
-        if bar is not None:
-            total = sum(len(chip_plan(probes, suite, c, options)) for c in chips)
-            callback = _advance(bar, bar.add_task("starting", total=total))
-        summary = run_sweep(
-            chips, probes, suite, sink, seed=seed, repeats=repeats, progress=callback, options=options, stop=stop
-        )
+        plan_options = SweepOptions(seed=seed, repeats=repeats, budget_s=budget)
+
+        def on_start(ordered):
+            nonlocal callback
+            if bar is not None:
+                total = sum(len(chip_plan(probes, suite, c, plan_options)) for c in ordered)
+                callback = _advance(bar, bar.add_task("starting", total=total))
+
+        def progress(*args):
+            if callback is not None:
+                callback(*args)
+
+        result = node_sweep(store, options, probes, chips=chips, progress=progress, stop=stop, on_start=on_start)
+    summary = result.summary
+    if result.unreachable:
+        app.err.print(f"[yellow]database unreachable ({escape(result.unreachable)}); results were kept in the outbox {result.outbox}[/]")
+    if result.abandoned:
+        app.err.print(f"marked {len(result.abandoned)} earlier sweep(s) on this host incomplete (their process had died)")
+    for handle in result.on_probation:
+        app.err.print(f"{handle.name} ({escape(handle.chip.chip_id)}) is on probation after release: tested first")
+    spooled = result.spooled
     if summary.sweep.status == "aborted":
         app.err.print(f"[yellow]sweep aborted: {summary.sweep.message}; it will not count as evidence[/]")
-    spooled = sum(d.spooled for d in deliveries)
     if app.json_output:
         app.emit_json(_as_json(summary, spooled))
     else:
@@ -133,22 +115,6 @@ def sweep_command(
         else:
             app.out.print(f"stored in {app.store().url.split('://')[0]} database: {_where(app)}")
     sys.exit(int(summary.exit_code))
-
-
-def _engine_or_outbox(app: AppContext, store):
-    """The store's engine; None (results go to the outbox) when the database is unreachable.
-
-    A sweep on a node whose database is down still runs: evidence is spooled and delivered
-    later. A database that answers with the wrong schema is refused before any work.
-    """
-    from sqlalchemy.exc import OperationalError
-
-    try:
-        return store.engine()
-    except OperationalError as exc:
-        reason = str(exc.orig or exc).strip().splitlines()[0][:200]
-        app.err.print(f"[yellow]database unreachable ({reason}); results will be kept in the outbox {store.outbox.directory}[/]")
-        return None
 
 
 @contextmanager
@@ -231,6 +197,4 @@ def _print_table(app: AppContext, summary: SweepSummary, suite: str) -> None:
 
 
 def _where(app: AppContext) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(app.settings.database_url).render_as_string(hide_password=True)
+    return safe_url(app.settings.database_url)

@@ -6,15 +6,15 @@ import sys
 from datetime import datetime
 
 import click
-
-from sdc.commands.context import AppContext, fail, handles_errors, pass_app
-from sdc.commands.lazy import LazyGroup
-from sdc.exitcodes import ExitCode
 from sqlalchemy.exc import OperationalError
 
-from sdc.ingest import IngestError, ingest, read_records
+from sdc.cli.context import AppContext, fail, handles_errors, pass_app
+from sdc.cli.lazy import LazyGroup
+from sdc.config import safe_url
+from sdc.exitcodes import ExitCode
 from sdc.records import BY_KIND, parse_time
-from sdc.store import Delivery, Store, short_reason, migrate, unreachable
+from sdc.store import Delivery, Store, migrate, short_reason, unreachable
+from sdc.store.ingest import IngestError, ingest, read_records
 from sdc.store.reader import iter_records
 
 
@@ -30,7 +30,7 @@ def db_group() -> None:
 def db_upgrade(app: AppContext, revision: str) -> None:
     """Bring the database schema up to REVISION (default: head)."""
     before, after = migrate.upgrade(app.settings.database_url, revision)
-    where = _safe_url(app.settings.database_url)
+    where = safe_url(app.settings.database_url)
     if before == after:
         click.echo(f"{where}: already at {after}")
     else:
@@ -44,7 +44,7 @@ def db_upgrade(app: AppContext, revision: str) -> None:
 def db_downgrade(app: AppContext, revision: str) -> None:
     """Take the schema back to REVISION ('base' drops every sdc table)."""
     before, after = migrate.downgrade(app.settings.database_url, revision)
-    click.echo(f"{_safe_url(app.settings.database_url)}: downgraded {before} -> {after or 'base'}")
+    click.echo(f"{safe_url(app.settings.database_url)}: downgraded {before} -> {after or 'base'}")
 
 
 @db_group.command("current")
@@ -64,7 +64,7 @@ def db_current(app: AppContext) -> None:
         app.emit_json({"current": current, "head": head, "at_head": current == head})
     else:
         state = "at head" if current == head else "NOT at head: run 'sdc db upgrade'"
-        click.echo(f"{_safe_url(app.settings.database_url)}: {current or 'empty'} (head {head}, {state})")
+        click.echo(f"{safe_url(app.settings.database_url)}: {current or 'empty'} (head {head}, {state})")
     sys.exit(int(ExitCode.HEALTHY if current == head else ExitCode.UNKNOWN))
 
 
@@ -80,12 +80,6 @@ def db_revision(app: AppContext, message: str) -> None:
     """
     path = migrate.revision(app.settings.database_url, message)
     click.echo(f"wrote {path}; review it, then 'sdc db upgrade'")
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 @click.command("ingest")
@@ -144,9 +138,9 @@ def _replay_quietly(store: Store) -> int:
     cls=LazyGroup,
     invoke_without_command=True,
     lazy_commands={
-        "slurm": "sdc.commands.ops_commands:export_slurm",
-        "k8s": "sdc.commands.ops_commands:export_k8s",
-        "prometheus": "sdc.commands.ops_commands:export_prometheus",
+        "slurm": "sdc.cli.ops:export_slurm",
+        "k8s": "sdc.cli.ops:export_k8s",
+        "prometheus": "sdc.cli.ops:export_prometheus",
     },
 )
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(sorted(BY_KIND)), help="Record kinds (repeatable; default all).")

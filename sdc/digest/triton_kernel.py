@@ -1,4 +1,4 @@
-"""The accelerator fast path of ``sdc.fingerprint``: one Triton kernel, one pass over memory.
+"""The accelerator fast path of ``sdc.digest``: one Triton kernel, one pass over memory.
 
 Why not torch: ``x.view(torch.int32).sum(dtype=torch.int64)`` reads at a tenth of
 ``torch.sum``, and the compiled form of the fused sums goes through TorchDynamo's guards on

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 import types
 import typing
 import uuid
@@ -115,7 +114,7 @@ class Chip(Record):
     """One accelerator (or the CPU) by its stable identity, with where it sits and what runs it.
 
     ``chip_id`` is the vendor UUID or serial. Where a backend exposes none, sdc derives one
-    from host, backend, index and model (see ``sdc.devices``) and marks it with a ``host:``
+    from host, backend, index and model (see ``sdc.node.devices``) and marks it with a ``host:``
     prefix so operators can tell it is positional, not burned into the chip.
     """
 
@@ -504,9 +503,3 @@ def from_json(line: str | bytes) -> Record:
 
 def _reject_constant(name: str) -> float:
     raise RecordError(f"{name} is not allowed in sdc records (use null for a missing number)")
-
-
-if __name__ == "__main__":  # python -m sdc.records --write-schemas [DIR]
-    from sdc.record_schema import main
-
-    sys.exit(main(sys.argv[1:]))

@@ -14,7 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sdc.records import (
+from sdc.records.types import (
+    _SPECS,
     INT32,
     INT64,
     INT64_FIELDS,
@@ -23,7 +24,6 @@ from sdc.records import (
     SCHEMA_VERSION,
     Record,
     _is_optional,
-    _SPECS,
 )
 
 

@@ -1,1 +1,0 @@
-"""Command modules of the ``sdc`` CLI: each parses, calls plain functions, prints, exits."""

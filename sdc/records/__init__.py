@@ -1,0 +1,53 @@
+"""The one interchange format: chip, sweep, probe_result, job_event, verdict, quarantine_event.
+
+Records travel as JSON lines naming their type in ``"record"``; ``types`` declares them and
+validates decoded JSON, ``schema`` writes the JSON Schema files in ``docs/schema/``
+(``python -m sdc.records --write-schemas docs/schema``).
+"""
+
+from sdc.records.types import (
+    BY_KIND,
+    CHIP_STATES,
+    DIAGNOSES,
+    ENVELOPE,
+    INT32,
+    INT64,
+    INT64_FIELDS,
+    MAX_LENGTH,
+    RECORD_TYPES,
+    RESULT_STATUSES,
+    SCHEMA_VERSION,
+    SEVERITIES,
+    SWEEP_STATUSES,
+    VERDICT_KINDS,
+    WRITE_ORDER,
+    Chip,
+    JobEvent,
+    ProbeResult,
+    QuarantineEvent,
+    Record,
+    RecordError,
+    Sweep,
+    Verdict,
+    canonical_json,
+    format_time,
+    from_json,
+    from_json_dict,
+    loads,
+    new_id,
+    parse_time,
+    stack_hash,
+    utcnow,
+    validate_json_dict,
+)
+
+# Severity order of verdicts, lowest first: the one ranking every reader uses.
+SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+__all__ = [
+    "BY_KIND", "CHIP_STATES", "DIAGNOSES", "ENVELOPE", "INT32", "INT64", "INT64_FIELDS", "MAX_LENGTH",
+    "RECORD_TYPES", "RESULT_STATUSES", "SCHEMA_VERSION", "SEVERITIES", "SEVERITY_RANK", "SWEEP_STATUSES",
+    "VERDICT_KINDS", "WRITE_ORDER", "Chip", "JobEvent", "ProbeResult", "QuarantineEvent", "Record",
+    "RecordError", "Sweep", "Verdict", "canonical_json", "format_time", "from_json", "from_json_dict",
+    "loads", "new_id", "parse_time", "stack_hash", "utcnow", "validate_json_dict",
+]
