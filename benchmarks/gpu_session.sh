@@ -33,7 +33,7 @@ step "digest throughput vs torch.sum, 256 MB"
 timeout 200 python3 benchmarks/bench_fingerprint.py --device cuda 2>&1 | tee "$OUT/bench_fingerprint.txt"
 
 step "digest exactness on the GPU (every path against the CPU reference)"
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_fingerprint_accel.py 2>&1 | tail -15 | tee "$OUT/test_fingerprint_accel.txt"
+timeout 240 python3 -m pytest -q -p no:cacheprovider tests/digest/test_accelerators.py 2>&1 | tail -15 | tee "$OUT/test_digest_accelerators.txt"
 
 fi
 

@@ -63,3 +63,6 @@ def sdc_env(tmp_path, monkeypatch):
     monkeypatch.delenv("SDC_DATABASE_URL", raising=False)
     monkeypatch.delenv("SDC_CONFIG", raising=False)
     return tmp_path
+
+
+pytest_plugins = ["tests.fleet_fixtures"]

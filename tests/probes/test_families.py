@@ -1,4 +1,4 @@
-"""Probe-level behaviour beyond the end-to-end sweep (tests/test_sweep_cli.py covers every family):
+"""Probe-level behaviour beyond the end-to-end sweep (tests/sweep/test_cli.py covers every family):
 injected slowdown and nondeterminism, reference caching, and error bounds over many seeds."""
 
 import torch

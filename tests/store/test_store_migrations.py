@@ -23,7 +23,7 @@ from sdc.store.migrate import (
     upgrade,
 )
 from sdc.store.models import ROW_TYPES, Base
-from store import samples
+from tests.store import samples
 
 SDC_TABLES = {row.__tablename__ for row in ROW_TYPES.values()}
 

@@ -11,7 +11,7 @@ from sdc.records import RECORD_TYPES, canonical_json
 from sdc.store.models import ChipRow, ProbeResultRow
 from sdc.store.reader import iter_records
 from sdc.store.writer import count_rows
-from store import samples
+from tests.store import samples
 
 
 def _by_id(records):

@@ -14,7 +14,7 @@ from sdc.cli import cli
 from sdc.reports import build_report, render
 from sdc.reports.actions import recommend
 
-from .fleet import XSS
+from tests.fleets import XSS
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "schema" / "report.json").read_text())
 
@@ -73,7 +73,7 @@ def test_data_strings_are_escaped_in_html_and_markdown(faulty_report):
 
 
 def test_table_prints_markup_like_names_literally(store):
-    from . import fleet
+    from tests import fleets as fleet
 
     weird = "[red]GPU-x[/red]"
     store.write([fleet.chip("n1", 0, chip_id=weird), fleet.event(weird, "quarantined", "suspect")])

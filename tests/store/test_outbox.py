@@ -8,7 +8,7 @@ import socket
 
 import pytest
 from click.testing import CliRunner
-from store import samples
+from tests.store import samples
 
 from sdc.cli import cli
 from sdc.store import Store

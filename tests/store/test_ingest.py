@@ -14,7 +14,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
-from store import samples
+from tests.store import samples
 
 from sdc.cli import cli
 from sdc.store.engine import make_engine

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from store import samples
+from tests.store import samples
 
 from sdc.records import RECORD_TYPES, RecordError, canonical_json, from_json
 from sdc.records.schema import json_schema, render
 from sdc.store.writer import _cached_canonical_text, _canonical_text
 
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / "docs" / "schema"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "docs" / "schema"
 
 
 def test_every_record_round_trips_through_json():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 
-from store import samples
+from tests.store import samples
 
 from sdc.store.engine import make_engine
 from sdc.store.ingest import ingest

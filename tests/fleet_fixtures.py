@@ -1,4 +1,4 @@
-"""Fixtures for the ops tests: stores pre-filled with fixture fleets."""
+"""Fixtures of stores pre-filled with the fixture fleets of ``tests.fleets`` (reports, hand-offs, agent)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from sdc.reports import build_report
 
-from . import fleet
+from tests import fleets as fleet
 
 
 def _filled(store, records):

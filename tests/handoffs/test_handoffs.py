@@ -21,7 +21,7 @@ from sdc.handoffs.check import CheckResult, decide, format_line
 from sdc.handoffs.prometheus import read_metrics, write_textfile
 from sdc.handoffs.state import ChipStatus, node_statuses
 
-from . import fleet
+from tests import fleets as fleet
 
 ROOT = Path(__file__).parents[2]
 

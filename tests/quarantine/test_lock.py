@@ -15,7 +15,7 @@ from sdc.quarantine.pipeline import analyze_store
 from sdc.store.lock import AnalysisBusy, analysis_lock
 from sdc.store.reader import quarantine_events
 
-from .test_pipeline import load_fleet, settings
+from tests.quarantine.test_pipeline import load_fleet, settings
 
 
 def test_a_second_analysis_gives_up_after_its_wait_and_stores_nothing(store):
