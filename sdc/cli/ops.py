@@ -39,7 +39,8 @@ from sdc.exitcodes import ExitCode
 @handles_errors
 def agent_command(app: AppContext, **flags) -> None:
     """Run scheduled sweeps (and analyses and reports) until SIGTERM. Settings: [agent] in the config file."""
-    from sdc.agent.agent import Agent, agent_config
+    from sdc.agent.agent import Agent
+    from sdc.agent.config import agent_config
 
     config = agent_config(app.settings, {k: v for k, v in flags.items() if v is not None})
     root = logging.getLogger()

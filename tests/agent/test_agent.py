@@ -18,7 +18,9 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
-from sdc.agent.agent import Agent, agent_config, save_state
+from sdc.agent.agent import Agent
+from sdc.agent.config import agent_config
+from sdc.agent.state import save_state
 from sdc.config import ConfigError, load_settings
 from sdc.node.busy import (
     BusyPolicy,

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from sdc.agent import cron
-from sdc.agent.agent import first_missed_run
+from sdc.agent.state import first_missed_run
 
 UTC = timezone.utc
 SAT_NOON = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)  # a Saturday
