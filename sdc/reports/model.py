@@ -46,7 +46,7 @@ class VerdictView:
 
 
 @dataclass(frozen=True)
-class Evidence:
+class CaseEvidence:
     """One failing case on one chip: what the cohort expected, what the chip gave, when."""
 
     probe: str
@@ -95,7 +95,7 @@ class ChipReport:
     proposed_state: str | None = None
     provenance: Provenance | None = None
     verdicts: tuple[VerdictView, ...] = ()
-    evidence: tuple[Evidence, ...] = ()
+    evidence: tuple[CaseEvidence, ...] = ()
     throughput: Throughput | None = None
     mismatches_over_time: tuple[tuple[datetime, int], ...] = ()
     failures: tuple[tuple[str, str, int], ...] = ()  # (probe, dtype, mismatches)

@@ -21,8 +21,8 @@ from sdc.quarantine.states import current_states, is_dry_run
 from sdc.records import utcnow
 from sdc.reports.actions import recommend
 from sdc.reports.model import (
+    CaseEvidence,
     ChipReport,
-    Evidence,
     FleetReport,
     Identity,
     Provenance,
@@ -115,7 +115,7 @@ def _cohort_majority(engine: Engine, probe: str, version: int, case_key: str, se
     return row[0] if row else None
 
 
-def _evidence(engine: Engine, rows: list[Any], evidence_ids: set[str]) -> tuple[Evidence, ...]:
+def _evidence(engine: Engine, rows: list[Any], evidence_ids: set[str]) -> tuple[CaseEvidence, ...]:
     chosen = [r for r in rows if r.result_id in evidence_ids] or [r for r in rows if r.status == "mismatch"]
     groups: dict[tuple, list[Any]] = defaultdict(list)
     for r in chosen:
@@ -125,7 +125,7 @@ def _evidence(engine: Engine, rows: list[Any], evidence_ids: set[str]) -> tuple[
         last = group[-1]
         expected = last.reference_digest or _cohort_majority(engine, probe, version, case_key, seed, stack)
         out.append(
-            Evidence(
+            CaseEvidence(
                 probe=probe,
                 case=_case_label(last.case),
                 dtype=str(last.case.get("dtype", "")),
