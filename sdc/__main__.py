@@ -1,3 +1,5 @@
+"""``python -m sdc``: the command line."""
+
 from sdc.cli import main
 
 main()

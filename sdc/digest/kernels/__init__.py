@@ -1,0 +1,1 @@
+"""C sources of the CPU digest kernel, built and loaded by ``sdc.digest.native``."""
