@@ -35,16 +35,17 @@ def verdict_rank(severity: str | None, kind: str | None) -> tuple[int, int, str]
 
 def is_breaker_hold(details: Any) -> bool:
     """Whether an event is the circuit breaker holding a quarantine back (the chip drains nothing)."""
-    details = _details(details)
+    details = event_details(details)
     return bool(details.get("breaker"))
 
 
 def is_replaced(details: Any) -> bool:
     """Whether an event records a chip physically removed (``sdc quarantine replace``)."""
-    return bool(_details(details).get("replaced"))
+    return bool(event_details(details).get("replaced"))
 
 
-def _details(details: Any) -> Mapping:
+def event_details(details: Any) -> Mapping:
+    """An event's details as a mapping, whether a dict or JSON text (sqlite3 rows)."""
     if isinstance(details, str):  # JSON as text from sqlite3
         try:
             details = json.loads(details or "{}")
@@ -61,7 +62,7 @@ class CurrentState:
 
 
 def is_dry_run(details: Any) -> bool:
-    return bool(_details(details).get("dry_run"))
+    return bool(event_details(details).get("dry_run"))
 
 
 def current_states(events: Iterable[Any]) -> dict[str, CurrentState]:
