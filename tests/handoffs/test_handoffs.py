@@ -243,7 +243,14 @@ def test_prometheus_textfile_parses_and_carries_the_states(faulty_store, tmp_pat
     assert results[("GPU-node00-00", "mismatch")] == 3 and results[("GPU-node00-00", "ok")] == 3
     scores = {(s.labels["chip"], s.labels["kind"]): s.value for s in families["sdc_verdict_score"].samples}
     assert scores[("GPU-node00-00", "wrong")] == pytest.approx(0.99)
-    assert all(s.labels.keys() >= {"host", "chip"} for f in families.values() for s in f.samples)
+    assert all(s.labels.keys() >= {"host", "chip", "UUID", "gpu", "modelName", "Hostname"} for f in families.values() for s in f.samples)
+    # Why a chip is flagged, also for wrong and inconsistent verdicts, which carry no score.
+    verdicts = {(s.labels["chip"], s.labels["kind"], s.labels["severity"]) for s in families["sdc_chip_verdict"].samples}
+    assert ("GPU-node00-00", "wrong", "critical") in verdicts and ("GPU-node02-02", "inconsistent", "high") in verdicts
+    drains = {s.labels["UUID"]: s.value for s in families["sdc_chip_drains"].samples}
+    assert drains["GPU-node00-00"] == 1 and drains["GPU-node01-01"] == 0  # quarantined drains, suspect does not
+    sample = next(s for s in families["sdc_chip_drains"].samples if s.labels["UUID"] == "GPU-node00-00")
+    assert (sample.labels["gpu"], sample.labels["modelName"], sample.labels["Hostname"]) == ("0", "H100 80GB HBM3", "node00")
 
 
 def test_prometheus_cli_prints_unless_applied(faulty_store, tmp_path, monkeypatch):
@@ -252,7 +259,7 @@ def test_prometheus_cli_prints_unless_applied(faulty_store, tmp_path, monkeypatc
     tmp_path.mkdir()
     runner = CliRunner()
     printed = runner.invoke(cli, ["--db", faulty_store.url, "export", "prometheus", "--textfile", str(tmp_path)])
-    assert printed.exit_code == 0 and 'sdc_chip_state{chip="GPU-node00-00"' in printed.output
+    assert printed.exit_code == 0 and 'chip="GPU-node00-00"' in printed.output and "sdc_chip_state{" in printed.output
     assert "node01" not in printed.output and not list(tmp_path.iterdir())
     applied = runner.invoke(cli, ["--db", faulty_store.url, "export", "prometheus", "--textfile", str(tmp_path), "--apply"])
     assert applied.exit_code == 0 and (tmp_path / "sdc.prom").exists()
