@@ -236,7 +236,7 @@ def quarantine_replace(app: AppContext, chip: str, by: str, reason: str) -> None
 @pass_app
 @handles_errors
 def status_command(app: AppContext) -> None:
-    """Fleet summary: chips by state, sweeps, evidence, the latest analysis. Exits 1 if any chip is suspect or quarantined."""
+    """Fleet summary: chips by state, sweeps, evidence, the latest analysis. Exits 1 if any chip is quarantined (suspect only warns)."""
     from sqlalchemy import func, select
 
     from sdc.quarantine.states import state_names
@@ -257,7 +257,7 @@ def status_command(app: AppContext) -> None:
     counts["healthy"] = chips - sum(v for k, v in counts.items() if k != "healthy")
     summary = {"chips": chips, "states": counts, "sweeps": sweeps, "last_sweep": last_sweep.isoformat() if last_sweep else None,
                "probe_results": results, "last_verdict_at": last.created_at.isoformat() if last else None}
-    code = ExitCode.FAULT if counts["suspect"] or counts["quarantined"] else ExitCode.HEALTHY
+    code = ExitCode.FAULT if counts["quarantined"] else ExitCode.HEALTHY  # a suspect chip drains nothing
     if app.json_output:
         app.emit_json(summary)
     else:
