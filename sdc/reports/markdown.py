@@ -52,8 +52,8 @@ def _chip_section(chip: ChipReport) -> list[str]:
         ]
         for e in chip.evidence:
             lines.append(
-                f"| {md_text(e.probe)} | {md_text(e.case)} | {md_text(e.dtype)} | {e.seed} | {md_text((e.expected_digest or '-')[:16])} "
-                f"| {md_text((e.observed_digest or '-')[:16])} | {_when(e.first_seen)} | {_when(e.last_seen)} | {e.occurrences} "
+                f"| {md_text(e.probe)} | {md_text(e.case)} | {md_text(e.dtype)} | {e.seed} | {md_text(e.expected_digest or '-')} "
+                f"| {md_text(e.observed_digest or '-')} | {_when(e.first_seen)} | {_when(e.last_seen)} | {e.occurrences} "
                 f"| {'yes' if e.reproduced else 'no'} |"
             )
     lines.append("")
