@@ -155,7 +155,12 @@ def node_statuses(engine: Engine, hosts: Iterable[str] | None = None) -> dict[st
     v = table("verdicts", column("chip_id"), column("kind"), column("severity"), column("score"), column("created_at"), column("verdict_id"))
     wanted = list(hosts) if hosts is not None else None
     chip_query = select(c.c.chip_id, c.c.host, c.c["index"]).order_by(c.c.host, c.c["index"], c.c.chip_id)
-    event_query = select(q.c.chip_id, q.c.to_state, q.c.at, q.c.details).order_by(q.c.at, q.c.event_id)
+    seq = table("quarantine_sequence", column("seq"), column("event_id"))
+    event_query = (
+        select(q.c.chip_id, q.c.to_state, q.c.at, q.c.details)
+        .select_from(q.outerjoin(seq, seq.c.event_id == q.c.event_id))
+        .order_by(seq.c.seq.is_(None), seq.c.seq, q.c.at, q.c.event_id)  # the store's order, not the clocks'
+    )
     v = table("verdicts", column("chip_id"), column("analysis_id"), column("kind"), column("severity"), column("score"),
               column("created_at"), column("verdict_id"))
     verdict_query = select(v.c.chip_id, v.c.analysis_id, v.c.kind, v.c.severity, v.c.score).order_by(v.c.created_at, v.c.verdict_id)
@@ -189,19 +194,21 @@ def _sqlite_statuses(path: str, wanted: list[str] | None) -> dict[str, list[Chip
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
         chip_sql = 'SELECT chip_id, host, "index" FROM chips'
-        event_sql = "SELECT chip_id, to_state, at, details FROM quarantine_events"
+        # In the store's own order (migration 0002_qseq), never by the events' clocks.
+        event_sql = "SELECT e.chip_id, e.to_state, e.at, e.details FROM quarantine_events e LEFT JOIN quarantine_sequence s ON s.event_id = e.event_id"
+        event_order = "ORDER BY s.seq IS NULL, s.seq, e.at, e.event_id"
         verdict_sql = "SELECT chip_id, analysis_id, kind, severity, score FROM verdicts"
         if wanted is not None:
             chips = conn.execute(f"{chip_sql} WHERE host IN ({','.join('?' * len(wanted))}) ORDER BY host, \"index\", chip_id", wanted).fetchall()
             ids = [row[0] for row in chips]
             marks = ",".join("?" * len(ids))
-            events = conn.execute(f"{event_sql} WHERE chip_id IN ({marks}) ORDER BY at, event_id", ids).fetchall()
+            events = conn.execute(f"{event_sql} WHERE e.chip_id IN ({marks}) {event_order}", ids).fetchall()
             verdicts = conn.execute(f"{verdict_sql} WHERE chip_id IN ({marks}) ORDER BY created_at, verdict_id", ids).fetchall()
             hosts_sql = f"AND host IN ({','.join('?' * len(wanted))})"
             swept = conn.execute(LATEST_SWEEP_SQL.format(hosts=hosts_sql), wanted).fetchall()
         else:
             chips = conn.execute(f'{chip_sql} ORDER BY host, "index", chip_id').fetchall()
-            events = conn.execute(f"{event_sql} ORDER BY at, event_id").fetchall()
+            events = conn.execute(f"{event_sql} {event_order}").fetchall()
             verdicts = conn.execute(f"{verdict_sql} ORDER BY created_at, verdict_id").fetchall()
             swept = conn.execute(LATEST_SWEEP_SQL.format(hosts="")).fetchall()
     finally:

@@ -107,7 +107,8 @@ def _analyze(store, settings: Settings, since: datetime | None, dry_run: bool) -
     history_events = quarantine_events(engine)
     current = current_states(history_events)
     states = {chip: s.state for chip, s in current.items()}
-    since_at = {chip: s.since for chip, s in current.items()}
+    # A transition stamped in the future (a wrong clock) must not make every later sweep "old".
+    since_at = {chip: min(s.since, now) if s.since else s.since for chip, s in current.items()}
     history = {chip: ChipHistory(at, sweeps) for chip, at, sweeps in _sweeps_since(ev, since_at)}
     fleet = max(fleet_size(engine), len(result.chip_ids))
     recent = recent_quarantine_count(history_events, now, cfg)

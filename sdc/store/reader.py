@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 from sqlalchemy import Engine, select
 
 from sdc.records import BY_KIND, WRITE_ORDER, QuarantineEvent, Record
-from sdc.store.models import ROW_TYPES, QuarantineEventRow
+from sdc.store.models import ROW_TYPES, QuarantineEventRow, QuarantineSequenceRow
 
 TIME_COLUMN = {
     "chip": "observed_at",
@@ -48,13 +48,19 @@ def iter_records(
 
 
 def quarantine_events(engine: Engine, chip_id: str | None = None) -> list[QuarantineEvent]:
-    """Every quarantine transition (of one chip, if given), oldest first.
+    """Every quarantine transition (of one chip, if given), in the order the store received them.
 
-    ``sdc.quarantine.current_states`` turns them into each chip's current state.
+    That order is the store's own sequence (``quarantine_sequence``), never the events' clocks:
+    an event stamped in the future cannot stay a chip's latest. ``sdc.quarantine.current_states``
+    turns them into each chip's current state.
     """
-    t = QuarantineEventRow.__table__
+    t, s = QuarantineEventRow.__table__, QuarantineSequenceRow.__table__
     names = [col.name for col in t.columns]
-    query = select(*t.columns).order_by(t.c.at, t.c.event_id)
+    query = (
+        select(*t.columns)
+        .select_from(t.outerjoin(s, s.c.event_id == t.c.event_id))
+        .order_by(s.c.seq.is_(None), s.c.seq, t.c.at, t.c.event_id)
+    )
     if chip_id is not None:
         query = query.where(t.c.chip_id == chip_id)
     with engine.connect() as connection:

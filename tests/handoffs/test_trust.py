@@ -161,3 +161,25 @@ def _sdc_bin():
     from pathlib import Path
 
     return Path(__file__).parents[2] / ".venv" / "bin" / "sdc"
+
+
+def test_the_store_order_decides_the_state_not_a_wrong_clock(store):
+    from datetime import datetime, timezone
+
+    store.write(fleet.fleet_records(hosts=1))
+    chip = "GPU-node00-00"
+    store.write([ev(chip, "quarantined", kind="wrong", severity="critical")])
+    future = ev(chip, "released", "quarantined", at=datetime(2099, 1, 1, tzinfo=timezone.utc))  # a clock gone wrong
+    store.write([future])
+    assert check(store, "node00")[0] == 0
+    store.write([ev(chip, "quarantined", "released", at=T3 + timedelta(hours=1), kind="wrong", severity="critical")])
+    assert check(store, "node00") == (1, "FAULT: GPU-node00-00 wrong/critical quarantined #0")
+    states = {s.chip_id: s.state for s in node_statuses(store.engine())["node00"]}
+    assert states[chip] == "quarantined"
+    from sdc.quarantine.states import state_names
+    from sdc.store.reader import quarantine_events
+
+    assert state_names(quarantine_events(store.engine()))[chip] == "quarantined"
+    # Re-ingesting the 2099 event is a no-op: it does not move to the end of the order.
+    store.write([future])
+    assert check(store, "node00")[0] == 1

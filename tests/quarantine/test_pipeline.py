@@ -145,3 +145,19 @@ def test_after_a_breaker_trip_the_old_evidence_quarantines_nothing(store):
     relaxed = analyze_store(store, settings(store, breaker_share=0.5))
     assert relaxed.transitions == [] and not relaxed.breaker_tripped
     assert set(state_names(quarantine_events(store.engine())).values()) == {"suspect"}
+
+
+def test_a_release_stamped_in_the_future_does_not_exempt_the_chip_from_newer_sweeps(store):
+    from datetime import datetime, timezone
+
+    from sdc.quarantine.policy import release
+
+    fleet = load_fleet(store, faults={"persistent": 1})
+    (bad,) = fleet.truth()
+    analyze_store(store, settings(store))
+    store.write([release({bad: "quarantined"}, bad, "ana", "clock says 2099", datetime(2099, 1, 1, tzinfo=timezone.utc))])
+    assert state_names(quarantine_events(store.engine()))[bad] == "released"
+    _newer_sweep(store, utcnow() + timedelta(minutes=1))  # later than the analysis's clock, whatever the load
+    again = analyze_store(store, settings(store))
+    assert [(e.chip_id, e.to_state) for e in again.transitions] == [(bad, "quarantined")]
+    assert state_names(quarantine_events(store.engine()))[bad] == "quarantined"  # the store's order, not the 2099 stamp
