@@ -67,6 +67,7 @@ def _chip(chip: ChipReport, number: int) -> str:
         f'<section class="chip" id="{label}">',
         f"<h3>{_badge(chip.state)}<span>{h(ident.host)} #{ident.index}</span><span class='mono'>{h(ident.chip_id)}</span>"
         + (f"<span class='muted'>dry run proposes {_badge(chip.proposed_state)}</span>" if chip.proposed_state else "")
+        + ("<span class='muted'>held by the circuit breaker: drains nothing</span>" if chip.provenance and chip.provenance.held_by_breaker else "")
         + "</h3>",
         "<dl>",
         f"<dt>model</dt><dd>{h(ident.model)} ({h(ident.vendor)})</dd>",

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from sqlalchemy import Engine, func, select
 
-from sdc.quarantine.states import current_states, is_dry_run
+from sdc.quarantine.states import current_states, is_breaker_hold, is_dry_run
 from sdc.records import utcnow
 from sdc.reports.actions import recommend
 from sdc.reports.model import (
@@ -49,7 +49,7 @@ def latest_events(engine: Engine) -> tuple[dict[str, Provenance], dict[str, Prov
     events = quarantine_events(engine)
 
     def provenance(e, is_dry: bool) -> Provenance:
-        return Provenance(e.actor, e.at, e.from_state, e.to_state, e.reason, is_dry, e.verdict_id)
+        return Provenance(e.actor, e.at, e.from_state, e.to_state, e.reason, is_dry, e.verdict_id, is_breaker_hold(e.details))
 
     applied = {chip: provenance(s.event, False) for chip, s in current_states(events).items()}
     dry = {e.chip_id: provenance(e, True) for e in events if is_dry_run(e.details)}

@@ -46,6 +46,8 @@ def table_renderables(report: FleetReport) -> list[Any]:
         state = Text(chip.state, style=STATE_STYLE.get(chip.state, ""))
         if chip.proposed_state:
             state.append(f"\n(dry run: {chip.proposed_state})", style="dim")
+        if chip.provenance and chip.provenance.held_by_breaker:
+            state.append("\n(breaker)", style="yellow")
         verdicts = Text("\n").join(
             Text(t(f"{v.kind} {v.severity} {v.k}/{v.n}") + (f" stat {v.statistic:.3g}" if v.statistic is not None else ""))
             for v in chip.verdicts
@@ -64,6 +66,8 @@ def table_renderables(report: FleetReport) -> list[Any]:
             heading = Text(f"\n{chip.action.kind.replace('_', ' ')} ", style="bold")
             heading.append(t(f"{chip.identity.host} #{chip.identity.index} {chip.identity.chip_id}"), style="")
             heading.append(f": {t(chip.action.why)}", style="dim")
+            if chip.provenance and chip.provenance.held_by_breaker:
+                heading.append(" (held by the circuit breaker: drains nothing)", style="yellow")
             out.append(heading)
             out.extend(Text("  " + t(command)) for command in chip.action.commands)
     return out

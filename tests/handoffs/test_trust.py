@@ -43,6 +43,13 @@ def test_a_breaker_trip_drains_nothing_and_says_so(store):
     assert k8s.plan(statuses, kube_nodes(("node00", False, [], {})))[0] == []
     listed = CliRunner().invoke(cli, ["--db", store.url, "quarantine", "list"]).output
     assert listed.count("held by the circuit breaker: drains nothing") == 4
+    for fmt in ("table", "markdown", "html"):
+        report = CliRunner().invoke(cli, ["--db", store.url, "report", "--format", fmt]).output
+        assert "held by the circuit breaker" in " ".join(report.split()), fmt
+    import json
+
+    data = json.loads(CliRunner().invoke(cli, ["--db", store.url, "report", "--format", "json"]).output)
+    assert all(c["provenance"]["held_by_breaker"] for c in data["chips"] if c["state"] == "suspect")
     # An sdc drain left from before is undone: a held chip holds nothing.
     steps, _ = slurm.plan(statuses, slurm.parse_sinfo("node00|drained|SDC: GPU-node00-00 wrong/critical quarantined #0"))
     assert [s.shell for s in steps] == ["scontrol update NodeName=node00 State=RESUME"]
