@@ -35,7 +35,7 @@ def _since(value: str | None, command: str) -> datetime | None:
 def analyze_command(app: AppContext, since: str | None, dry_run: bool, wait_s: float) -> None:
     """Analyse the stored evidence, store verdicts and apply the quarantine policy.
 
-    Exits 1 if any chip became suspect or quarantined, 0 otherwise (2 on errors, or when the
+    Exits 1 if any chip became quarantined or suspect on its own evidence, 0 otherwise (2 on errors, or when the
     circuit breaker held quarantines back and nothing else changed). One analysis runs at a
     time per database: a second waits for the first, up to --wait seconds.
     """

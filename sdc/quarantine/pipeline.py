@@ -44,8 +44,9 @@ class AnalysisReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        """1 if a chip became suspect or quarantined, 2 if only the breaker spoke, else 0."""
-        if any(e.to_state in (SUSPECT, QUARANTINED) for e in self.transitions):
+        """1 if a chip became quarantined or (on its own evidence) suspect; 2 if only the breaker
+        spoke (its held chips are no finding yet); else 0."""
+        if any(e.to_state == QUARANTINED or (e.to_state == SUSPECT and not e.details.get("breaker")) for e in self.transitions):
             return ExitCode.FAULT
         if self.breaker_tripped:
             return ExitCode.UNKNOWN

@@ -93,7 +93,7 @@ def recommend(
                       "no command is shown for it")
     resweep = _on_host(host, f"sdc sweep --suite standard --devices {_backend(vendor)}:{int(index)}")
     drain = f"sdc export slurm --apply --host {_q(host)}   # or: sdc export k8s --apply --host {_q(host)}"
-    evidence = f"sdc export --kind verdict --kind probe_result -o {_q(f'sdc-evidence-{chip_id}.jsonl')}"
+    evidence = f"sdc export --chip {_q(chip_id)} -o {_q(f'sdc-evidence-{chip_id}.jsonl')}"
 
     if state == "retired":
         return Action("replace", "retired: the chip is out of service for good", (drain, evidence))

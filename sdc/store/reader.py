@@ -29,8 +29,14 @@ def iter_records(
     kinds: Sequence[str] = WRITE_ORDER,
     since: datetime | None = None,
     batch: int = 10_000,
+    chip_ids: Sequence[str] | None = None,
 ) -> Iterator[Record]:
-    """Every stored record of the given kinds, parents first, oldest first within a kind."""
+    """Every stored record of the given kinds, parents first, oldest first within a kind.
+
+    With ``chip_ids``, only the records about those chips: the chips, their results and the
+    sweeps those belong to (so the export ingests on its own), their job events, verdicts and
+    quarantine events.
+    """
     for kind in WRITE_ORDER:
         if kind not in kinds:
             continue
@@ -41,6 +47,12 @@ def iter_records(
         query = select(*(table.c[n] for n in names)).order_by(time_col, table.primary_key.columns.values()[0])
         if since is not None:
             query = query.where(time_col >= since)
+        if chip_ids is not None:
+            if kind == "sweep":
+                results = ROW_TYPES["probe_result"].__table__
+                query = query.where(table.c.sweep_id.in_(select(results.c.sweep_id).where(results.c.chip_id.in_(list(chip_ids)))))
+            else:
+                query = query.where(table.c.chip_id.in_(list(chip_ids)))
         with engine.connect() as connection:
             result = connection.execution_options(stream_results=True, yield_per=batch).execute(query)
             for row in result:

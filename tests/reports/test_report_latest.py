@@ -36,3 +36,32 @@ def test_expected_digest_is_the_cohort_majority_not_the_fp64_reference(store):
     # Digests that share a long prefix differ at the end: the whole digest is shown.
     page, markdown = render(report, "html"), render(report, "markdown")
     assert good in page and bad in page and good in markdown and bad in markdown
+
+
+def test_the_cards_evidence_command_exports_only_that_chip_and_ingests_alone(faulty_store, tmp_path):
+    from sdc.store import Store
+    from sdc.store.migrate import upgrade
+    from sdc.store.reader import iter_records
+
+    chip = "GPU-node00-00"
+    report = build_report(faulty_store.engine())
+    card = next(c for c in report.chips if c.identity.chip_id == chip)
+    (command,) = [c for c in card.action.commands if c.startswith("sdc export --chip")]
+    assert command == f"sdc export --chip {chip} -o sdc-evidence-{chip}.jsonl"
+    out = tmp_path / "one.jsonl"
+    result = CliRunner().invoke(cli, ["--db", faulty_store.url, "export", "--chip", chip, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    everything = list(iter_records(faulty_store.engine()))
+    mine = [r for r in everything if getattr(r, "chip_id", None) == chip]
+    lines = out.read_text().splitlines()
+    assert len(lines) == len(mine) + 3  # and the three sweeps its results belong to
+    assert len(lines) < len(everything) / 2
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    upgrade(fresh)
+    loaded = CliRunner().invoke(cli, ["--db", fresh, "ingest", str(out)])
+    assert loaded.exit_code == 0, loaded.output
+    other = Store(fresh, tmp_path / "outbox")
+    try:
+        assert {getattr(r, "chip_id", chip) for r in iter_records(other.engine())} == {chip}
+    finally:
+        other.dispose()

@@ -88,7 +88,7 @@ def test_table_prints_markup_like_names_literally(store):
         ("released", [], "nvidia", "none", None),
         ("suspect", ["medium"], "nvidia", "reset", "nvidia-smi --gpu-reset -i GPU-1"),
         ("quarantined", ["low", "medium"], "nvidia", "field_diagnostics", "dcgmi discovery -l | awk -v u=GPU-1"),
-        ("quarantined", ["high"], "amd", "contact_vendor", "sdc export --kind verdict"),
+        ("quarantined", ["high"], "amd", "contact_vendor", "sdc export --chip GPU-1 -o sdc-evidence-GPU-1.jsonl"),
         ("quarantined", ["critical"], "nvidia", "replace", "sdc export slurm --apply --host node1"),
         ("retired", [], "cpu", "replace", "sdc export slurm --apply --host node1"),
     ],
