@@ -104,8 +104,8 @@ def _chip(chip: ChipReport, number: int) -> str:
         for e in chip.evidence:
             parts.append(
                 f"<tr><td>{h(e.probe)}</td><td>{h(e.case)}</td><td>{h(e.dtype)}</td><td>{e.seed}</td>"
-                f"<td class='mono' title='{h(e.expected_digest or '')}'>{h(e.expected_digest or '–')}</td>"
-                f"<td class='mono' title='{h(e.observed_digest or '')}'>{h(e.observed_digest or '–')}</td>"
+                f"<td class='mono id' title='{h(e.expected_digest or '')}'>{h(e.expected_digest or '–')}</td>"
+                f"<td class='mono id' title='{h(e.observed_digest or '')}'>{h(e.observed_digest or '–')}</td>"
                 f"<td class=n>{_short(e.first_seen)}</td><td class=n>{_short(e.last_seen)}</td><td>{e.occurrences}</td>"
                 f"<td>{'yes' if e.reproduced else 'no'}</td></tr>"
             )
