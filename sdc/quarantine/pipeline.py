@@ -22,7 +22,7 @@ from sdc.exitcodes import ExitCode
 from sdc.quarantine import config as quarantine_config
 from sdc.quarantine.breaker import recent_quarantine_count
 from sdc.quarantine.policy import ChipHistory, apply_policy
-from sdc.quarantine.states import QUARANTINED, SUSPECT, current_states
+from sdc.quarantine.states import QUARANTINED, SUSPECT, current_states, is_breaker_hold
 from sdc.records import QuarantineEvent, Verdict, new_id, utcnow
 
 
@@ -110,7 +110,8 @@ def _analyze(store, settings: Settings, since: datetime | None, dry_run: bool) -
     states = {chip: s.state for chip, s in current.items()}
     # A transition stamped in the future (a wrong clock) must not make every later sweep "old".
     since_at = {chip: min(s.since, now) if s.since else s.since for chip, s in current.items()}
-    history = {chip: ChipHistory(at, sweeps) for chip, at, sweeps in _sweeps_since(ev, since_at)}
+    held = {chip for chip, s in current.items() if s.state == SUSPECT and is_breaker_hold(s.event.details)}
+    history = {chip: ChipHistory(at, sweeps, chip in held) for chip, at, sweeps in _sweeps_since(ev, since_at)}
     fleet = max(fleet_size(engine), len(result.chip_ids))
     recent = recent_quarantine_count(history_events, now, cfg)
     outcome = apply_policy(states, report.verdicts, fleet, recent, now, cfg, history)

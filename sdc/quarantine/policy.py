@@ -5,9 +5,10 @@ append-only ``QuarantineEvent`` (actor, reason, time, the verdict behind it); th
 state of a chip is the ``to_state`` of its latest event (``states.current_states``). Pure:
 callers pass states, verdicts and the time, and store the events that come back.
 
-A decision sticks until new evidence: a verdict moves a chip only if it rests on evidence
-gathered after the chip's latest transition (``on_new_evidence``). So a release, a breaker
-hold or a cleared suspicion is never undone by the evidence that was already judged.
+A decision sticks until new evidence: a verdict moves a chip only if it reaches into evidence
+gathered after the chip's latest transition (``touches_new_evidence``), and a release or a
+breaker hold only if it rests on such evidence (``on_new_evidence``: for a slow verdict, a
+window of sweeps wholly after it). So neither is ever undone by the evidence already judged.
 
 Policy (automatic, actor ``sdc-analysis``):
 
@@ -55,6 +56,7 @@ class ChipHistory:
 
     state_since: datetime | None = None  # time of its latest transition
     sweeps_since: int = 0  # complete sweeps with evidence for the chip after state_since
+    held: bool = False  # suspect because the circuit breaker held its quarantine back
 
 
 def apply_policy(
@@ -71,10 +73,14 @@ def apply_policy(
     worst: dict[str, Verdict] = {}  # per chip, its worst verdict on evidence newer than its state
     touched: set[str] = set()  # chips with any verdict reaching past their latest transition
     for v in verdicts:
-        since = history.get(v.chip_id, ChipHistory()).state_since
-        if touches_new_evidence(v, since):
+        h = history.get(v.chip_id, ChipHistory())
+        state = states.get(v.chip_id, HEALTHY)
+        if touches_new_evidence(v, h.state_since):
             touched.add(v.chip_id)
-        if not on_new_evidence(v, since):
+        # A release or a breaker hold was a decision on the evidence of then: only evidence
+        # wholly newer may undo it. Otherwise a verdict reaching into newer sweeps counts.
+        strict = state == RELEASED or (state == SUSPECT and h.held)
+        if not (on_new_evidence if strict else touches_new_evidence)(v, h.state_since):
             continue  # already judged when the chip got its current state
         held = worst.get(v.chip_id)
         if held is None or verdict_rank(v.severity, v.kind) > verdict_rank(held.severity, held.kind):

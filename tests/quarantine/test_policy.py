@@ -110,10 +110,14 @@ def test_breaker_held_chips_are_not_requarantined_on_the_evidence_that_tripped_i
     held = {f"c{i}": "suspect" for i in range(6)}
     # The operator raised breaker_share (or fixed the probe): old evidence quarantines nothing.
     generous = QuarantineConfig(breaker_share=0.5)
-    assert moves(apply_policy(held, stale, 100, 0, NOW, generous, {c: ChipHistory(tripped_at, 0) for c in held})) == {}
+    assert moves(apply_policy(held, stale, 100, 0, NOW, generous, {c: ChipHistory(tripped_at, 0, True) for c in held})) == {}
+    # Nor does a slow window that merely reaches past the trip.
+    slow = verdict("c0", "high", kind="slow", first_seen=tripped_at - timedelta(days=1), last_seen=NOW)
+    assert moves(apply_policy(held, [slow], 100, 0, NOW, generous, {"c0": ChipHistory(tripped_at, 1, True)})) == {}
+    assert moves(apply_policy(held, [slow], 100, 0, NOW, generous, {"c0": ChipHistory(tripped_at, 1)})) == {"c0": ("suspect", "quarantined")}
     # A newer clean sweep clears them; a newer wrong result on one chip quarantines that chip.
     fresh = verdict("c0", "critical", last_seen=NOW)
-    out = apply_policy(held, stale[1:] + [fresh], 100, 0, NOW, generous, {c: ChipHistory(tripped_at, 1) for c in held})
+    out = apply_policy(held, stale[1:] + [fresh], 100, 0, NOW, generous, {c: ChipHistory(tripped_at, 1, True) for c in held})
     assert moves(out) == {"c0": ("suspect", "quarantined"), **{f"c{i}": ("suspect", "healthy") for i in range(1, 6)}}
 
 
