@@ -16,7 +16,7 @@ from sdc.handoffs.state import node_statuses
 from sdc.records import QuarantineEvent, Sweep, new_id
 
 from tests import fleets as fleet
-from tests.handoffs.test_handoffs import FakeSlurm, kube_nodes
+from tests.handoffs.test_handoffs import kube_nodes
 
 T3 = fleet.T0 + timedelta(days=3)
 
@@ -26,7 +26,7 @@ def ev(chip_id, to_state, from_state="healthy", at=T3, **details):
                            reason=f"moved to {to_state}", at=at, details=details)
 
 
-def check(store, host, *args, monkeypatch=None):
+def check(store, host, *args):
     result = CliRunner().invoke(cli, ["--db", store.url, "check", "--host", host, *args])
     return result.exit_code, result.output.rstrip("\n")
 
