@@ -1,4 +1,4 @@
-"""Regenerate docs/examples/report.html from the example fleet of tests/ops/fleet.py.
+"""Regenerate docs/examples/report.html from the example fleet of tests/fleets.py.
 
 Run from the repository root: .venv/bin/python docs/examples/make_example_report.py
 """
@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT))
 from sdc.reports import build_report, render  # noqa: E402
 from sdc.store import Store  # noqa: E402
 from sdc.store.migrate import upgrade  # noqa: E402
-from tests.ops.fleet import example_fleet  # noqa: E402
+from tests.fleets import example_fleet  # noqa: E402
 
 with tempfile.TemporaryDirectory() as tmp:
     url = f"sqlite:///{tmp}/example.db"

@@ -35,7 +35,7 @@ def _since(value: str | None, command: str) -> datetime | None:
 def analyze_command(app: AppContext, since: str | None, dry_run: bool, wait_s: float) -> None:
     """Analyse the stored evidence, store verdicts and apply the quarantine policy.
 
-    Exits 1 if any chip became suspect or quarantined, 0 otherwise (2 on errors, or when the
+    Exits 1 if any chip became quarantined or suspect on its own evidence, 0 otherwise (2 on errors, or when the
     circuit breaker held quarantines back and nothing else changed). One analysis runs at a
     time per database: a second waits for the first, up to --wait seconds.
     """
@@ -55,14 +55,14 @@ def analyze_command(app: AppContext, since: str | None, dry_run: bool, wait_s: f
     prefix = "[bold]DRY RUN[/bold] (nothing stored): " if dry_run else ""
     out.print(f"{prefix}analysed {report.results:,} probe results of {report.chips:,} chips and {report.job_events:,} job events")
     if report.breaker_tripped:
-        err.print(f"[bold red]{report.breaker_message}[/bold red]")
+        err.print(f"[bold red]{_t(report.breaker_message)}[/bold red]")
     if not report.verdicts:
         out.print("no verdicts: every chip is consistent with its peers")
     for v in report.verdicts:
-        out.print(f"[{SEVERITY_STYLE[v.severity]}]{v.severity:8s}[/] {v.kind:12s} {v.chip_id}  k={v.k}/{v.n}  {v.summary}")
+        out.print(f"[{SEVERITY_STYLE[v.severity]}]{v.severity:8s}[/] {v.kind:12s} {_t(v.chip_id)}  k={v.k}/{v.n}  {_t(v.summary)}")
     verb = "would move" if dry_run else "moved"
     for e in report.transitions:
-        out.print(f"{verb} {e.chip_id}: {e.from_state} -> [bold]{e.to_state}[/bold] ({e.reason[:160]})")
+        out.print(f"{verb} {_t(e.chip_id)}: {e.from_state} -> [bold]{e.to_state}[/bold] ({_t(e.reason[:160])})")
     if not report.transitions:
         out.print("no quarantine state changes")
     sys.exit(int(report.exit_code))
@@ -70,7 +70,16 @@ def analyze_command(app: AppContext, since: str | None, dry_run: bool, wait_s: f
 
 @click.group("quarantine")
 def quarantine_group() -> None:
-    """List, show, release and retire chips held by the quarantine policy."""
+    """List, show, release, retire and replace chips held by the quarantine policy."""
+
+
+def _t(value: object) -> str:
+    """A data string for rich: markup escaped, control characters (ESC, BEL) replaced."""
+    from rich.markup import escape
+
+    from sdc.safe_text import terminal_text
+
+    return escape(terminal_text(value))
 
 
 @quarantine_group.command("list")
@@ -80,7 +89,7 @@ def quarantine_group() -> None:
 @handles_errors
 def quarantine_list(app: AppContext, as_json: bool, show_all: bool) -> None:
     """Chips that are suspect, quarantined, released (on probation) or retired."""
-    from sdc.quarantine.states import current_states
+    from sdc.quarantine.states import current_states, is_breaker_hold, is_replaced
     from sdc.store.reader import quarantine_events
 
     current = current_states(quarantine_events(app.store().engine()))
@@ -88,7 +97,8 @@ def quarantine_list(app: AppContext, as_json: bool, show_all: bool) -> None:
     rows.sort(key=lambda e: ("quarantined suspect released retired healthy".split().index(e.to_state), e.chip_id))
     if as_json or app.json_output:
         app.emit_json([
-            {"chip_id": e.chip_id, "state": e.to_state, "since": e.at.isoformat(), "actor": e.actor, "reason": e.reason, "verdict_id": e.verdict_id}
+            {"chip_id": e.chip_id, "state": e.to_state, "since": e.at.isoformat(), "actor": e.actor, "reason": e.reason,
+             "verdict_id": e.verdict_id, "held_by_breaker": is_breaker_hold(e.details), "replaced": is_replaced(e.details)}
             for e in rows
         ])
         return
@@ -96,7 +106,36 @@ def quarantine_list(app: AppContext, as_json: bool, show_all: bool) -> None:
         click.echo("no chip is suspect, quarantined, released or retired")
         return
     for e in rows:
-        app.out.print(f"{e.chip_id}  [bold]{e.to_state:11s}[/bold] since {e.at:%Y-%m-%d %H:%M}Z by {e.actor}: {e.reason[:160]}")
+        note = " [yellow](held by the circuit breaker: drains nothing)[/yellow]" if is_breaker_hold(e.details) else ""
+        note += " (replaced: holds no node)" if is_replaced(e.details) else ""
+        app.out.print(f"{_t(e.chip_id)}  [bold]{e.to_state:11s}[/bold]{note} since {e.at:%Y-%m-%d %H:%M}Z by {_t(e.actor)}: {_t(e.reason[:160])}")
+
+
+def _resolve_chip(engine, chip: str, command: str) -> str:
+    """The chip id ``chip`` names: the id itself, or a unique prefix of one (``sdc check`` shortens ids)."""
+    from sqlalchemy import select, union
+
+    from sdc.store.models import ChipRow, QuarantineEventRow, VerdictRow
+
+    ids = union(*(select(t.c.chip_id) for t in (ChipRow.__table__, QuarantineEventRow.__table__, VerdictRow.__table__))).subquery()
+    with engine.connect() as connection:
+        if connection.execute(select(ids.c.chip_id).where(ids.c.chip_id == chip)).first():
+            return chip
+        escaped = chip.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        found = [r[0] for r in connection.execute(select(ids.c.chip_id).where(ids.c.chip_id.like(escaped + "%", escape="\\")).limit(6))]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        fail(f"quarantine {command}: no chip named {_plain(chip)} (nor one whose id starts so); see 'sdc quarantine list --all'")
+    shown = ", ".join(_plain(c) for c in found[:5]) + (", ..." if len(found) > 5 else "")
+    fail(f"quarantine {command}: {_plain(chip)} is the start of several chip ids ({shown}); give more of the id")
+    return chip
+
+
+def _plain(value: object) -> str:
+    from sdc.safe_text import terminal_text
+
+    return terminal_text(value)
 
 
 @quarantine_group.command("show")
@@ -104,13 +143,15 @@ def quarantine_list(app: AppContext, as_json: bool, show_all: bool) -> None:
 @pass_app
 @handles_errors
 def quarantine_show(app: AppContext, chip: str) -> None:
-    """A chip's state, its full transition history and its latest verdicts."""
+    """A chip's state, its full transition history and its latest verdicts (CHIP may be a unique prefix)."""
     from sqlalchemy import select
 
+    from sdc.quarantine.states import current_states, is_breaker_hold
     from sdc.store.models import VerdictRow
     from sdc.store.reader import quarantine_events
 
     engine = app.store().engine()
+    chip = _resolve_chip(engine, chip, "show")
     events = quarantine_events(engine, chip)
     table = VerdictRow.__table__
     with engine.connect() as connection:
@@ -118,35 +159,38 @@ def quarantine_show(app: AppContext, chip: str) -> None:
             select(table.c.created_at, table.c.kind, table.c.severity, table.c.k, table.c.n, table.c.summary)
             .where(table.c.chip_id == chip).order_by(table.c.created_at.desc()).limit(10)
         ).all()
-    state = events[-1].to_state if events else "healthy"
+    current = current_states(events).get(chip)
+    state = current.state if current else "healthy"
+    held = bool(current) and is_breaker_hold(current.event.details)
     if app.json_output:
-        app.emit_json({"chip_id": chip, "state": state, "history": [e.to_json_dict() for e in events],
+        app.emit_json({"chip_id": chip, "state": state, "held_by_breaker": held, "history": [e.to_json_dict() for e in events],
                        "verdicts": [dict(r._mapping) for r in verdicts]})
         return
-    app.out.print(f"{chip}: [bold]{state}[/bold]")
+    app.out.print(f"{_t(chip)}: [bold]{state}[/bold]" + (" (held by the circuit breaker: drains nothing)" if held else ""))
     for e in events:
-        app.out.print(f"  {e.at:%Y-%m-%d %H:%M}Z {e.from_state} -> {e.to_state} by {e.actor}: {e.reason[:200]}")
+        app.out.print(f"  {e.at:%Y-%m-%d %H:%M}Z {e.from_state} -> {e.to_state} by {_t(e.actor)}: {_t(e.reason[:200])}")
     if verdicts:
         app.out.print("latest verdicts:")
     for r in verdicts:
-        app.out.print(f"  {r.created_at:%Y-%m-%d %H:%M}Z {r.severity} {r.kind} k={r.k}/{r.n}: {r.summary[:200]}")
+        app.out.print(f"  {r.created_at:%Y-%m-%d %H:%M}Z {r.severity} {r.kind} k={r.k}/{r.n}: {_t(r.summary[:200])}")
     if not events and not verdicts:
         app.out.print("  no transitions and no verdicts recorded for this chip")
 
 
-def _manual(app: AppContext, chip: str, by: str, reason: str, action) -> None:
+def _manual(app: AppContext, chip: str, by: str, reason: str, action, command: str) -> None:
     from sdc.quarantine.policy import QuarantineError
     from sdc.quarantine.states import state_names
     from sdc.store.reader import quarantine_events
 
     store = app.store()
+    chip = _resolve_chip(store.engine(), chip, command)
     try:
         event = action(state_names(quarantine_events(store.engine())), chip, by, reason, utcnow())
     except QuarantineError as exc:
-        fail(str(exc))
+        fail(_plain(exc))
         return
     delivery = store.deliver([event])
-    click.echo(f"{chip}: {event.from_state} -> {event.to_state} by {by}" + ("" if delivery.stored else f" ({delivery.message})"))
+    click.echo(f"{_plain(chip)}: {event.from_state} -> {event.to_state} by {_plain(by)}" + ("" if delivery.stored else f" ({delivery.message})"))
 
 
 @quarantine_group.command("release")
@@ -156,10 +200,10 @@ def _manual(app: AppContext, chip: str, by: str, reason: str, action) -> None:
 @pass_app
 @handles_errors
 def quarantine_release(app: AppContext, chip: str, by: str, reason: str) -> None:
-    """Release CHIP: it goes on probation and is re-tested first in later sweeps."""
+    """Release CHIP: it goes on probation, is re-tested first, and is judged only on evidence gathered from now on."""
     from sdc.quarantine.policy import release
 
-    _manual(app, chip, by, reason, release)
+    _manual(app, chip, by, reason, release, "release")
 
 
 @quarantine_group.command("retire")
@@ -169,17 +213,30 @@ def quarantine_release(app: AppContext, chip: str, by: str, reason: str) -> None
 @pass_app
 @handles_errors
 def quarantine_retire(app: AppContext, chip: str, by: str, reason: str) -> None:
-    """Retire CHIP for good (its history stays)."""
+    """Retire CHIP for good (its history stays); it holds its node while it is still in the machine."""
     from sdc.quarantine.policy import retire
 
-    _manual(app, chip, by, reason, retire)
+    _manual(app, chip, by, reason, retire, "retire")
+
+
+@quarantine_group.command("replace")
+@click.argument("chip")
+@click.option("--by", required=True, help="Who replaced the chip.")
+@click.option("--reason", required=True, help="Why, e.g. the RMA ticket.")
+@pass_app
+@handles_errors
+def quarantine_replace(app: AppContext, chip: str, by: str, reason: str) -> None:
+    """Record that CHIP was physically removed (an RMA swap): retired, and it no longer holds its node."""
+    from sdc.quarantine.policy import replace_chip
+
+    _manual(app, chip, by, reason, replace_chip, "replace")
 
 
 @click.command("status")
 @pass_app
 @handles_errors
 def status_command(app: AppContext) -> None:
-    """Fleet summary: chips by state, sweeps, evidence, the latest analysis. Exits 1 if any chip is suspect or quarantined."""
+    """Fleet summary: chips by state, sweeps, evidence, the latest analysis. Exits 1 if any chip is quarantined (suspect only warns)."""
     from sqlalchemy import func, select
 
     from sdc.quarantine.states import state_names
@@ -200,7 +257,7 @@ def status_command(app: AppContext) -> None:
     counts["healthy"] = chips - sum(v for k, v in counts.items() if k != "healthy")
     summary = {"chips": chips, "states": counts, "sweeps": sweeps, "last_sweep": last_sweep.isoformat() if last_sweep else None,
                "probe_results": results, "last_verdict_at": last.created_at.isoformat() if last else None}
-    code = ExitCode.FAULT if counts["suspect"] or counts["quarantined"] else ExitCode.HEALTHY
+    code = ExitCode.FAULT if counts["quarantined"] else ExitCode.HEALTHY  # a suspect chip drains nothing
     if app.json_output:
         app.emit_json(summary)
     else:

@@ -124,7 +124,7 @@ def _read_error(exc: Exception) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     first = text[0] if text else type(exc).__name__
     if "no such table" in first or ("does not exist" in first and "relation" in first):
-        return "no sdc schema in the database; run 'sdc db upgrade'"
+        return "no sdc schema in the database, run sdc db upgrade"
     return f"cannot read the store: {first}"
 
 
@@ -141,14 +141,18 @@ def _print_plan(app: AppContext, steps, skips, apply: bool, client) -> None:
                 "skipped": [{"node": s.node, "why": s.why} for s in skips],
             }
         )
+    from sdc.safe_text import terminal_text as t
+
+    # Comments carry no control character, so a newline in a name cannot start a command of
+    # its own when the plan is piped to sh; the commands are quoted word by word.
     for skip in skips:
-        click.echo(f"# {skip.node}: {skip.why}", err=app.json_output)
+        click.echo(f"# {t(skip.node)}: {t(skip.why)}", err=app.json_output)
     for step in steps:
         if apply:
             client.run(step.argv)
             click.echo(f"ran: {step.shell}", err=app.json_output)
         elif not app.json_output:
-            click.echo(f"{step.shell}   # {step.why}")
+            click.echo(f"{step.shell}   # {t(step.why)}")
     if not steps:
         click.echo("# nothing to change", err=app.json_output)
     elif not apply:

@@ -145,10 +145,11 @@ def _replay_quietly(store: Store) -> int:
 )
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(sorted(BY_KIND)), help="Record kinds (repeatable; default all).")
 @click.option("--since", help="Only records at or after this ISO 8601 time.")
+@click.option("--chip", "chips", multiple=True, help="Only the records about this chip (repeatable): it, its results and their sweeps, its verdicts and events.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="File to write (default stdout).")
 @click.pass_context
 @handles_errors
-def export_command(ctx: click.Context, kinds: tuple[str, ...], since: str | None, output: str | None) -> None:
+def export_command(ctx: click.Context, kinds: tuple[str, ...], since: str | None, chips: tuple[str, ...], output: str | None) -> None:
     """Write stored records as JSON lines that 'sdc ingest' reads back.
 
     With a subcommand (slurm, k8s, prometheus), hand the quarantine list to that system instead.
@@ -166,7 +167,7 @@ def export_command(ctx: click.Context, kinds: tuple[str, ...], since: str | None
     stream = open(output, "w", encoding="utf-8") if output else sys.stdout
     count = 0
     try:
-        for record in iter_records(engine, kinds or tuple(BY_KIND), since_at):
+        for record in iter_records(engine, kinds or tuple(BY_KIND), since_at, chip_ids=list(chips) or None):
             stream.write(record.to_json())
             stream.write("\n")
             count += 1

@@ -2,30 +2,51 @@
 
 node-problem-detector's custom plugin monitor and Slurm's HealthCheckProgram (directly or
 through NHC) run it every minute or so: it only reads stored states, never runs a probe, and
-prints one line of at most 80 characters naming the worst chip. Exit 0 healthy, 1 fault
-(a chip suspect, quarantined or retired), 2 unknown (no chip of this host is recorded, or the
-store cannot be read) — the Nagios convention all three understand.
+prints one line of at most 80 characters naming the worst chip first, then its verdict.
+
+Exit codes (the Nagios convention all three understand):
+
+- 1 (fault, the node should drain) only when a chip *drains* (``ChipStatus.drains``): it is
+  quarantined or retired and still in the machine;
+- 0 when every chip is healthy or released, and also when a chip is only suspect (held back
+  by the circuit breaker or not yet confirmed): the line then starts ``WARN:`` and says so,
+  and no health checker drains on it;
+- 2 (unknown) when no chip of this host is recorded or the store cannot be read.
+
+NHC ``eval``s the message of its ``die``, so the line is built from ``sdc.safe_text``'s safe
+characters only: a chip id such as ``GPU-a'$(touch /tmp/x)'b`` prints as ``GPU-a___touch__tmp_x__b``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sdc.exitcodes import ExitCode
 from sdc.handoffs.state import FAULT_STATES, ChipStatus
+from sdc.safe_text import safe_token
 
 MAX_LINE = 80
 FORMATS = ("text", "npd", "nhc")
+# Words of the line outside the data: nothing a shell would expand (no quotes, $, (, ;).
+PREFIX = {
+    "text": {"ok": "OK: ", "warn": "WARN: ", "fault": "FAULT: ", "unknown": "UNKNOWN: "},
+    "npd": {"ok": "", "warn": "SDCChipWarning: ", "fault": "SDCChipFault: ", "unknown": "SDCUnknown: "},
+    "nhc": {"ok": "OK: sdc: ", "warn": "WARN: sdc: ", "fault": "SDC: ", "unknown": "sdc: "},
+}
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """Exit code and message; on a fault, ``chip_id`` is named before ``message``."""
+    """Exit code, the kind of line, and its message; ``chip_id`` is named first on a fault or warning."""
 
     code: ExitCode
     message: str
     chip_id: str | None = None
+    level: str = ""  # ok, warn, fault, unknown (default: from the code)
+
+    @property
+    def word(self) -> str:
+        return self.level or {ExitCode.HEALTHY: "ok", ExitCode.FAULT: "fault"}.get(self.code, "unknown")
 
 
 def _fit(text: str, limit: int) -> str:
@@ -35,37 +56,54 @@ def _fit(text: str, limit: int) -> str:
     return text[: keep // 2] + "..." + text[len(text) - (keep - keep // 2) :]
 
 
+def _describe(chip: ChipStatus, others: int) -> str:
+    """What follows the chip id: verdict, state, index, and how many more."""
+    parts = []
+    if chip.verdict_kind or chip.severity:
+        parts.append("/".join(safe_token(x) for x in (chip.verdict_kind, chip.severity) if x))
+    parts.append(chip.state if not chip.held else f"{chip.state} held-by-breaker")
+    if not chip.present:
+        parts.append("gone")
+    parts.append(f"#{int(chip.index)}")
+    if others:
+        parts.append(f"+{others} more")
+    return " " + " ".join(parts)
+
+
 def decide(host: str, chips: list[ChipStatus]) -> CheckResult:
     """The check's outcome for one host from its chips' states (pure)."""
     if not chips:
-        return CheckResult(ExitCode.UNKNOWN, f"no chips recorded for {host}; run 'sdc sweep'")
-    faulty = sorted((c for c in chips if c.state in FAULT_STATES), key=lambda c: c.rank, reverse=True)
-    if not faulty:
-        return CheckResult(ExitCode.HEALTHY, f"{len(chips)} chips healthy on {host}")
-    worst = faulty[0]
-    why = ", ".join(x for x in (worst.verdict_kind, worst.severity) if x)
-    tail = f" #{worst.index} {worst.state}" + (f" ({why})" if why else "")
-    if len(faulty) > 1:
-        tail += f" +{len(faulty) - 1} more"
-    return CheckResult(ExitCode.FAULT, tail, worst.chip_id)
+        return CheckResult(ExitCode.UNKNOWN, f"no chips recorded for {safe_token(host)}, run sdc sweep")
+    draining = sorted((c for c in chips if c.drains), key=lambda c: c.rank, reverse=True)
+    if draining:
+        return CheckResult(ExitCode.FAULT, _describe(draining[0], len(draining) - 1), draining[0].chip_id, "fault")
+    flagged = sorted((c for c in chips if c.state in FAULT_STATES), key=lambda c: c.rank, reverse=True)
+    if flagged:  # suspect, or held only by a chip that has left: report, never drain
+        return CheckResult(ExitCode.HEALTHY, _describe(flagged[0], len(flagged) - 1), flagged[0].chip_id, "warn")
+    return CheckResult(ExitCode.HEALTHY, f"{len(chips)} chips healthy on {safe_token(host)}")
 
 
 def format_line(result: CheckResult, fmt: str = "text", limit: int = MAX_LINE) -> str:
-    """One line of at most ``limit`` characters; a long chip id is shortened in the middle."""
-    prefix = {
-        "text": {ExitCode.HEALTHY: "OK: ", ExitCode.FAULT: "FAULT: ", ExitCode.UNKNOWN: "UNKNOWN: "},
-        "npd": {ExitCode.HEALTHY: "", ExitCode.FAULT: "SDCChipFault: ", ExitCode.UNKNOWN: "SDCUnknown: "},
-        "nhc": {ExitCode.HEALTHY: "OK: sdc: ", ExitCode.FAULT: "SDC: ", ExitCode.UNKNOWN: "sdc: "},
-    }[fmt][result.code]
+    """One line of at most ``limit`` characters from safe characters only.
+
+    The chip id comes first, then its verdict and state; to fit, drop "+N more", then the
+    index, and shorten the id in the middle only if it still does not fit.
+    """
+    prefix = PREFIX[fmt][result.word]
     message = result.message
     if result.chip_id is not None:
-        # The chip id is what an operator needs most, then its state, then the detail: drop
-        # "+N more", then "(kind, severity)", and shorten the id only if it still does not fit.
-        chip_id = " ".join(result.chip_id.split())
-        for variant in (message, re.sub(r" \+\d+ more$", "", message), re.sub(r" \(.*?\)| \+\d+ more$", "", message)):
-            room = limit - len(prefix) - len("chip ") - len(variant)
+        chip_id = safe_token(result.chip_id)
+        tail = result.message
+        variants = (tail, tail.rsplit(" +", 1)[0], tail.rsplit(" +", 1)[0].rsplit(" #", 1)[0])
+        for variant in variants:
+            room = limit - len(prefix) - len(variant)
             if room >= len(chip_id):
                 break
-        message = f"chip {_fit(chip_id, max(room, 12))}{variant}"
-    line = " ".join((prefix + message).split())  # no newline can leak from the data
+        message = f"{_fit(chip_id, max(room, 12))}{variant}"
+    line = " ".join((prefix + _safe_words(message)).split())  # no newline can leak from the data
     return _fit(line, limit)
+
+
+def _safe_words(text: str) -> str:
+    """Keep our own punctuation (``/`` ``#`` ``,``) but nothing a shell would expand or split on."""
+    return "".join(ch if (ch.isalnum() and ch.isascii()) or ch in " ._:@+=-/#," else "_" for ch in text)

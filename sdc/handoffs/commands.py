@@ -8,6 +8,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Sequence
 
+from sdc.safe_text import quoted
+
 
 class HandoffError(RuntimeError):
     """An external tool was missing or failed; the message names the command and what it said."""
@@ -23,7 +25,8 @@ class Step:
 
     @property
     def shell(self) -> str:
-        return shlex.join(self.argv)
+        """The command as one line for ``sh``: every word quoted, no control character."""
+        return " ".join(quoted(word) for word in self.argv)
 
 
 @dataclass(frozen=True)

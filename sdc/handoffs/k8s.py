@@ -1,4 +1,7 @@
-"""``sdc export k8s``: cordon and taint nodes with quarantined chips, and undo it on release.
+"""``sdc export k8s``: cordon and taint nodes with chips that drain, and undo it when none is left.
+
+A chip drains when it is quarantined or retired and still in the machine
+(``ChipStatus.drains``); a suspect chip never cordons anything.
 
 sdc marks what it did: the taint ``sdc.io/quarantined=<chip>:NoSchedule`` and, when it
 cordoned a node that was schedulable, the annotation ``sdc.io/cordoned=true``. On release it
@@ -15,7 +18,8 @@ from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
 from sdc.handoffs.commands import HandoffError, Skip, Step, run_tool
-from sdc.handoffs.state import DRAIN_STATES, ChipStatus
+from sdc.handoffs.state import ChipStatus
+from sdc.safe_text import is_safe_name, safe_token
 
 TAINT_KEY = "sdc.io/quarantined"
 ALIAS_ADDRESS_TYPES = ("Hostname", "InternalDNS", "ExternalDNS")
@@ -106,12 +110,15 @@ def plan(statuses: Mapping[str, Sequence[ChipStatus]], nodes: Mapping[str, KubeN
     steps: list[Step] = []
     skips: list[Skip] = []
     for host in sorted(statuses):
+        if not is_safe_name(host):
+            skips.append(Skip(safe_token(host), "left alone: the host name has characters outside the safe set"))
+            continue
         node, why = node_for(host, nodes)
         if node is None:
             skips.append(Skip(host, why))
             continue
         name = node.name
-        bad = [c for c in statuses[host] if c.state in DRAIN_STATES]
+        bad = sorted((c for c in statuses[host] if c.drains), key=lambda c: c.rank, reverse=True)
         ours = node.taint(TAINT_KEY)
         if bad:
             value = taint_value(bad[0].chip_id)
@@ -124,7 +131,7 @@ def plan(statuses: Mapping[str, Sequence[ChipStatus]], nodes: Mapping[str, KubeN
                     Step(host, ("kubectl", "annotate", "node", name, f"{CORDON_ANNOTATION}=true", "--overwrite"), "remember sdc cordoned it")
                 )
             taint = f"{TAINT_KEY}={value}:{EFFECT}"
-            steps.append(Step(host, ("kubectl", "taint", "nodes", name, taint, "--overwrite"), f"chip {bad[0].chip_id} {bad[0].state}"))
+            steps.append(Step(host, ("kubectl", "taint", "nodes", name, taint, "--overwrite"), f"chip {safe_token(bad[0].chip_id)} {bad[0].state}"))
         elif ours:
             steps.append(Step(host, ("kubectl", "taint", "nodes", name, f"{TAINT_KEY}:{EFFECT}-"), "chips released"))
             if node.annotation(CORDON_ANNOTATION) == "true":

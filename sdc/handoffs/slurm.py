@@ -1,10 +1,15 @@
-"""``sdc export slurm``: drain nodes with quarantined chips, resume them when released.
+"""``sdc export slurm``: drain nodes with chips that drain, resume them when none is left.
+
+A node drains when one of its chips drains (``ChipStatus.drains``: quarantined or retired and
+still in the machine); a suspect chip, breaker-held or not, never drains anything.
 
 Ownership is the reason string: sdc drains with a reason starting ``SDC:`` and only ever
 changes or resumes nodes whose current reason starts with ``SDC:``. A node drained or downed
-by anyone else (an admin, NHC, Slurm itself) is left exactly as it is, and the plan says so.
-Current reasons are read with ``sinfo`` behind the ``SlurmClient`` protocol; the plan is a
-pure function of chip states and those reasons.
+by anyone else (an admin, NHC, whose reasons start ``NHC:``, Slurm itself) is left exactly as
+it is, and the plan says so. The reason puts the chip and its verdict first, since ``sinfo -R``
+shows 20 characters by default, and is built from safe characters only; a host name outside
+the safe set is never passed to scontrol. Current reasons are read with ``sinfo`` behind the
+``SlurmClient`` protocol; the plan is a pure function of chip states and those reasons.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
 from sdc.handoffs.commands import Skip, Step, run_tool
-from sdc.handoffs.state import DRAIN_STATES, ChipStatus
+from sdc.handoffs.state import ChipStatus
+from sdc.safe_text import is_safe_name, quoted, safe_token
 
 REASON_PREFIX = "SDC:"
 # Slurm keeps reasons short in sinfo's columns; long ones are still stored, but stay readable.
@@ -62,13 +68,14 @@ class CommandSlurm:
 
 
 def drain_reason(chips: Sequence[ChipStatus]) -> str:
-    bad = [c for c in chips if c.state in DRAIN_STATES]
+    """``SDC: <chip> <kind>/<severity> <state> #<index> [+N more]`` for the worst draining chip."""
+    bad = sorted((c for c in chips if c.drains), key=lambda c: c.rank, reverse=True)
     first = bad[0]
-    why = "/".join(x for x in (first.verdict_kind, first.severity) if x)
-    text = f"{REASON_PREFIX} chip {first.chip_id} {first.state}" + (f" ({why})" if why else "")
+    why = "/".join(safe_token(x) for x in (first.verdict_kind, first.severity) if x)
+    words = [REASON_PREFIX, safe_token(first.chip_id)] + ([why] if why else []) + [first.state, f"#{int(first.index)}"]
     if len(bad) > 1:
-        text += f" +{len(bad) - 1} more"
-    text = " ".join(text.split())
+        words.append(f"+{len(bad) - 1} more")
+    text = " ".join(words)
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
 
 
@@ -78,22 +85,24 @@ def plan(statuses: Mapping[str, Sequence[ChipStatus]], current: Mapping[str, Nod
     skips: list[Skip] = []
     for host in sorted(statuses):
         chips = statuses[host]
+        if not is_safe_name(host):
+            skips.append(Skip(safe_token(host), "left alone: the host name has characters outside the safe set"))
+            continue
         node = current.get(host)
         if node is None:
             skips.append(Skip(host, "not a Slurm node (sinfo does not know it)"))
             continue
         ours = node.reason.startswith(REASON_PREFIX)
-        quarantined = any(c.state in DRAIN_STATES for c in chips)
-        if quarantined:
+        if any(c.drains for c in chips):
             reason = drain_reason(chips)
             if node.reason and not ours:
-                skips.append(Skip(host, f"left alone: reason {node.reason!r} is not sdc's (it does not start with {REASON_PREFIX})"))
+                skips.append(Skip(host, f"left alone: reason {quoted(node.reason[:60])} is not sdc's (it does not start with {REASON_PREFIX})"))
             elif ours and node.reason == reason and "drain" in node.state.lower():
                 skips.append(Skip(host, "already drained by sdc"))
             else:
                 argv = ("scontrol", "update", f"NodeName={host}", "State=DRAIN", f"Reason={reason}")
-                steps.append(Step(host, argv, "quarantined chip(s)"))
+                steps.append(Step(host, argv, "chip(s) that drain: quarantined or retired and present"))
         elif ours:
             argv = ("scontrol", "update", f"NodeName={host}", "State=RESUME")
-            steps.append(Step(host, argv, "every chip released or healthy; sdc drained it"))
+            steps.append(Step(host, argv, "no chip drains any more (released, healthy, suspect or gone); sdc drained it"))
     return steps, skips

@@ -7,6 +7,13 @@ through SQLAlchemy Core with the few columns named here as lightweight ``table()
 (never the ORM models, Alembic or numpy of ``sdc.store``). A chip's state is the
 ``to_state`` of its latest *applied* quarantine event; dry-run events (``details.dry_run``)
 never change what a hand-off does.
+
+Whether a chip takes its node out of service is ``ChipStatus.drains``: it is quarantined or
+retired, not held back by the circuit breaker (those are suspect), not recorded as replaced,
+and still in the machine. A chip has left the machine when the host's latest complete sweep
+found another chip at its index (an RMA swap), or, for a retired chip, did not find it at all.
+The verdict shown is the one behind the chip's current state, else the worst (by severity,
+then kind) of the latest analysis that judged it: never a choice left to row order.
 """
 
 from __future__ import annotations
@@ -17,8 +24,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 
-from sdc.quarantine.states import DRAIN_STATES, FAULT_STATES, STATE_RANK, current_states
-from sdc.records import SEVERITY_RANK
+from sdc.quarantine.states import (
+    DRAIN_STATES,
+    FAULT_STATES,
+    RETIRED,
+    STATE_RANK,
+    event_details,
+    current_states,
+    is_breaker_hold,
+    is_replaced,
+    verdict_rank,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -41,10 +57,18 @@ class ChipStatus:
     verdict_kind: str | None = None
     severity: str | None = None
     score: float | None = None
+    held: bool = False  # suspect because the circuit breaker held a quarantine back
+    present: bool = True  # still in the machine (see the module docstring)
+    replaced: bool = False  # recorded as physically removed (sdc quarantine replace)
 
     @property
-    def rank(self) -> tuple[int, int]:
-        return STATE_RANK.get(self.state, 0), SEVERITY_RANK.get(self.severity or "", -1)
+    def drains(self) -> bool:
+        """Whether this chip takes its node out of service."""
+        return self.state in DRAIN_STATES and self.present and not self.replaced
+
+    @property
+    def rank(self) -> tuple[int, int, int, str]:
+        return (int(self.drains), STATE_RANK.get(self.state, 0)) + verdict_rank(self.severity, self.verdict_kind)[:2] + (self.chip_id,)
 
 
 class _EventRow(NamedTuple):
@@ -54,18 +78,55 @@ class _EventRow(NamedTuple):
     details: Any
 
 
-def _assemble(chips: Sequence, events: Iterable, verdicts: Iterable, wanted: list[str] | None) -> dict[str, list[ChipStatus]]:
-    """Chip rows (id, host, index), event rows (id, to_state, at, details) oldest first, and
-    verdict rows (id, kind, severity, score) oldest first, into statuses by host."""
-    states = {chip: (s.state, s.since) for chip, s in current_states(_EventRow(*row) for row in events).items()}
-    latest: dict[str, tuple] = {}
-    for chip_id, kind, severity, score in verdicts:
-        latest[chip_id] = (kind, severity, score)
+def _latest_verdicts(verdicts: Iterable) -> dict[str, tuple]:
+    """Per chip, the worst (kind, severity, score) of the latest analysis that judged it, from
+    rows (chip, analysis, kind, severity, score) oldest first."""
+    latest: dict[str, tuple[str, list]] = {}
+    for chip_id, analysis_id, kind, severity, score in verdicts:
+        held = latest.get(chip_id)
+        if held is None or held[0] != analysis_id:
+            latest[chip_id] = held = (analysis_id, [])
+        held[1].append((kind, severity, score))
+    return {chip: max(rows, key=lambda r: verdict_rank(r[1], r[0])) for chip, (_, rows) in latest.items()}
+
+
+def _absent(chips: Sequence, latest_sweep: Iterable) -> tuple[set[str], set[str]]:
+    """(chips whose index another chip now answers to, chips the latest sweep did not find),
+    from chip rows (id, host, index) and each host's latest complete sweep (rows of host, chip
+    id). Only hosts with a complete sweep say anything; a sweep limited with ``--devices``
+    misses chips, so only a swap or a retirement lets a missing chip stop holding its node."""
+    seen: dict[str, set[str]] = {}
+    for host, chip_id in latest_sweep:
+        seen.setdefault(host, set()).add(chip_id)
+    index_of = {chip_id: (host, index) for chip_id, host, index in chips}
+    taken = {index_of[c] for found in seen.values() for c in found if c in index_of}
+    swapped = {c for c, slot in index_of.items() if slot in taken and c not in seen.get(slot[0], ())}
+    missing = {c for c, (host, _) in index_of.items() if host in seen and c not in seen[host]}
+    return swapped, missing
+
+
+def _assemble(chips: Sequence, events: Iterable, verdicts: Iterable, latest_sweep: Iterable, wanted: list[str] | None) -> dict[str, list[ChipStatus]]:
+    """Chip rows (id, host, index), event rows (id, to_state, at, details) in store order,
+    verdict rows (id, analysis, kind, severity, score) oldest first, and the chips of each
+    host's latest complete sweep (host, id), into statuses by host."""
+    current = current_states(_EventRow(*row) for row in events)
+    latest = _latest_verdicts(verdicts)
+    swapped, missing = _absent(chips, latest_sweep)
     out: dict[str, list[ChipStatus]] = {host: [] for host in (wanted or ())}
     for chip_id, host, index in chips:
-        state, since = states.get(chip_id, ("healthy", None))
+        s = current.get(chip_id)
+        state, since = (s.state, s.since) if s else ("healthy", None)
+        details = event_details(s.event.details) if s else {}
         kind, severity, score = latest.get(chip_id, (None, None, None))
-        out.setdefault(host, []).append(ChipStatus(chip_id, host, index, state, _time(since), kind, severity, score))
+        if details.get("kind") and details.get("severity"):  # the verdict the decision rests on
+            kind, severity = details["kind"], details["severity"]
+        present = chip_id not in swapped and not (state == RETIRED and chip_id in missing)
+        out.setdefault(host, []).append(
+            ChipStatus(
+                chip_id, host, index, state, _time(since), kind, severity, score,
+                held=bool(s) and is_breaker_hold(details), present=present, replaced=bool(s) and is_replaced(details),
+            )
+        )
     return out
 
 
@@ -76,26 +137,45 @@ def _time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+# The chips of each host's latest complete sweep; {hosts} is empty or "AND host IN (...)".
+LATEST_SWEEP_SQL = (
+    "SELECT DISTINCT s.host, r.chip_id FROM sweeps s "
+    "JOIN (SELECT host, MAX(started_at) AS latest FROM sweeps WHERE status = 'complete' {hosts} GROUP BY host) l "
+    "ON s.host = l.host AND s.started_at = l.latest "
+    "JOIN probe_results r ON r.sweep_id = s.sweep_id WHERE s.status = 'complete'"
+)
+
+
 def node_statuses(engine: Engine, hosts: Iterable[str] | None = None) -> dict[str, list[ChipStatus]]:
     """Chips by host with state and latest verdict, through SQLAlchemy; all hosts when None."""
-    from sqlalchemy import JSON, column, select, table
+    from sqlalchemy import JSON, bindparam, column, select, table, text
 
     c = table("chips", column("chip_id"), column("host"), column("index"))
     q = table("quarantine_events", column("chip_id"), column("to_state"), column("at"), column("event_id"), column("details", JSON))
     v = table("verdicts", column("chip_id"), column("kind"), column("severity"), column("score"), column("created_at"), column("verdict_id"))
     wanted = list(hosts) if hosts is not None else None
     chip_query = select(c.c.chip_id, c.c.host, c.c["index"]).order_by(c.c.host, c.c["index"], c.c.chip_id)
-    event_query = select(q.c.chip_id, q.c.to_state, q.c.at, q.c.details).order_by(q.c.at, q.c.event_id)
-    verdict_query = select(v.c.chip_id, v.c.kind, v.c.severity, v.c.score).order_by(v.c.created_at, v.c.verdict_id)
+    seq = table("quarantine_sequence", column("seq"), column("event_id"))
+    event_query = (
+        select(q.c.chip_id, q.c.to_state, q.c.at, q.c.details)
+        .select_from(q.outerjoin(seq, seq.c.event_id == q.c.event_id))
+        .order_by(seq.c.seq.is_(None), seq.c.seq, q.c.at, q.c.event_id)  # the store's order, not the clocks'
+    )
+    v = table("verdicts", column("chip_id"), column("analysis_id"), column("kind"), column("severity"), column("score"),
+              column("created_at"), column("verdict_id"))
+    verdict_query = select(v.c.chip_id, v.c.analysis_id, v.c.kind, v.c.severity, v.c.score).order_by(v.c.created_at, v.c.verdict_id)
+    sweep_query = text(LATEST_SWEEP_SQL.format(hosts=""))
     with engine.connect() as conn:
         if wanted is not None:
             chips = conn.execute(chip_query.where(c.c.host.in_(wanted))).all()
             ids = [row[0] for row in chips]
             event_query = event_query.where(q.c.chip_id.in_(ids))
             verdict_query = verdict_query.where(v.c.chip_id.in_(ids))
+            sweep_query = text(LATEST_SWEEP_SQL.format(hosts="AND host IN :hosts")).bindparams(bindparam("hosts", wanted, expanding=True))
         else:
             chips = conn.execute(chip_query).all()
-        return _assemble(chips, conn.execute(event_query).all(), conn.execute(verdict_query).all(), wanted)
+        events, verdicts = conn.execute(event_query).all(), conn.execute(verdict_query).all()
+        return _assemble(chips, events, verdicts, conn.execute(sweep_query).all(), wanted)
 
 
 def _sqlite_path(url: str) -> str | None:
@@ -110,25 +190,30 @@ def _sqlite_statuses(path: str, wanted: list[str] | None) -> dict[str, list[Chip
     import sqlite3
 
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no sdc database at {path}; run 'sdc db upgrade'")
+        raise FileNotFoundError(f"no sdc database at {path}, run sdc db upgrade")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
         chip_sql = 'SELECT chip_id, host, "index" FROM chips'
-        event_sql = "SELECT chip_id, to_state, at, details FROM quarantine_events"
-        verdict_sql = "SELECT chip_id, kind, severity, score FROM verdicts"
+        # In the store's own order (migration 0002_qseq), never by the events' clocks.
+        event_sql = "SELECT e.chip_id, e.to_state, e.at, e.details FROM quarantine_events e LEFT JOIN quarantine_sequence s ON s.event_id = e.event_id"
+        event_order = "ORDER BY s.seq IS NULL, s.seq, e.at, e.event_id"
+        verdict_sql = "SELECT chip_id, analysis_id, kind, severity, score FROM verdicts"
         if wanted is not None:
             chips = conn.execute(f"{chip_sql} WHERE host IN ({','.join('?' * len(wanted))}) ORDER BY host, \"index\", chip_id", wanted).fetchall()
             ids = [row[0] for row in chips]
             marks = ",".join("?" * len(ids))
-            events = conn.execute(f"{event_sql} WHERE chip_id IN ({marks}) ORDER BY at, event_id", ids).fetchall()
+            events = conn.execute(f"{event_sql} WHERE e.chip_id IN ({marks}) {event_order}", ids).fetchall()
             verdicts = conn.execute(f"{verdict_sql} WHERE chip_id IN ({marks}) ORDER BY created_at, verdict_id", ids).fetchall()
+            hosts_sql = f"AND host IN ({','.join('?' * len(wanted))})"
+            swept = conn.execute(LATEST_SWEEP_SQL.format(hosts=hosts_sql), wanted).fetchall()
         else:
             chips = conn.execute(f'{chip_sql} ORDER BY host, "index", chip_id').fetchall()
-            events = conn.execute(f"{event_sql} ORDER BY at, event_id").fetchall()
+            events = conn.execute(f"{event_sql} {event_order}").fetchall()
             verdicts = conn.execute(f"{verdict_sql} ORDER BY created_at, verdict_id").fetchall()
+            swept = conn.execute(LATEST_SWEEP_SQL.format(hosts="")).fetchall()
     finally:
         conn.close()
-    return _assemble(chips, events, verdicts, wanted)
+    return _assemble(chips, events, verdicts, swept, wanted)
 
 
 def read_statuses(url: str, hosts: Iterable[str] | None = None) -> dict[str, list[ChipStatus]]:

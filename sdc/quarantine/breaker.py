@@ -3,7 +3,9 @@ one chip) within ``breaker_window_hours``.
 
 A mass "failure" is far more likely a bad probe, stack or analysis than many chips dying at
 once. When it trips, none of the analysis's new quarantines happen; the policy marks those
-chips suspect instead and the outcome says so loudly. Pure: callers pass counts and events.
+chips suspect instead (``details.breaker``: held), which drains nothing, and the outcome says
+so loudly. The evidence that tripped it was judged then, so it never quarantines the held chips
+later (the policy's ``on_new_evidence``). Pure: callers pass counts and events.
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ def decide(new_quarantines: int, recent_quarantines: int, fleet_size: int, cfg: 
         True,
         f"CIRCUIT BREAKER TRIPPED: this analysis would quarantine {new_quarantines} chips on top of "
         f"{recent_quarantines} in the last {cfg.breaker_window_hours:g} h, more than {cfg.breaker_share:.0%} of "
-        f"the {fleet_size}-chip fleet. No chip was quarantined; they are marked suspect. Check for a bad probe, "
-        f"stack or data before quarantining by hand, or raise [analysis] breaker_share.",
+        f"the {fleet_size}-chip fleet. No chip was quarantined; they are marked suspect (held by the breaker), "
+        f"which drains nothing. Check for a bad probe, stack or data. The evidence judged now never quarantines "
+        f"them later: a newer sweep clears each held chip or, if it is still faulty, quarantines it. To acknowledge "
+        f"the trip, release the chips you have checked ('sdc quarantine release CHIP --by NAME --reason TEXT') "
+        f"or raise [analysis] breaker_share before the next sweep.",
     )
 
 

@@ -22,7 +22,7 @@ from sdc.exitcodes import ExitCode
 from sdc.quarantine import config as quarantine_config
 from sdc.quarantine.breaker import recent_quarantine_count
 from sdc.quarantine.policy import ChipHistory, apply_policy
-from sdc.quarantine.states import QUARANTINED, SUSPECT, current_states
+from sdc.quarantine.states import QUARANTINED, SUSPECT, current_states, is_breaker_hold
 from sdc.records import QuarantineEvent, Verdict, new_id, utcnow
 
 
@@ -44,8 +44,9 @@ class AnalysisReport:
 
     @property
     def exit_code(self) -> ExitCode:
-        """1 if a chip became suspect or quarantined, 2 if only the breaker spoke, else 0."""
-        if any(e.to_state in (SUSPECT, QUARANTINED) for e in self.transitions):
+        """1 if a chip became quarantined or (on its own evidence) suspect; 2 if only the breaker
+        spoke (its held chips are no finding yet); else 0."""
+        if any(e.to_state == QUARANTINED or (e.to_state == SUSPECT and not e.details.get("breaker")) for e in self.transitions):
             return ExitCode.FAULT
         if self.breaker_tripped:
             return ExitCode.UNKNOWN
@@ -107,8 +108,10 @@ def _analyze(store, settings: Settings, since: datetime | None, dry_run: bool) -
     history_events = quarantine_events(engine)
     current = current_states(history_events)
     states = {chip: s.state for chip, s in current.items()}
-    since_at = {chip: s.since for chip, s in current.items()}
-    history = {chip: ChipHistory(at, sweeps) for chip, at, sweeps in _sweeps_since(ev, since_at)}
+    # A transition stamped in the future (a wrong clock) must not make every later sweep "old".
+    since_at = {chip: min(s.since, now) if s.since else s.since for chip, s in current.items()}
+    held = {chip for chip, s in current.items() if s.state == SUSPECT and is_breaker_hold(s.event.details)}
+    history = {chip: ChipHistory(at, sweeps, chip in held) for chip, at, sweeps in _sweeps_since(ev, since_at)}
     fleet = max(fleet_size(engine), len(result.chip_ids))
     recent = recent_quarantine_count(history_events, now, cfg)
     outcome = apply_policy(states, report.verdicts, fleet, recent, now, cfg, history)

@@ -20,6 +20,38 @@ FAULT_STATES = (SUSPECT, QUARANTINED, RETIRED)
 DRAIN_STATES = (QUARANTINED, RETIRED)
 # How bad a state is, for sorting chips worst first.
 STATE_RANK = {HEALTHY: 0, RELEASED: 0, SUSPECT: 1, QUARANTINED: 2, RETIRED: 3}
+# Between verdicts of equal severity, the one an operator acts on first: a wrong answer is
+# worse than a non-deterministic one, which is worse than a slow chip. Unknown kinds come last.
+KIND_RANK = {"wrong": 3, "inconsistent": 2, "slow": 1}
+
+
+def verdict_rank(severity: str | None, kind: str | None) -> tuple[int, int, str]:
+    """Sort key of a verdict, worst last: severity, then kind, then the kind's name (so the
+    choice never depends on ids or on the order rows come back in)."""
+    from sdc.records import SEVERITY_RANK
+
+    return SEVERITY_RANK.get(severity or "", -1), KIND_RANK.get(kind or "", 0), kind or ""
+
+
+def is_breaker_hold(details: Any) -> bool:
+    """Whether an event is the circuit breaker holding a quarantine back (the chip drains nothing)."""
+    details = event_details(details)
+    return bool(details.get("breaker"))
+
+
+def is_replaced(details: Any) -> bool:
+    """Whether an event records a chip physically removed (``sdc quarantine replace``)."""
+    return bool(event_details(details).get("replaced"))
+
+
+def event_details(details: Any) -> Mapping:
+    """An event's details as a mapping, whether a dict or JSON text (sqlite3 rows)."""
+    if isinstance(details, str):  # JSON as text from sqlite3
+        try:
+            details = json.loads(details or "{}")
+        except ValueError:
+            return {}
+    return details if isinstance(details, Mapping) else {}
 
 
 @dataclass(frozen=True)
@@ -30,12 +62,7 @@ class CurrentState:
 
 
 def is_dry_run(details: Any) -> bool:
-    if isinstance(details, str):  # JSON as text from sqlite3
-        try:
-            details = json.loads(details or "{}")
-        except ValueError:
-            return False
-    return bool(isinstance(details, Mapping) and details.get("dry_run"))
+    return bool(event_details(details).get("dry_run"))
 
 
 def current_states(events: Iterable[Any]) -> dict[str, CurrentState]:

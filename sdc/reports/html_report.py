@@ -67,6 +67,7 @@ def _chip(chip: ChipReport, number: int) -> str:
         f'<section class="chip" id="{label}">',
         f"<h3>{_badge(chip.state)}<span>{h(ident.host)} #{ident.index}</span><span class='mono'>{h(ident.chip_id)}</span>"
         + (f"<span class='muted'>dry run proposes {_badge(chip.proposed_state)}</span>" if chip.proposed_state else "")
+        + ("<span class='muted'>held by the circuit breaker: drains nothing</span>" if chip.provenance and chip.provenance.held_by_breaker else "")
         + "</h3>",
         "<dl>",
         f"<dt>model</dt><dd>{h(ident.model)} ({h(ident.vendor)})</dd>",
@@ -97,14 +98,14 @@ def _chip(chip: ChipReport, number: int) -> str:
         parts.append("</table>")
     if chip.evidence:
         parts.append(
-            "<table><tr><th>probe</th><th>case</th><th>dtype</th><th>seed</th><th>expected digest</th><th>observed digest</th>"
+            "<table><tr><th>probe</th><th>case</th><th>dtype</th><th>seed</th><th>expected digest (cohort majority)</th><th>observed digest</th>"
             "<th>first seen (UTC)</th><th>last seen (UTC)</th><th>times</th><th>reproduced</th></tr>"
         )
         for e in chip.evidence:
             parts.append(
                 f"<tr><td>{h(e.probe)}</td><td>{h(e.case)}</td><td>{h(e.dtype)}</td><td>{e.seed}</td>"
-                f"<td class='mono' title='{h(e.expected_digest or '')}'>{h((e.expected_digest or '–')[:16])}</td>"
-                f"<td class='mono' title='{h(e.observed_digest or '')}'>{h((e.observed_digest or '–')[:16])}</td>"
+                f"<td class='mono id' title='{h(e.expected_digest or '')}'>{h(e.expected_digest or '–')}</td>"
+                f"<td class='mono id' title='{h(e.observed_digest or '')}'>{h(e.observed_digest or '–')}</td>"
                 f"<td class=n>{_short(e.first_seen)}</td><td class=n>{_short(e.last_seen)}</td><td>{e.occurrences}</td>"
                 f"<td>{'yes' if e.reproduced else 'no'}</td></tr>"
             )

@@ -26,7 +26,8 @@ def _chip_section(chip: ChipReport) -> list[str]:
         "",
         f"- **model** {md_text(ident.model)} ({md_text(ident.vendor)}), stack {md_text(ident.stack_hash or '-')}: "
         + md_text(", ".join(f"{k} {v}" for k, v in sorted(ident.stack.items())) or "-"),
-        f"- **state** {md_text(chip.state)}" + (f" (dry run proposes {md_text(chip.proposed_state)})" if chip.proposed_state else ""),
+        f"- **state** {md_text(chip.state)}" + (f" (dry run proposes {md_text(chip.proposed_state)})" if chip.proposed_state else "")
+        + (" (held by the circuit breaker: drains nothing)" if chip.provenance and chip.provenance.held_by_breaker else ""),
     ]
     if chip.provenance:
         p = chip.provenance
@@ -52,8 +53,8 @@ def _chip_section(chip: ChipReport) -> list[str]:
         ]
         for e in chip.evidence:
             lines.append(
-                f"| {md_text(e.probe)} | {md_text(e.case)} | {md_text(e.dtype)} | {e.seed} | {md_text((e.expected_digest or '-')[:16])} "
-                f"| {md_text((e.observed_digest or '-')[:16])} | {_when(e.first_seen)} | {_when(e.last_seen)} | {e.occurrences} "
+                f"| {md_text(e.probe)} | {md_text(e.case)} | {md_text(e.dtype)} | {e.seed} | {md_text(e.expected_digest or '-')} "
+                f"| {md_text(e.observed_digest or '-')} | {_when(e.first_seen)} | {_when(e.last_seen)} | {e.occurrences} "
                 f"| {'yes' if e.reproduced else 'no'} |"
             )
     lines.append("")

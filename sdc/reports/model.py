@@ -74,6 +74,7 @@ class Provenance:
     reason: str
     dry_run: bool
     verdict_id: str | None = None
+    held_by_breaker: bool = False  # suspect because the circuit breaker held a quarantine back
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from sqlalchemy import Engine, func, select
 
-from sdc.quarantine.states import current_states, is_dry_run
+from sdc.quarantine.states import current_states, is_breaker_hold, is_dry_run
 from sdc.records import utcnow
 from sdc.reports.actions import recommend
 from sdc.reports.model import (
@@ -49,7 +49,7 @@ def latest_events(engine: Engine) -> tuple[dict[str, Provenance], dict[str, Prov
     events = quarantine_events(engine)
 
     def provenance(e, is_dry: bool) -> Provenance:
-        return Provenance(e.actor, e.at, e.from_state, e.to_state, e.reason, is_dry, e.verdict_id)
+        return Provenance(e.actor, e.at, e.from_state, e.to_state, e.reason, is_dry, e.verdict_id, is_breaker_hold(e.details))
 
     applied = {chip: provenance(s.event, False) for chip, s in current_states(events).items()}
     dry = {e.chip_id: provenance(e, True) for e in events if is_dry_run(e.details)}
@@ -57,7 +57,8 @@ def latest_events(engine: Engine) -> tuple[dict[str, Provenance], dict[str, Prov
 
 
 def _latest_verdicts(engine: Engine, chip_ids: Iterable[str] | None = None) -> dict[str, list[VerdictView]]:
-    """Per chip, the verdicts of the latest analysis that judged it."""
+    """Per chip, its verdicts of the fleet's latest analysis (the newest one that stored any
+    verdict): a verdict an older analysis gave and the latest did not repeat no longer counts."""
     t = VerdictRow.__table__
     query = select(
         t.c.chip_id, t.c.verdict_id, t.c.analysis_id, t.c.kind, t.c.severity, t.c.summary, t.c.k, t.c.n,
@@ -67,6 +68,10 @@ def _latest_verdicts(engine: Engine, chip_ids: Iterable[str] | None = None) -> d
         query = query.where(t.c.chip_id.in_(list(chip_ids)))
     by_chip: dict[str, list[VerdictView]] = defaultdict(list)
     with engine.connect() as conn:
+        latest = conn.execute(select(t.c.analysis_id).order_by(t.c.created_at.desc(), t.c.analysis_id.desc()).limit(1)).scalar()
+        if latest is None:
+            return {}
+        query = query.where(t.c.analysis_id == latest)
         for row in conn.execute(query):
             chip_id, view = row[0], VerdictView(*row[1:])
             current = by_chip[chip_id]
@@ -123,7 +128,10 @@ def _evidence(engine: Engine, rows: list[Any], evidence_ids: set[str]) -> tuple[
     out = []
     for (probe, version, case_key, seed, stack), group in groups.items():
         last = group[-1]
-        expected = last.reference_digest or _cohort_majority(engine, probe, version, case_key, seed, stack)
+        # What a healthy chip gives: the cohort majority, as the analysis compares. The fp64
+        # reference's digest never equals a low-precision output, so it is shown only when
+        # the cohort has no digest at all.
+        expected = _cohort_majority(engine, probe, version, case_key, seed, stack) or last.reference_digest
         out.append(
             CaseEvidence(
                 probe=probe,

@@ -1,7 +1,8 @@
 """The report for the terminal (rich): fleet counts, then one row per flagged chip.
 
 Data strings go into ``rich.text.Text`` objects, never into markup, so a chip or host name
-such as ``[red]x[/]`` prints literally.
+such as ``[red]x[/]`` prints literally, and lose their control characters first (``terminal_text``):
+an ESC or BEL in a chip id never reaches the terminal.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from rich.text import Text
 
 from sdc.records import format_time
 from sdc.reports.model import FleetReport
+from sdc.safe_text import terminal_text as t
 
 STATE_STYLE = {"healthy": "green", "suspect": "yellow", "quarantined": "red", "released": "cyan", "retired": "magenta"}
 
@@ -30,7 +32,7 @@ def table_renderables(report: FleetReport) -> list[Any]:
     summary.append_text(
         Text(", ").join(Text(f"{n} {s}", style=STATE_STYLE[s] if n else "dim") for s, n in counts.items())
     )
-    summary.append(f"\nlast complete sweep: {_when(report.last_sweep_at)}; report from {report.source or 'the store'}")
+    summary.append(f"\nlast complete sweep: {_when(report.last_sweep_at)}; report from {t(report.source or 'the store')}")
     out: list[Any] = [summary]
     flagged = report.flagged
     if not flagged:
@@ -44,26 +46,30 @@ def table_renderables(report: FleetReport) -> list[Any]:
         state = Text(chip.state, style=STATE_STYLE.get(chip.state, ""))
         if chip.proposed_state:
             state.append(f"\n(dry run: {chip.proposed_state})", style="dim")
+        if chip.provenance and chip.provenance.held_by_breaker:
+            state.append("\n(breaker)", style="yellow")
         verdicts = Text("\n").join(
-            Text(f"{v.kind} {v.severity} {v.k}/{v.n}" + (f" stat {v.statistic:.3g}" if v.statistic is not None else ""))
+            Text(t(f"{v.kind} {v.severity} {v.k}/{v.n}") + (f" stat {v.statistic:.3g}" if v.statistic is not None else ""))
             for v in chip.verdicts
         ) or Text("-")
         evidence = Text("\n").join(
-            Text(f"{e.probe}/{e.case} {e.dtype} x{e.occurrences}" + (" reproduced" if e.reproduced else ""))
+            Text(t(f"{e.probe}/{e.case} {e.dtype} x{e.occurrences}") + (" reproduced" if e.reproduced else ""))
             for e in chip.evidence[:4]
         ) or Text("-")
         if len(chip.evidence) > 4:
             evidence.append(f"\n+{len(chip.evidence) - 4} more")
         action = Text(chip.action.kind.replace("_", " "), style="bold")
-        table.add_row(Text(ident.host), Text(str(ident.index)), Text(ident.chip_id), Text(ident.model), state, verdicts, evidence, action)
+        table.add_row(Text(t(ident.host)), Text(str(ident.index)), Text(t(ident.chip_id)), Text(t(ident.model)), state, verdicts, evidence, action)
     out.append(table)
     for chip in flagged:
         if chip.action.commands:
             heading = Text(f"\n{chip.action.kind.replace('_', ' ')} ", style="bold")
-            heading.append(f"{chip.identity.host} #{chip.identity.index} {chip.identity.chip_id}", style="")
-            heading.append(f": {chip.action.why}", style="dim")
+            heading.append(t(f"{chip.identity.host} #{chip.identity.index} {chip.identity.chip_id}"), style="")
+            heading.append(f": {t(chip.action.why)}", style="dim")
+            if chip.provenance and chip.provenance.held_by_breaker:
+                heading.append(" (held by the circuit breaker: drains nothing)", style="yellow")
             out.append(heading)
-            out.extend(Text("  " + command) for command in chip.action.commands)
+            out.extend(Text("  " + t(command)) for command in chip.action.commands)
     return out
 
 

@@ -175,6 +175,16 @@ class QuarantineEventRow(Base):
     details: Mapped[dict[str, Any]]
 
 
+class QuarantineSequenceRow(Base):
+    """The store's own order of quarantine events, numbered as they are stored (by a trigger,
+    migration 0002_qseq): readers order a chip's events by ``seq``, never by a clock."""
+
+    __tablename__ = "quarantine_sequence"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+
+
 ROW_TYPES = {
     "chip": ChipRow,
     "sweep": SweepRow,

@@ -29,10 +29,10 @@ ROOT = Path(__file__).parents[2]
 @pytest.mark.parametrize(
     "host, code, words",
     [
-        ("node00", 1, "FAULT: chip GPU-node00-00 #0 quarantined (wrong, critical)"),  # node00-03's is a dry run
-        ("node02", 1, "FAULT: chip GPU-node02-03 #3 retired +1 more"),
-        ("node01", 1, "FAULT: chip GPU-node01-01 #1 suspect (slow, medium)"),
-        ("node03", 2, "UNKNOWN: no chips recorded for node03; run 'sdc sweep'"),
+        ("node00", 1, "FAULT: GPU-node00-00 wrong/critical quarantined #0"),  # node00-03's is a dry run
+        ("node02", 1, "FAULT: GPU-node02-03 retired #3 +1 more"),
+        ("node01", 0, "WARN: GPU-node01-01 slow/medium suspect #1"),  # suspect never drains
+        ("node03", 2, "UNKNOWN: no chips recorded for node03, run sdc sweep"),
     ],
 )
 def test_check_exit_codes_and_line(faulty_store, monkeypatch, host, code, words):
@@ -58,7 +58,7 @@ def test_check_on_a_missing_or_empty_database_is_unknown_not_fault(tmp_path):
     (tmp_path / "empty.db").touch()
     empty = CliRunner().invoke(cli, ["--db", f"sqlite:///{tmp_path / 'empty.db'}", "check", "--host", "n1"])
     assert empty.exit_code == 2
-    assert empty.output.strip() == "UNKNOWN: no sdc schema in the database; run 'sdc db upgrade'"
+    assert empty.output.strip() == "UNKNOWN: no sdc schema in the database, run sdc db upgrade"
     assert not (tmp_path / "none.db").exists()  # read-only: nothing created
 
 
@@ -114,7 +114,7 @@ def test_slurm_drains_resumes_and_never_touches_other_reasons():
         [
             "a|idle|none",
             "b|drained|RMA ticket 42 (bob)",
-            "c|drained|SDC: chip GPU-c quarantined (wrong/high)",
+            "c|drained|SDC: GPU-c wrong/high quarantined #0",
             "d|draining|NHC: check_fs_mount: /scratch not mounted",
             f"e|drained|{reason_e}",
             "f|down|Not responding",
@@ -122,7 +122,7 @@ def test_slurm_drains_resumes_and_never_touches_other_reasons():
     )
     steps, skips = slurm.plan(statuses, slurm.parse_sinfo(canned))
     assert [s.shell for s in steps] == [
-        "scontrol update NodeName=a State=DRAIN 'Reason=SDC: chip GPU-a quarantined (wrong/high)'",
+        "scontrol update NodeName=a State=DRAIN 'Reason=SDC: GPU-a wrong/high quarantined #0'",
         "scontrol update NodeName=c State=RESUME",
     ]
     assert {s.node for s in skips} == {"b", "e"}
@@ -142,15 +142,15 @@ def test_slurm_cli_prints_by_default_and_applies_with_fake_tools(faulty_store, t
     runner = CliRunner()
     printed = runner.invoke(cli, ["--db", faulty_store.url, "export", "slurm"])
     assert printed.exit_code == 0, printed.output
-    assert "scontrol update NodeName=node00 State=DRAIN 'Reason=SDC: chip GPU-node00-00 quarantined (wrong/critical)'" in printed.output
+    assert "scontrol update NodeName=node00 State=DRAIN 'Reason=SDC: GPU-node00-00 wrong/critical quarantined #0'" in printed.output
     assert "node01" not in printed.output.replace("# node01:", "")  # only mentioned as left alone
     assert "scontrol" not in calls.read_text()  # printed, not run
     applied = runner.invoke(cli, ["--db", faulty_store.url, "export", "slurm", "--apply"])
     assert applied.exit_code == 0, applied.output
     ran = [line for line in calls.read_text().splitlines() if line.startswith("scontrol")]
     assert ran == [
-        "scontrol update NodeName=node00 State=DRAIN Reason=SDC: chip GPU-node00-00 quarantined (wrong/critical)",
-        "scontrol update NodeName=node02 State=DRAIN Reason=SDC: chip GPU-node02-02 quarantined (inconsistent/high) +1 more",
+        "scontrol update NodeName=node00 State=DRAIN Reason=SDC: GPU-node00-00 wrong/critical quarantined #0",
+        "scontrol update NodeName=node02 State=DRAIN Reason=SDC: GPU-node02-03 retired #3 +1 more",
     ]
 
 
@@ -243,7 +243,14 @@ def test_prometheus_textfile_parses_and_carries_the_states(faulty_store, tmp_pat
     assert results[("GPU-node00-00", "mismatch")] == 3 and results[("GPU-node00-00", "ok")] == 3
     scores = {(s.labels["chip"], s.labels["kind"]): s.value for s in families["sdc_verdict_score"].samples}
     assert scores[("GPU-node00-00", "wrong")] == pytest.approx(0.99)
-    assert all(s.labels.keys() >= {"host", "chip"} for f in families.values() for s in f.samples)
+    assert all(s.labels.keys() >= {"host", "chip", "UUID", "gpu", "modelName", "Hostname"} for f in families.values() for s in f.samples)
+    # Why a chip is flagged, also for wrong and inconsistent verdicts, which carry no score.
+    verdicts = {(s.labels["chip"], s.labels["kind"], s.labels["severity"]) for s in families["sdc_chip_verdict"].samples}
+    assert ("GPU-node00-00", "wrong", "critical") in verdicts and ("GPU-node02-02", "inconsistent", "high") in verdicts
+    drains = {s.labels["UUID"]: s.value for s in families["sdc_chip_drains"].samples}
+    assert drains["GPU-node00-00"] == 1 and drains["GPU-node01-01"] == 0  # quarantined drains, suspect does not
+    sample = next(s for s in families["sdc_chip_drains"].samples if s.labels["UUID"] == "GPU-node00-00")
+    assert (sample.labels["gpu"], sample.labels["modelName"], sample.labels["Hostname"]) == ("0", "H100 80GB HBM3", "node00")
 
 
 def test_prometheus_cli_prints_unless_applied(faulty_store, tmp_path, monkeypatch):
@@ -252,7 +259,7 @@ def test_prometheus_cli_prints_unless_applied(faulty_store, tmp_path, monkeypatc
     tmp_path.mkdir()
     runner = CliRunner()
     printed = runner.invoke(cli, ["--db", faulty_store.url, "export", "prometheus", "--textfile", str(tmp_path)])
-    assert printed.exit_code == 0 and 'sdc_chip_state{chip="GPU-node00-00"' in printed.output
+    assert printed.exit_code == 0 and 'chip="GPU-node00-00"' in printed.output and "sdc_chip_state{" in printed.output
     assert "node01" not in printed.output and not list(tmp_path.iterdir())
     applied = runner.invoke(cli, ["--db", faulty_store.url, "export", "prometheus", "--textfile", str(tmp_path), "--apply"])
     assert applied.exit_code == 0 and (tmp_path / "sdc.prom").exists()

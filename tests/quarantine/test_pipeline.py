@@ -95,3 +95,70 @@ def test_circuit_breaker_holds_back_a_mass_quarantine(store):
 def test_bad_analysis_config_is_refused_by_name(store):
     with pytest.raises(ConfigError, match="fdr"):
         analyze_store(store, settings(store, fdr="often"))
+
+
+def _newer_sweep(store, at):
+    """Copy the latest complete sweep of every host as a new sweep at ``at`` (new ids, same outputs):
+    the chips behave now as they did then."""
+    from dataclasses import replace
+
+    from sdc.records import new_id
+
+    records = list(iter_records(store.engine(), ["sweep", "probe_result"]))
+    sweeps = [r for r in records if type(r).__name__ == "Sweep" and r.status == "complete"]
+    latest = {}
+    for s in sweeps:
+        if s.host not in latest or s.started_at > latest[s.host].started_at:
+            latest[s.host] = s
+    ids = {s.sweep_id: new_id() for s in latest.values()}
+    out = [replace(s, sweep_id=ids[s.sweep_id], started_at=at, finished_at=at + timedelta(minutes=5)) for s in latest.values()]
+    out += [replace(r, result_id=new_id(), sweep_id=ids[r.sweep_id], observed_at=at)
+            for r in records if type(r).__name__ == "ProbeResult" and r.sweep_id in ids]
+    store.write(out)
+
+
+def test_a_release_sticks_until_a_newer_sweep_judges_the_chip(store):
+    from sdc.quarantine.policy import release
+
+    fleet = load_fleet(store, faults={"persistent": 1})
+    (bad,) = fleet.truth()
+    analyze_store(store, settings(store))
+    assert state_names(quarantine_events(store.engine()))[bad] == "quarantined"
+    released_at = utcnow()
+    store.write([release({bad: "quarantined"}, bad, "ana", "card reseated", released_at)])
+
+    again = analyze_store(store, settings(store))  # no new sweep: the old evidence was already judged
+    assert again.transitions == [] and again.exit_code == ExitCode.HEALTHY
+    assert state_names(quarantine_events(store.engine()))[bad] == "released"
+
+    _newer_sweep(store, released_at + timedelta(seconds=1))  # still wrong after the release
+    failed = analyze_store(store, settings(store))
+    assert [(e.chip_id, e.from_state, e.to_state) for e in failed.transitions] == [(bad, "released", "quarantined")]
+    assert failed.transitions[0].reason.startswith("failed probation: wrong (critical)")
+
+
+def test_after_a_breaker_trip_the_old_evidence_quarantines_nothing(store):
+    load_fleet(store, faults={"persistent": 5})
+    tripped = analyze_store(store, settings(store, breaker_share=0.05))
+    assert tripped.breaker_tripped and all(e.details.get("breaker") for e in tripped.transitions)
+    assert tripped.exit_code == ExitCode.UNKNOWN  # a mass alarm is no fault found
+    # The operator looked and raised the share (or fixed the probe): the held chips stay suspect ...
+    relaxed = analyze_store(store, settings(store, breaker_share=0.5))
+    assert relaxed.transitions == [] and not relaxed.breaker_tripped
+    assert set(state_names(quarantine_events(store.engine())).values()) == {"suspect"}
+
+
+def test_a_release_stamped_in_the_future_does_not_exempt_the_chip_from_newer_sweeps(store):
+    from datetime import datetime, timezone
+
+    from sdc.quarantine.policy import release
+
+    fleet = load_fleet(store, faults={"persistent": 1})
+    (bad,) = fleet.truth()
+    analyze_store(store, settings(store))
+    store.write([release({bad: "quarantined"}, bad, "ana", "clock says 2099", datetime(2099, 1, 1, tzinfo=timezone.utc))])
+    assert state_names(quarantine_events(store.engine()))[bad] == "released"
+    _newer_sweep(store, utcnow() + timedelta(minutes=1))  # later than the analysis's clock, whatever the load
+    again = analyze_store(store, settings(store))
+    assert [(e.chip_id, e.to_state) for e in again.transitions] == [(bad, "quarantined")]
+    assert state_names(quarantine_events(store.engine()))[bad] == "quarantined"  # the store's order, not the 2099 stamp

@@ -11,6 +11,7 @@ from sdc.quarantine.policy import (
     QuarantineError,
     apply_policy,
     release,
+    replace_chip,
     retire,
 )
 from sdc.quarantine.states import probation_chips
@@ -62,9 +63,19 @@ def test_release_needs_actor_and_reason_and_puts_the_chip_on_probation():
     assert (event.from_state, event.to_state, event.actor, event.reason) == ("quarantined", "released", "ana", "reseated the card")
     states = {"q": "released", "x": "healthy", "r": "retired"}
     assert probation_chips(states) == ["q"]
-    # On probation any medium verdict quarantines again; clean sweeps end probation.
-    assert moves(apply_policy(states, [verdict("q", "medium")], 100, 0, NOW, CFG)) == {"q": ("released", "quarantined")}
-    passed = apply_policy(states, [], 100, 0, NOW, CFG, {"q": ChipHistory(NOW, CFG.probation_sweeps)})
+    released_at = NOW - timedelta(hours=1)
+    # The evidence judged before the release does not bring the chip back: the release sticks.
+    old = verdict("q", "critical", first_seen=NOW - timedelta(days=3), last_seen=released_at - timedelta(hours=2))
+    assert moves(apply_policy(states, [old], 100, 0, NOW, CFG, {"q": ChipHistory(released_at, 0)})) == {}
+    # On probation a medium verdict on evidence gathered after the release quarantines again.
+    new = verdict("q", "medium", first_seen=NOW - timedelta(days=3), last_seen=NOW)
+    out = apply_policy(states, [new], 100, 0, NOW, CFG, {"q": ChipHistory(released_at, 1)})
+    assert moves(out) == {"q": ("released", "quarantined")} and out.events[0].reason.startswith("failed probation")
+    # probation_sweeps clean sweeps end probation; fewer do not, nor does a verdict reaching into them.
+    assert moves(apply_policy(states, [], 100, 0, NOW, CFG, {"q": ChipHistory(released_at, CFG.probation_sweeps - 1)})) == {}
+    slow = verdict("q", "medium", kind="slow", first_seen=released_at - timedelta(days=1), last_seen=NOW)
+    assert moves(apply_policy(states, [slow], 100, 0, NOW, CFG, {"q": ChipHistory(released_at, CFG.probation_sweeps)})) == {}
+    passed = apply_policy(states, [old], 100, 0, NOW, CFG, {"q": ChipHistory(released_at, CFG.probation_sweeps)})
     assert moves(passed) == {"q": ("released", "healthy")}
 
 
@@ -91,3 +102,40 @@ def test_recent_quarantines_are_those_of_the_analysis_inside_the_window():
     manual = retire({}, "c", "ana", "x", NOW)
     later = apply_policy({}, [verdict("d")], 100, 0, NOW - timedelta(hours=1), CFG)
     assert recent_quarantine_count(out.events + later.events + [manual], NOW, CFG) == 1
+
+
+def test_breaker_held_chips_are_not_requarantined_on_the_evidence_that_tripped_it():
+    tripped_at = NOW - timedelta(hours=2)
+    stale = [verdict(f"c{i}", "critical", last_seen=tripped_at - timedelta(hours=1)) for i in range(6)]
+    held = {f"c{i}": "suspect" for i in range(6)}
+    # The operator raised breaker_share (or fixed the probe): old evidence quarantines nothing.
+    generous = QuarantineConfig(breaker_share=0.5)
+    assert moves(apply_policy(held, stale, 100, 0, NOW, generous, {c: ChipHistory(tripped_at, 0, True) for c in held})) == {}
+    # Nor does a slow window that merely reaches past the trip.
+    slow = verdict("c0", "high", kind="slow", first_seen=tripped_at - timedelta(days=1), last_seen=NOW)
+    assert moves(apply_policy(held, [slow], 100, 0, NOW, generous, {"c0": ChipHistory(tripped_at, 1, True)})) == {}
+    assert moves(apply_policy(held, [slow], 100, 0, NOW, generous, {"c0": ChipHistory(tripped_at, 1)})) == {"c0": ("suspect", "quarantined")}
+    # A newer clean sweep clears them; a newer wrong result on one chip quarantines that chip.
+    fresh = verdict("c0", "critical", last_seen=NOW)
+    out = apply_policy(held, stale[1:] + [fresh], 100, 0, NOW, generous, {c: ChipHistory(tripped_at, 1, True) for c in held})
+    assert moves(out) == {"c0": ("suspect", "quarantined"), **{f"c{i}": ("suspect", "healthy") for i in range(1, 6)}}
+
+
+def test_the_verdict_behind_a_transition_is_the_worst_by_severity_then_kind_whatever_the_order():
+    kinds = [("slow", "high"), ("inconsistent", "high"), ("wrong", "critical"), ("wrong", "low")]
+    for rotation in range(len(kinds)):
+        order = kinds[rotation:] + kinds[:rotation]
+        vs = [verdict("a", severity, kind=kind) for kind, severity in order]
+        (event,) = apply_policy({}, vs, 100, 0, NOW, CFG).events
+        assert (event.details["kind"], event.details["severity"]) == ("wrong", "critical")
+        ties = [verdict("b", "high", kind=k) for k, _ in order if k != "wrong"] + [verdict("b", "high", kind="wrong")]
+        (event,) = apply_policy({}, ties[::-1] if rotation % 2 else ties, 100, 0, NOW, CFG).events
+        assert event.details["kind"] == "wrong"
+
+
+def test_replace_retires_a_chip_that_is_physically_gone_with_an_audit_trail():
+    event = replace_chip({"q": "quarantined"}, "q", "ana", "RMA 4711: card swapped", NOW)
+    assert (event.from_state, event.to_state, event.actor) == ("quarantined", "retired", "ana")
+    assert event.details == {"manual": True, "replaced": True} and event.reason == "RMA 4711: card swapped"
+    with pytest.raises(QuarantineError, match="--by"):
+        replace_chip({}, "q", " ", "x", NOW)

@@ -86,20 +86,29 @@ def test_table_prints_markup_like_names_literally(store):
     [
         ("healthy", [], "nvidia", "none", None),
         ("released", [], "nvidia", "none", None),
-        ("suspect", ["medium"], "nvidia", "reset", "nvidia-smi --gpu-reset -i 3"),
-        ("quarantined", ["low", "medium"], "nvidia", "field_diagnostics", "dcgmi diag -r 3 -i 3"),
-        ("quarantined", ["high"], "amd", "contact_vendor", "sdc export --kind verdict"),
-        ("quarantined", ["critical"], "nvidia", "replace", "sdc export slurm --apply"),
-        ("retired", [], "cpu", "replace", "sdc export slurm --apply"),
+        ("suspect", ["medium"], "nvidia", "reset", "nvidia-smi --gpu-reset -i GPU-1"),
+        ("quarantined", ["low", "medium"], "nvidia", "field_diagnostics", "dcgmi discovery -l | awk -v u=GPU-1"),
+        ("quarantined", ["high"], "amd", "contact_vendor", "sdc export --chip GPU-1 -o sdc-evidence-GPU-1.jsonl"),
+        ("quarantined", ["critical"], "nvidia", "replace", "sdc export slurm --apply --host node1"),
+        ("retired", [], "cpu", "replace", "sdc export slurm --apply --host node1"),
     ],
 )
 def test_recommended_action_ladder(state, severities, vendor, kind, fragment):
-    action = recommend("GPU-1", "node 1; rm -rf /", 3, vendor, state, severities)
+    action = recommend("GPU-1", "node1", 3, vendor, state, severities)
     assert action.kind == kind
     if fragment:
         assert any(fragment in c for c in action.commands)
-    # Data that reaches a shell command is quoted.
-    assert all("node 1; rm" not in c or "'node 1; rm -rf /'" in c for c in action.commands)
+    # The GPU is named by its UUID, never by the CUDA ordinal NVML and DCGM number differently.
+    assert not any(" -i 3" in c for c in action.commands)
+    assert all(c.startswith(("ssh -- node1 ", "sdc ")) for c in action.commands)
+
+
+@pytest.mark.parametrize("host, chip", [("-oProxyCommand=touch /tmp/x", "GPU-1"), ("node 1; rm -rf /", "GPU-1"),
+                                        ("node1", "GPU-a'$(touch /tmp/x)'b"), ("node1\nreboot", "GPU-1")])
+def test_no_command_is_recommended_for_a_hostile_name(host, chip):
+    for state, severities in (("suspect", ["medium"]), ("quarantined", ["high"]), ("retired", [])):
+        action = recommend(chip, host, 3, "nvidia", state, severities)
+        assert action.kind == "withheld" and action.commands == () and "safe set" in action.why
 
 
 def test_report_command_writes_each_format(faulty_store, tmp_path):

@@ -1,0 +1,67 @@
+"""The report reads the fleet's latest analysis and shows the digest a healthy chip gives."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from click.testing import CliRunner
+
+from sdc.cli import cli
+from sdc.records import ProbeResult
+from sdc.reports import build_report, render
+
+from tests import fleets as fleet
+
+
+def test_an_old_verdict_the_latest_analysis_did_not_repeat_unflags_the_chip(store):
+    store.write(fleet.fleet_records())
+    old = fleet.verdict("GPU-node01-03", "slow", "low", analysis_id="a-old")
+    new = replace(fleet.verdict("GPU-node00-01", "slow", "low", analysis_id="a-new"), created_at=old.created_at + timedelta(hours=1))
+    store.write([old])
+    assert CliRunner().invoke(cli, ["--db", store.url, "report"]).exit_code == 1
+    store.write([new])
+    chips = {c.identity.chip_id: c for c in build_report(store.engine()).chips}
+    assert not chips["GPU-node01-03"].flagged and chips["GPU-node00-01"].flagged
+
+
+def test_expected_digest_is_the_cohort_majority_not_the_fp64_reference(store):
+    records = [replace(r, reference_digest="fp64-" + "0" * 40) if isinstance(r, ProbeResult) else r for r in fleet.faulty_fleet()]
+    good, bad = "d-good-" + "a" * 40 + "1234", "d-good-" + "a" * 40 + "9999"
+    records = [replace(r, digest={"d-good": good, "d-bad": bad}.get(r.digest, r.digest)) if isinstance(r, ProbeResult) else r for r in records]
+    store.write(records)
+    report = build_report(store.engine())
+    (evidence,) = next(c for c in report.chips if c.identity.chip_id == "GPU-node00-00").evidence
+    assert (evidence.expected_digest, evidence.observed_digest) == (good, bad)
+    # Digests that share a long prefix differ at the end: the whole digest is shown.
+    page, markdown = render(report, "html"), render(report, "markdown")
+    assert good in page and bad in page and good in markdown and bad in markdown
+
+
+def test_the_cards_evidence_command_exports_only_that_chip_and_ingests_alone(faulty_store, tmp_path):
+    from sdc.store import Store
+    from sdc.store.migrate import upgrade
+    from sdc.store.reader import iter_records
+
+    chip = "GPU-node00-00"
+    report = build_report(faulty_store.engine())
+    card = next(c for c in report.chips if c.identity.chip_id == chip)
+    (command,) = [c for c in card.action.commands if c.startswith("sdc export --chip")]
+    assert command == f"sdc export --chip {chip} -o sdc-evidence-{chip}.jsonl"
+    out = tmp_path / "one.jsonl"
+    result = CliRunner().invoke(cli, ["--db", faulty_store.url, "export", "--chip", chip, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    everything = list(iter_records(faulty_store.engine()))
+    mine = [r for r in everything if getattr(r, "chip_id", None) == chip]
+    lines = out.read_text().splitlines()
+    assert len(lines) == len(mine) + 3  # and the three sweeps its results belong to
+    assert len(lines) < len(everything) / 2
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    upgrade(fresh)
+    loaded = CliRunner().invoke(cli, ["--db", fresh, "ingest", str(out)])
+    assert loaded.exit_code == 0, loaded.output
+    other = Store(fresh, tmp_path / "outbox")
+    try:
+        assert {getattr(r, "chip_id", chip) for r in iter_records(other.engine())} == {chip}
+    finally:
+        other.dispose()
