@@ -74,6 +74,7 @@ class AgentConfig:
     case_timeout_s: float = 120.0
     budget_s: float | None = None
     burn_duration_s: float = 60.0
+    catalog: Path | None = None  # a harvested catalog the sweep replays (`sdc sweep --catalog`)
 
 
 def _int(section: Mapping[str, Any], key: str, default: int, low: int = 0) -> int:
@@ -140,6 +141,7 @@ def agent_config(settings: Settings, flags: Mapping[str, Any]) -> AgentConfig:
         case_timeout_s=_seconds(merged, "case_timeout", 120.0),
         budget_s=_seconds(merged, "budget", None),
         burn_duration_s=_seconds(merged, "duration", 60.0),
+        catalog=Path(merged["catalog"]).expanduser() if merged.get("catalog") else None,
     )
 
 
@@ -329,7 +331,8 @@ class Agent:
         options = NodeSweepOptions(
             suite=cfg.suite, devices=cfg.devices, seed=cfg.seed, repeats=cfg.repeats,
             case_timeout_s=cfg.case_timeout_s, budget_s=cfg.budget_s, burn_duration_s=cfg.burn_duration_s,
-            data_dir=self.settings.data_dir,
+            data_dir=self.settings.data_dir, catalog=cfg.catalog,
+            tolerance_rows=tuple(self.settings.section("tolerance").get("rows", ())),
         )
         def on_start(chips) -> None:
             log.info("sweep starting: suite %s on %s", cfg.suite, ", ".join(h.name for h in chips))
