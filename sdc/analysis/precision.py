@@ -48,6 +48,22 @@ class PrecisionConfig:
     reference: Optional[str] = None
 
 
+def precision_config(section: dict[str, Any], reference: Optional[str] = None, ratio: Optional[float] = None) -> PrecisionConfig:
+    """The ``[precision]`` table merged with flags (flags win); ValueError names a bad key."""
+    unknown = sorted(set(section) - {"ratio", "alpha", "reference"})
+    if unknown:
+        raise ValueError(f"config: [precision] unknown key(s) {', '.join(unknown)} (known: alpha, ratio, reference)")
+    values = {"ratio": section.get("ratio", 2.0), "alpha": section.get("alpha", 0.01)}
+    for key, low in (("ratio", 1.0), ("alpha", 0.0)):
+        value = values[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low - (key == "ratio"):
+            raise ValueError(f"config: [precision] {key} must be a number above {low:g}, got {value!r}")
+    return PrecisionConfig(
+        ratio=float(ratio if ratio is not None else values["ratio"]), alpha=float(values["alpha"]),
+        reference=reference or section.get("reference") or None,
+    )
+
+
 @dataclass(frozen=True)
 class PrecisionResult:
     """One judged result as the precision analysis sees it."""

@@ -134,3 +134,26 @@ def test_every_chip_changing_digest_after_an_upgrade_is_software():
     assert find_software_changed(before + split) == []
     # Same digest after the upgrade: nothing changed.
     assert find_software_changed(before + [_result(c, "new", "d1", 2.0) for c in ("a", "b", "c")]) == []
+
+
+def test_sdc_precision_prints_stack_findings_and_exits_0(store, catalog_file, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    faults = ["cpu:1:lowprec:bits=12"]
+    sweep(store, catalog_file, "cpu:0,cpu:1", inject=faults, second_stack=("cpu:1",))
+    env = {"XDG_DATA_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    base = [sys.executable, "-m", "sdc", "--db", store.url]
+    text = subprocess.run(base + ["precision"], capture_output=True, text=True, env=env, timeout=120)
+    assert text.returncode == 0, text.stderr
+    assert "less precise than the reference" in text.stdout and "no chip was quarantined" in text.stdout
+    assert "tolerance row" in text.stdout
+    done = subprocess.run(base + ["--json", "precision"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0
+    report = json.loads(done.stdout)
+    assert {f["kind"] for f in report["findings"]} >= {"less_precise"}
+    assert all(len(f["distributions"]) == 2 for f in report["findings"] if f["kind"] == "less_precise")
+    bad = subprocess.run(base + ["harvest", "--hf-config", str(tmp_path / "none.json"), "-o", str(tmp_path / "c.json")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "no such config file" in bad.stderr
