@@ -15,8 +15,8 @@ import numpy as np
 from sdc.analysis.config import AnalysisConfig
 from sdc.analysis.evidence import Evidence, JobEvidence
 from sdc.analysis.findings import SEVERITY_RANK, Finding
-from sdc.analysis.precision import without_stack_bound_breaks
 from sdc.analysis.inconsistent import find_nondeterministic, find_replica_disagreements
+from sdc.analysis.precision import without_stack_bound_breaks
 from sdc.analysis.slow import find_slow
 from sdc.analysis.wrong import find_wrong
 from sdc.records import Verdict, new_id

@@ -157,3 +157,26 @@ def test_sdc_precision_prints_stack_findings_and_exits_0(store, catalog_file, tm
     bad = subprocess.run(base + ["harvest", "--hf-config", str(tmp_path / "none.json"), "-o", str(tmp_path / "c.json")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "no such config file" in bad.stderr
+
+
+def test_report_has_a_precision_section_in_json_and_html(store, catalog_file):
+    import json
+
+    import jsonschema
+
+    from sdc.reports.html_report import render_html
+    from sdc.reports.json_report import render_json
+    from sdc.reports.read import build_report
+
+    sweep(store, catalog_file, "cpu:0,cpu:1,cpu:2,cpu:3", inject=["cpu:2:lowprec:bits=12", "cpu:3:lowprec:bits=12"],
+          second_stack=("cpu:2", "cpu:3"))
+    analysis(store)
+    report = build_report(store.engine())
+    assert report.flagged == ()  # a stack finding flags no chip
+    document = json.loads(render_json(report))
+    schema = json.loads((Path(__file__).parents[2] / "docs" / "schema" / "report.json").read_text())
+    jsonschema.validate(document, schema)
+    kinds = {f["kind"] for f in document["precision"]}
+    assert "less_precise" in kinds
+    page = render_html(report)
+    assert "Precision across platforms and stacks" in page and page.count("<svg") >= 2
