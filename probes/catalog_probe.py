@@ -32,7 +32,7 @@ _FULL_REFERENCE_MACS = 1 << 27
 _ACCUMULATING = ("gemm", "conv", "reduce")  # magnitude = the op over |inputs|
 _STRICT = ("attention", "conv")
 # Ops whose error follows the tensor's scale, not each element's: |ref| + rms(ref) is the magnitude.
-_TENSOR_SCALED = ("norm", "softmax", "attention", "elementwise_grad")  # fused kernels with faster non-deterministic variants
+_TENSOR_SCALED = ("norm", "softmax", "attention", "composite")  # fused kernels with faster non-deterministic variants
 
 
 def _packet(op: str) -> str:
@@ -127,6 +127,17 @@ def _restrict_rows(params: dict[str, Any], tensors: list[torch.Tensor], rows: to
     if len(tensors) == 3 and tensors[0].dim() >= 2 and tensors[0].shape[-2] == tensors[a].shape[-2]:
         out[0] = tensors[0].index_select(-2, rows)
     return out
+
+
+def output_layout(params: dict[str, Any], rows: Optional[torch.Tensor]) -> list[torch.Tensor]:
+    """The op's outputs as meta tensors (shape, dtype), for all rows or the sampled ones."""
+    meta = [torch.empty_strided(s["shape"], s["stride"], dtype=DTYPES_BY_NAME[s["dtype"]], device="meta")
+            for s in params["inputs"]]
+    if rows is not None:
+        meta = _restrict_rows(params, meta, torch.zeros(len(rows), dtype=torch.long, device="meta"))
+    device = torch.device("meta")
+    return output_parts(op_callable(params["op"])(*_decode(params["args"], meta, device, False),
+                                                  **_decode_kwargs(params["kwargs"], meta, device, False)))
 
 
 def reduction_length(params: dict[str, Any]) -> int:
@@ -257,7 +268,7 @@ class CatalogProbe(Probe):
 
         packed = cached(reference_key(self.name, self.version, case, seed), compute)
         n_parts = int(packed[-1])
-        sizes = self._part_sizes(params, rows)
+        sizes = [p.numel() for p in output_layout(params, rows)]
         values, offset = [], 0
         for size in sizes[:n_parts]:
             values.append(packed[offset : offset + size])
@@ -269,35 +280,23 @@ class CatalogProbe(Probe):
                 offset += size
         return values, magnitudes
 
-    def _part_sizes(self, params: dict[str, Any], rows: Optional[torch.Tensor]) -> list[int]:
-        meta = [torch.empty_strided(s["shape"], s["stride"], dtype=DTYPES_BY_NAME[s["dtype"]], device="meta")
-                for s in params["inputs"]]
-        if rows is not None:
-            meta = _restrict_rows(params, meta, torch.zeros(len(rows), dtype=torch.long, device="meta"))
-        device = torch.device("meta")
-        parts = output_parts(op_callable(params["op"])(*_decode(params["args"], meta, device, False),
-                                                       **_decode_kwargs(params["kwargs"], meta, device, False)))
-        self._dtypes = [p.dtype for p in parts]
-        self._shapes = [p.shape for p in parts]
-        return [p.numel() for p in parts]
-
     def judge_output(self, case: Case, seed: int, first: torch.Tensor, vendor: str) -> Outcome:
         """Check each output against its fp64 reference under its tolerance row; keep the worst."""
         params = case.params
         values, magnitudes = self._reference(case, seed)
         rows = gemm_rows(params, seed)
-        full_sizes = self._part_sizes(params, None)
-        out_dtypes, out_shapes = self._dtypes, self._shapes
+        layout = output_layout(params, None)
         names = {v: k for k, v in DTYPES_BY_NAME.items()}
         k = reduction_length(params)
         checks: list[Check] = []
         offset = 0
         for i, ref in enumerate(values):
-            observed = first[offset : offset + full_sizes[i]].to(out_dtypes[i])
-            offset += full_sizes[i]
+            part = layout[i]
+            observed = first[offset : offset + part.numel()].to(part.dtype)
+            offset += part.numel()
             if rows is not None:
-                observed = observed.reshape(out_shapes[i]).index_select(-2, rows.to(observed.device)).reshape(-1)
-            dtype = _judged_dtype(names.get(out_dtypes[i], "fp32"), case.dtype)
+                observed = observed.reshape(part.shape).index_select(-2, rows.to(observed.device)).reshape(-1)
+            dtype = _judged_dtype(names.get(part.dtype, "fp32"), case.dtype)
             row = self.table().lookup(params["kernel_class"], dtype, vendor)
             if row is None:
                 raise Unsupported(f"no tolerance row for {params['kernel_class']} x {dtype}; add one in [[tolerance.rows]]")

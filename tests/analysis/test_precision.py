@@ -180,3 +180,56 @@ def test_report_has_a_precision_section_in_json_and_html(store, catalog_file):
     assert "less_precise" in kinds
     page = render_html(report)
     assert "Precision across platforms and stacks" in page and page.count("<svg") >= 2
+
+
+def _noisy(platform: str, scale: float, n: int, rng) -> list[PrecisionResult]:
+    return [
+        dataclasses.replace(_result(f"{platform}{i}", platform, f"d{platform}{i}", 1.0),
+                            error_stats={"mean_rel_err": float(scale * rng.lognormal(0.0, 0.3))})
+        for i in range(n)
+    ]
+
+
+def test_less_precise_is_rare_between_equal_platforms_and_found_at_three_times_over_many_seeds():
+    import numpy as np
+
+    from sdc.analysis.precision import find_less_precise
+
+    cfg = PrecisionConfig()
+    false, found = 0, 0
+    trials = 300
+    for seed in range(trials):
+        rng = np.random.default_rng(seed)
+        same = _noisy("a", 1e-4, 6, rng) + _noisy("b", 1e-4, 6, rng)
+        false += bool(find_less_precise(same, cfg))
+        worse = _noisy("a", 1e-4, 6, rng) + _noisy("b", 3e-4, 6, rng)
+        hits = find_less_precise(worse, cfg)
+        found += bool(hits) and all(f.stack == "b" for f in hits)
+    assert false == 0  # equal platforms never reach a 2x ratio of means with 6 samples each
+    assert found >= 0.95 * trials
+
+
+def test_agent_and_sweep_take_a_catalog(catalog_file, tmp_path):
+    import subprocess
+    import sys
+
+    from sdc.agent.agent import agent_config
+
+    settings = Settings(database_url="sqlite://", data_dir=tmp_path, outbox_dir=tmp_path,
+                        tables={"agent": {"sweep": "0 3 * * 0", "catalog": str(catalog_file)}})
+    assert agent_config(settings, {}).catalog == catalog_file
+    env = {"XDG_DATA_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    db = f"sqlite:///{tmp_path / 'sdc.db'}"
+    base = [sys.executable, "-m", "sdc", "--db", db]
+    subprocess.run(base + ["db", "upgrade"], check=True, capture_output=True, env=env, timeout=120)
+    (tmp_path / "broken.json").write_text('{"catalog_version": 1, "model": {}, "cases": "none"}')
+    bad = subprocess.run(base + ["sweep", "--devices", "cpu:0", "--catalog", str(tmp_path / "broken.json")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "cases: must be a list" in bad.stderr and "Traceback" not in bad.stderr
+    done = subprocess.run(base + ["--json", "sweep", "--devices", "cpu:0,cpu:1", "--probes", "gemm", "--catalog", str(catalog_file)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    chips = json.loads(done.stdout)["chips"]
+    assert all(c["statuses"]["ok"] >= 25 and c["statuses"].get("mismatch", 0) == 0 for c in chips), chips

@@ -171,3 +171,15 @@ def test_hf_config_file_loads_offline(tmp_path):
     path.write_text("{}")
     with pytest.raises(HarvestError, match="model_type"):
         load_hf_config(str(path))
+
+
+def test_harvest_works_under_fake_tensor_mode():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        model = ConvMLP()
+        x = torch.empty(2, 3, 6, 6)
+        recording = harvest(model, (x,))
+    catalog = build_catalog(recording, {"name": "ConvMLP", "config_hash": "x"}, budget=100)
+    assert [shapes(c) for c in cases_of(catalog, "aten.convolution.default")] == [[[2, 3, 6, 6], [8, 3, 3, 3], [8]]]
+    assert cases_of(catalog, "aten.convolution_backward.default")
