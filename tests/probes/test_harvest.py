@@ -84,9 +84,11 @@ def test_tensor_parallel_two_gives_per_rank_shapes_and_all_reduces():
     assert whole["collectives"] == [] and rank["model"]["tp_size"] == 2
 
 
-def test_tensor_parallel_refuses_a_size_that_does_not_divide():
+def test_tensor_parallel_refuses_a_size_that_does_not_divide_or_a_model_without_a_plan():
     with pytest.raises(HarvestError, match="do not divide"):
         harvest_catalog(llama(), batch=1, seq_len=8, tp_size=3)
+    with pytest.raises(HarvestError, match="no tensor-parallel plan"):
+        harvest_catalog(gpt2(), batch=1, seq_len=8, tp_size=2)
 
 
 class ConvMLP(torch.nn.Module):
