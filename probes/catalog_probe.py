@@ -106,15 +106,18 @@ def flatten(parts: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([p.reshape(-1).to(widest) for p in parts])
 
 
+def gemm_macs(params: dict[str, Any]) -> int:
+    """Multiply-adds of a GEMM case (its last two operands are A and B; a bias comes first)."""
+    a, b = params["inputs"][-2]["shape"], params["inputs"][-1]["shape"]
+    return prod(a[:-2] or [1]) * a[-2] * a[-1] * b[-1]
+
+
 def gemm_rows(params: dict[str, Any], seed: int) -> Optional[torch.Tensor]:
     """Output rows the reference covers for a large GEMM (None: all of it)."""
     if params["kernel_class"] != "gemm":
         return None
-    shapes = [s["shape"] for s in params["inputs"]]
-    a, b = shapes[-2], shapes[-1]
-    m = a[-2]
-    macs = prod(a[:-2] or [1]) * m * a[-1] * b[-1]
-    if macs <= _FULL_REFERENCE_MACS or m <= REFERENCE_ROWS:
+    m = params["inputs"][-2]["shape"][-2]
+    if gemm_macs(params) <= _FULL_REFERENCE_MACS or m <= REFERENCE_ROWS:
         return None
     return torch.randperm(m, generator=generator(seed, "catalog-rows", params["id"]))[:REFERENCE_ROWS].sort().values
 
@@ -202,10 +205,8 @@ class CatalogProbe(Probe):
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
         params = case.params
-        work = prod(params["inputs"][-1]["shape"]) if params["inputs"] else 1
-        if params["kernel_class"] == "gemm":
-            a, b = params["inputs"][-2]["shape"], params["inputs"][-1]["shape"]
-            work = prod(a[:-2] or [1]) * a[-2] * a[-1] * b[-1]
+        work = gemm_macs(params) if params["kernel_class"] == "gemm" else max(
+            (prod(s["shape"]) for s in params["inputs"]), default=1)
         rate = 2e9 if device.type == "cpu" else 1e13
         return 0.02 + 4 * work / rate
 
@@ -239,11 +240,10 @@ class CatalogProbe(Probe):
         outcome.timings, outcome.digest = list(result.timings), result.digests[0]
         if result.distinct > 1:
             text = f"{result.distinct} distinct outputs over {len(result.timings)} repeats"
+            outcome.message = f"{outcome.message}; {text}" if outcome.status == "mismatch" else text
             outcome.status = "mismatch"
-            outcome.message = f"{outcome.message}; {text}" if outcome.message else text
         if params["kernel_class"] == "gemm":
-            a, b = params["inputs"][-2]["shape"], params["inputs"][-1]["shape"]
-            return throughput(outcome, 2.0 * prod(a[:-2] or [1]) * a[-2] * a[-1] * b[-1], "TFLOP/s")
+            return throughput(outcome, 2.0 * gemm_macs(params), "TFLOP/s")
         return outcome
 
     def _reference(self, case: Case, seed: int) -> tuple[list[torch.Tensor], list[Optional[torch.Tensor]]]:
