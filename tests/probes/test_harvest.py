@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from probes.catalog import CatalogError, build_catalog, kernel_signature, read_catalog, write_catalog
-from probes.harvest import Recording, harvest
+from probes.harvest import harvest
 from probes.harvest_models import HarvestError, harvest_catalog, load_hf_config
 
 transformers = pytest.importorskip("transformers")
