@@ -25,6 +25,7 @@ _BUILTIN_MODULES = (
     "probes.transfer",
     "probes.collective",
     "probes.burn",
+    "probes.catalog_probe",
 )
 
 

@@ -9,6 +9,8 @@ or in ``SDC_INJECT`` (several separated by ``;``)::
     cpu:3:nondeterminism:rate=1        repeats after the first differ in their last bit
     cpu:0:hang:probe=gemm,case=square  the case never finishes (the watchdog turns it into ``timeout``)
     cpu:0:error:probe=memory           the case raises (recorded as ``error``, never as a fault)
+    cpu:1:lowprec:bits=10              results rounded to 10 mantissa bits, as a kernel that keeps a
+                                       lower-precision intermediate would (same answer every repeat)
 
 Every kind accepts ``probe=NAME`` and ``case=NAME`` to limit it to some cases. Random choices
 come from a generator seeded by chip, probe, case and repeat, so a drill is reproducible.
@@ -18,6 +20,7 @@ come from a generator seeded by chip, probe, case and repeat, so a drill is repr
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import random
 import time
@@ -26,7 +29,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-KINDS = ("bitflip", "slowdown", "nondeterminism", "hang", "error")
+KINDS = ("bitflip", "slowdown", "nondeterminism", "hang", "error", "lowprec")
 _ENV = "SDC_INJECT"
 
 _PARAMS: dict[str, dict[str, type]] = {
@@ -35,6 +38,7 @@ _PARAMS: dict[str, dict[str, type]] = {
     "nondeterminism": {"rate": float},
     "hang": {},
     "error": {"message": str},
+    "lowprec": {"bits": int},
 }
 _COMMON = {"probe": str, "case": str}
 
@@ -82,6 +86,15 @@ def flip_bit(tensor: torch.Tensor, flat_index: int, bit: int) -> torch.Tensor:
         mask &= 0xFF
     words[flat_index : flat_index + 1].bitwise_xor_(mask)
     return tensor
+
+
+def round_mantissa(tensor: torch.Tensor, bits: int) -> torch.Tensor:
+    """A floating tensor rounded to ``bits`` mantissa bits (to nearest); others unchanged."""
+    if not tensor.is_floating_point() or bits >= round(-math.log2(torch.finfo(tensor.dtype).eps)):
+        return tensor
+    mantissa, exponent = torch.frexp(tensor.double())
+    scale = 2.0 ** (bits + 1)  # frexp's mantissa is in [0.5, 1): one bit more before the point
+    return torch.ldexp(torch.round(mantissa * scale) / scale, exponent.double()).to(tensor.dtype)
 
 
 @dataclass(frozen=True)
@@ -195,6 +208,8 @@ class FaultInjector:
             # order-dependent reduction would, and stay within any error bound.
             if repeat > 0 and rng.random() < fault.rate and output.numel():
                 flips.append((rng.randrange(output.numel()), 0))
+        for fault in self._active("lowprec", probe, case):
+            output = round_mantissa(output, int(fault.params.get("bits", 10)))
         if not flips:
             return output
         output = output.clone().contiguous()

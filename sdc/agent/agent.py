@@ -194,7 +194,7 @@ class Agent:
         options = NodeSweepOptions(
             suite=cfg.suite, devices=cfg.devices, seed=cfg.seed, repeats=cfg.repeats,
             case_timeout_s=cfg.case_timeout_s, budget_s=cfg.budget_s, burn_duration_s=cfg.burn_duration_s,
-            data_dir=self.settings.data_dir,
+            data_dir=self.settings.data_dir, catalog=cfg.catalog,
         )
         def on_start(chips) -> None:
             log.info("sweep starting: suite %s on %s", cfg.suite, ", ".join(h.name for h in chips))

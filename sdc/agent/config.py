@@ -45,6 +45,7 @@ class AgentConfig:
     case_timeout_s: float = 120.0
     budget_s: float | None = None
     burn_duration_s: float = 60.0
+    catalog: Path | None = None  # a harvested catalog the sweep replays (`sdc sweep --catalog`)
 
 
 def _int(section: Mapping[str, Any], key: str, default: int, low: int = 0) -> int:
@@ -111,4 +112,5 @@ def agent_config(settings: Settings, flags: Mapping[str, Any]) -> AgentConfig:
         case_timeout_s=_seconds(merged, "case_timeout", 120.0),
         budget_s=_seconds(merged, "budget", None),
         burn_duration_s=_seconds(merged, "duration", 60.0),
+        catalog=Path(merged["catalog"]).expanduser() if merged.get("catalog") else None,
     )

@@ -16,6 +16,7 @@ from sdc.analysis.config import AnalysisConfig
 from sdc.analysis.evidence import Evidence, JobEvidence
 from sdc.analysis.findings import SEVERITY_RANK, Finding
 from sdc.analysis.inconsistent import find_nondeterministic, find_replica_disagreements
+from sdc.analysis.precision import without_stack_bound_breaks
 from sdc.analysis.slow import find_slow
 from sdc.analysis.wrong import find_wrong
 from sdc.records import Verdict, new_id
@@ -28,8 +29,11 @@ def analyze(
 ) -> tuple[list[Finding], list[str]]:
     """All findings over the evidence; returns them with the chip id of every chip code.
 
-    Chips seen only in training jobs get codes after the fleet's own.
+    Chips seen only in training jobs get codes after the fleet's own. Cohorts whose every
+    chip breaks the fp64 bound identically are a finding about the stack (``sdc precision``),
+    so they are taken out of chip blame first.
     """
+    ev = without_stack_bound_breaks(ev)
     findings = find_wrong(ev, cfg, now) + find_slow(ev, cfg, now) + find_nondeterministic(ev, cfg, now)
     chip_ids = list(ev.chip_ids)
     if jobs is not None and len(jobs):

@@ -43,6 +43,8 @@ for command in (
     "quarantine=sdc.cli.analysis:quarantine_group",
     "status=sdc.cli.analysis:status_command",
     "simulate=sdc.cli.analysis:simulate_command",
+    "harvest=sdc.cli.precision:harvest_command",
+    "precision=sdc.cli.precision:precision_command",
 ):
     cli.add(command)
 

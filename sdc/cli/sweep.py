@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from pathlib import Path
 from contextlib import contextmanager, nullcontext
 
 import click
@@ -42,6 +43,7 @@ from sdc.sweep.node_sweep import (
 @click.option("--budget", type=click.FloatRange(min=0, min_open=True), help="Seconds per chip: run the probes that found most faults in this fleet first, then the widest coverage, until the time is used.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, help="Seconds of sustained load per chip for --suite burn.")
 @click.option("--case-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="Watchdog: a case running longer is killed and recorded as timeout.")
+@click.option("--catalog", type=click.Path(dir_okay=False), help="Also replay the cases of a harvested catalog (sdc harvest) as the 'catalog' probe.")
 @click.option("--inject", multiple=True, help="Inject a fault for a drill, e.g. cpu:2:bitflip:rate=0.05 (repeatable; also SDC_INJECT).")
 @click.option("--db", "db_url", help="Database URL (same as the global --db).")
 @pass_app
@@ -57,6 +59,7 @@ def sweep_command(
     duration: float,
     case_timeout: float,
     inject: tuple[str, ...],
+    catalog: str | None,
     db_url: str | None,
 ) -> None:
     """Probe this node's chips and store a sweep. Exit 0 healthy, 1 fault found, 2 error."""
@@ -69,9 +72,13 @@ def sweep_command(
         options = NodeSweepOptions(
             suite=suite, devices=devices, seed=seed, repeats=repeats, faults=faults, case_timeout_s=case_timeout,
             budget_s=budget, burn_duration_s=duration, data_dir=app.settings.data_dir,
+            catalog=Path(catalog) if catalog else None,
+            tolerance_rows=tuple(app.settings.section("tolerance").get("rows", ())),
         )
         chips = chips_to_probe(options)
         names = [n.strip() for n in (probe_names or "").split(",") if n.strip()]
+        if catalog and names and "catalog" not in names:
+            names.append("catalog")
         probes = select_probes(all_probes(), names)
     except (FaultSpecError, DeviceError, NodeSweepError) as exc:
         fail(str(exc))

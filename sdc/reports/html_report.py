@@ -11,6 +11,7 @@ from sdc.records import format_time
 from sdc.reports import plots
 from sdc.reports.escape import html_text as h
 from sdc.reports.model import ChipReport, FleetReport
+from sdc.reports.precision import precision_html
 
 CSS = """
 :root { --fg:#1b1f24; --muted:#57606a; --line:#d0d7de; --bg:#ffffff; --panel:#f6f8fa; }
@@ -174,6 +175,7 @@ def render_html(report: FleetReport) -> str:
             )
         body.append("</table>")
         body.extend(_chip(chip, n) for n, chip in enumerate(flagged))
+    body.append(precision_html(report.precision))
     body.append("<footer class='muted'>sdc — evidence is never edited; this page was generated from the store and "
                 "fetches nothing.</footer></body></html>")
     return "\n".join(body)

@@ -12,6 +12,7 @@ from typing import Any
 
 from sdc.records import format_time
 from sdc.reports.model import ChipReport, FleetReport
+from sdc.reports.precision import precision_to_dict
 
 REPORT_VERSION = 1
 
@@ -68,6 +69,7 @@ def report_to_dict(report: FleetReport) -> dict[str, Any]:
             "states": report.state_counts,
         },
         "chips": [chip_to_dict(c) for c in report.chips],
+        "precision": precision_to_dict(report.precision),
     }
 
 

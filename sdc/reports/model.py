@@ -112,6 +112,7 @@ class FleetReport:
     source: str
     chips: tuple[ChipReport, ...]
     last_sweep_at: datetime | None = None
+    precision: tuple[dict, ...] = ()  # stack-level findings (sdc.reports.precision); never flag a chip
 
     @property
     def flagged(self) -> tuple[ChipReport, ...]:

@@ -236,7 +236,10 @@ def build_report(engine: Engine, source: str = "", now: datetime | None = None, 
         if report.flagged:
             report = _with_evidence(engine, report)
         chips.append(report)
-    return FleetReport(generated_at=now or utcnow(), source=source, chips=tuple(chips), last_sweep_at=_last_sweep(engine))
+    from sdc.reports.precision import read_precision
+
+    return FleetReport(generated_at=now or utcnow(), source=source, chips=tuple(chips), last_sweep_at=_last_sweep(engine),
+                       precision=read_precision(engine))
 
 
 def _with_evidence(engine: Engine, report: ChipReport) -> ChipReport:

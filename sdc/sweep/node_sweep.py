@@ -39,6 +39,8 @@ class NodeSweepOptions:
         seed, repeats, faults, case_timeout_s, budget_s: as in ``SweepOptions``.
         burn_duration_s: seconds of sustained load per chip for the burn probe.
         data_dir: where the shared fp64 reference cache lives (``reference-cache/``).
+        catalog: a harvested catalog file (``sdc harvest``) replayed by the ``catalog`` probe.
+        tolerance_rows: the config file's ``[[tolerance.rows]]`` overriding the shipped table.
     """
 
     suite: str = "quick"
@@ -50,6 +52,8 @@ class NodeSweepOptions:
     budget_s: Optional[float] = None
     burn_duration_s: float = 60.0
     data_dir: Optional[Path] = None
+    catalog: Optional[Path] = None
+    tolerance_rows: Sequence[dict] = ()
 
 
 @dataclass
@@ -76,6 +80,15 @@ def select_probes(probes: dict[str, Probe], names: Sequence[str] | None) -> list
 
 def chips_to_probe(options: NodeSweepOptions) -> list[ChipHandle]:
     """This node's chips for the sweep; ``DeviceError`` or ``NodeSweepError`` say what is wrong."""
+    if options.catalog is not None:
+        from probes.catalog import CatalogError, read_catalog
+        from probes.tolerance import ToleranceError, load_table
+
+        try:
+            read_catalog(options.catalog)
+            load_table(list(options.tolerance_rows))
+        except (CatalogError, ToleranceError) as exc:
+            raise NodeSweepError(str(exc)) from None
     chips = discover(options.devices)
     known = {c.name for c in chips}
     stray = sorted({f.chip for f in options.faults} - known)
@@ -138,7 +151,10 @@ def node_sweep(
         fault_counts=fault_counts,
         case_seconds=case_seconds,
         reference_cache=str(Path(options.data_dir) / "reference-cache") if options.data_dir else None,
-        probe_settings={"burn": {"duration_s": options.burn_duration_s}},
+        probe_settings={
+            "burn": {"duration_s": options.burn_duration_s},
+            "catalog": {"path": str(options.catalog or ""), "tolerance_overrides": list(options.tolerance_rows)},
+        },
     )
     if on_start is not None:
         on_start(chips)
