@@ -124,5 +124,5 @@ def test_agent_sweep_uses_the_reference_cache_and_configured_case_timeout(tmp_pa
     settings = settings_for(migrated_url, tmp_path, {"devices": "cpu:0", "busy_check": False, "case_timeout": 45, "duration": 2})
     Agent(settings, agent_config(settings, {"sweep": "0 3 * * 0"})).sweep()
     assert seen["case_timeout_s"] == 45.0
-    assert seen["probe_settings"] == {"burn": {"duration_s": 2.0}}
+    assert seen["probe_settings"]["burn"] == {"duration_s": 2.0}
     assert seen["reference_cache"] == str(settings.data_dir / "reference-cache")
