@@ -213,7 +213,7 @@ def test_agent_and_sweep_take_a_catalog(catalog_file, tmp_path):
     import subprocess
     import sys
 
-    from sdc.agent.agent import agent_config
+    from sdc.agent.config import agent_config
 
     settings = Settings(database_url="sqlite://", data_dir=tmp_path, outbox_dir=tmp_path,
                         tables={"agent": {"sweep": "0 3 * * 0", "catalog": str(catalog_file)}})
