@@ -16,6 +16,12 @@ from typing import Any, Literal
 
 from sdc.records.types import (
     _SPECS,
+    FREE_TEXT_FIELDS,
+    FREE_TEXT_PATTERN,
+    NONNEGATIVE_FIELDS,
+    SAFE_ID_FIELDS,
+    SAFE_ID_PATTERN,
+    TEXT_PATTERN,
     INT32,
     INT64,
     INT64_FIELDS,
@@ -34,11 +40,16 @@ def _schema_for(name: str, hint: Any) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": "string"}
         if name in MAX_LENGTH:
             schema["maxLength"] = MAX_LENGTH[name]
+        schema["pattern"] = (
+            SAFE_ID_PATTERN if name in SAFE_ID_FIELDS else FREE_TEXT_PATTERN if name in FREE_TEXT_FIELDS else TEXT_PATTERN
+        )
     elif base is int:
         lo, hi = INT64 if name in INT64_FIELDS else INT32
         schema = {"type": "integer", "minimum": lo, "maximum": hi}
     elif base is float:
         schema = {"type": "number"}
+        if name in NONNEGATIVE_FIELDS:
+            schema["minimum"] = 0
     elif base is datetime:
         schema = {"type": "string", "format": "date-time"}
     elif origin is Literal:
@@ -46,7 +57,7 @@ def _schema_for(name: str, hint: Any) -> dict[str, Any]:
     elif base is dict or origin is dict:
         schema = {"type": "object"}
     elif origin is list:
-        schema = {"type": "array", "items": _schema_for("", typing.get_args(base)[0])}
+        schema = {"type": "array", "items": _schema_for(name, typing.get_args(base)[0])}
     else:  # pragma: no cover
         raise TypeError(hint)
     if optional:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, ClassVar, Literal, Optional, Union
 
 SCHEMA_VERSION = 1
@@ -303,11 +304,69 @@ def _fail_type(name: str, expected: str, value: Any) -> typing.NoReturn:
     raise RecordError(f"field '{name}' must be {expected}, got {_type_name(value)}")
 
 
+# Control characters (C0, DEL, C1) are never part of an id, a name or a digest: the evidence
+# loader, terminals, NHC and Slurm lines all treat some of them specially, so one hostile
+# record could shift every column after it or rewrite an operator's screen. Free text (a
+# probe's message, a verdict's summary, a transition's reason) may hold tab and newline.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL = _CONTROL_RE.search
+_CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]").search
+FREE_TEXT_FIELDS = frozenset({"message", "summary", "reason"})
+# Chip ids and host names end up in shell commands, NHC and Slurm lines and Kubernetes
+# names: only these characters are taken (README "Records", docs/schema).
+SAFE_ID_CHARACTERS = "A-Z a-z 0-9 . _ - : @ + ="
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:@+=-]+\Z").match
+SAFE_ID_FIELDS = frozenset({"chip_id", "host"})
+SAFE_ID_PATTERN = r"^[A-Za-z0-9._:@+=-]+$"
+TEXT_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+FREE_TEXT_PATTERN = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+# Fields that measure time or rate: a negative value is a broken producer, not a fast chip.
+NONNEGATIVE_FIELDS = frozenset({"timings", "throughput"})
+# How far ahead of this machine's clock an ingested time may be (clocks of a fleet drift).
+FUTURE_SKEW = timedelta(minutes=5)
+
+
+def _char_name(char: str) -> str:
+    return f"U+{ord(char):04X}" + (" (NUL)" if char == "\x00" else "")
+
+
 def _check_text(name: str, value: str, limit: int | None) -> None:
     if limit is not None and len(value) > limit:
         raise RecordError(f"field '{name}' is {len(value):,} characters long, at most {limit} allowed")
-    if "\x00" in value:
-        raise RecordError(f"field '{name}' contains a NUL character")
+    base = name.partition("[")[0].partition(".")[0]
+    if base in SAFE_ID_FIELDS:
+        bad = next((c for c in value if not _SAFE_ID(c)), None)
+        if bad is None:  # empty
+            raise RecordError(f"field '{name}' is empty")
+        raise RecordError(
+            f"field '{name}' contains {_char_name(bad)}, outside the safe set {SAFE_ID_CHARACTERS} "
+            "for chip ids and host names (see README, Records)"
+        )
+    found = (_CONTROL_IN_TEXT if base in FREE_TEXT_FIELDS else _CONTROL)(value)
+    if found:
+        raise RecordError(
+            f"field '{name}' contains control character {_char_name(found.group())}; "
+            "sdc records take none (see README, Records)"
+        )
+
+
+def _check_nested(name: str, value: Any) -> None:
+    """Every string inside a JSON object or array field (keys too) is free of control characters."""
+    if type(value) is str:
+        if _CONTROL(value):
+            _check_text(name, value, None)
+    elif type(value) is dict:
+        for key, item in value.items():
+            if type(key) is str and _CONTROL(key):
+                _check_text(f"{name} (a key)", key, None)
+            _check_nested(f"{name}.{key}" if type(key) is str and not _CONTROL(key) else name, item)
+    elif type(value) is list:
+        for item in value:
+            _check_nested(f"{name}[]", item)
+
+
+def _fail_negative(name: str, value: float) -> typing.NoReturn:
+    raise RecordError(f"field '{name}' is {value!r}; a time or a rate is never negative")
 
 
 def _fail_int(name: str, value: Any, bounds: tuple[int, int]) -> typing.NoReturn:
@@ -333,20 +392,31 @@ def _time(name: str, value: Any) -> datetime:
     try:
         return parse_time(value)
     except ValueError:
-        raise RecordError(f"field '{name}' is not an ISO 8601 time: {value[:40]!r}") from None
+        raise RecordError(f"field '{name}' is not an ISO 8601 time: {_printable(value[:40])!r}") from None
+    except OverflowError:  # year 9999 with a negative offset, year 1 with a positive one
+        raise RecordError(
+            f"field '{name}' is {_printable(value[:40])!r}, which is outside the years 1 to 9999 in UTC"
+        ) from None
+
+
+def _printable(text: str) -> str:
+    return _CONTROL_RE.sub("?", text)
 
 
 def _fail_choice(name: str, allowed: tuple[str, ...], value: Any) -> typing.NoReturn:
-    raise RecordError(f"field '{name}' must be one of {', '.join(allowed)}; got {str(value)[:40]!r}")
+    raise RecordError(f"field '{name}' must be one of {', '.join(allowed)}; got {_printable(str(value)[:40])!r}")
 
 
 def _numbers(name: str, value: Any) -> list[float]:
     if type(value) is not list:
         _fail_type(name, "an array", value)
     out = []
+    nonnegative = name in NONNEGATIVE_FIELDS
     for item in value:
         if type(item) is not float or item - item != 0.0:
             item = _number(f"{name}[]", item)
+        if nonnegative and item < 0:
+            _fail_negative(f"{name}[]", item)
         out.append(item)
     return out
 
@@ -368,7 +438,12 @@ def _field_check(name: str, hint: Any, env: dict[str, Any]) -> list[str]:
     n = repr(name)
     if base is str:
         env[f"L_{name}"] = limit = MAX_LENGTH.get(name)
-        bad = f"len(v) > {limit} or '\\x00' in v" if limit else "'\\x00' in v"
+        if name in SAFE_ID_FIELDS:
+            bad = f"len(v) > {limit} or not _SAFE_ID(v)"
+        elif name in FREE_TEXT_FIELDS:
+            bad = "_CONTROL_IN_TEXT(v)"
+        else:
+            bad = f"len(v) > {limit} or _CONTROL(v)" if limit else "_CONTROL(v)"
         return [
             f"if type(v) is not str: _fail_type({n}, 'a string', v)",
             f"if {bad}: _check_text({n}, v, L_{name})",
@@ -377,7 +452,10 @@ def _field_check(name: str, hint: Any, env: dict[str, Any]) -> list[str]:
         lo, hi = env[f"B_{name}"] = INT64 if name in INT64_FIELDS else INT32
         return [f"if type(v) is not int or not {lo} <= v <= {hi}: _fail_int({n}, v, B_{name})"]
     if base is float:
-        return [f"if type(v) is not float or v - v != 0.0: v = _number({n}, v)"]
+        check = [f"if type(v) is not float or v - v != 0.0: v = _number({n}, v)"]
+        if name in NONNEGATIVE_FIELDS:
+            check.append(f"if v < 0: _fail_negative({n}, v)")
+        return check
     if base is datetime:
         return [f"v = _time({n}, v)"]
     if origin is Literal:
@@ -385,7 +463,9 @@ def _field_check(name: str, hint: Any, env: dict[str, Any]) -> list[str]:
         env[f"S_{name}"] = frozenset(allowed)
         return [f"if type(v) is not str or v not in S_{name}: _fail_choice({n}, A_{name}, v)"]
     if base is dict or origin is dict:
-        return [f"if type(v) is not dict: _fail_type({n}, 'an object', v)"]
+        # Nested strings are checked when the caller asks (deep=True): ingest asks only for
+        # lines that could hold a control character at all (an escape, DEL or a C1 byte).
+        return [f"if type(v) is not dict: _fail_type({n}, 'an object', v)", f"if deep: _check_nested({n}, v)"]
     if origin is list and typing.get_args(base) == (float,):
         return [f"v = _numbers({n}, v)"]
     if origin is list and typing.get_args(base) == (str,):
@@ -399,11 +479,12 @@ def _compile_validator(cls: type[Record]) -> Callable[[dict[str, Any]], dict[str
     env: dict[str, Any] = {
         "_MISSING": _MISSING, "_fail_type": _fail_type, "_check_text": _check_text, "_fail_int": _fail_int,
         "_number": _number, "_time": _time, "_fail_choice": _fail_choice, "_numbers": _numbers,
-        "_texts": _texts, "RecordError": RecordError,
+        "_texts": _texts, "RecordError": RecordError, "_SAFE_ID": _SAFE_ID, "_CONTROL": _CONTROL,
+        "_CONTROL_IN_TEXT": _CONTROL_IN_TEXT, "_check_nested": _check_nested, "_fail_negative": _fail_negative,
         "KEYS": frozenset([*ENVELOPE, *(f.name for f in dataclasses.fields(cls))]),
     }  # fmt: skip
     body = [
-        "def validate(obj):",
+        "def validate(obj, deep=True):",
         "    extra = obj.keys() - KEYS",
         "    if extra:",
         f"        raise RecordError(f\"unknown field '{{sorted(extra)[0][:40]}}' in {cls.KIND} record"
@@ -443,7 +524,9 @@ def _compile_validator(cls: type[Record]) -> Callable[[dict[str, Any]], dict[str
 class _Spec:
     cls: type[Record]
     required: tuple[str, ...]
-    validate: Callable[[dict[str, Any]], dict[str, Any]]
+    validate: Callable[..., dict[str, Any]]
+    times: tuple[str, ...]  # the datetime fields, for the clock check
+    strings: tuple[str, ...]  # fields that are or may hold strings, for check_record
 
 
 def _build_spec(cls: type[Record]) -> _Spec:
@@ -452,17 +535,29 @@ def _build_spec(cls: type[Record]) -> _Spec:
         for f in dataclasses.fields(cls)
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     )
-    return _Spec(cls, required, _compile_validator(cls))
+    hints = typing.get_type_hints(cls)
+    times = tuple(f.name for f in dataclasses.fields(cls) if _is_optional(hints[f.name])[1] is datetime)
+    strings = tuple(
+        f.name for f in dataclasses.fields(cls)
+        if _is_optional(hints[f.name])[1] is str or typing.get_origin(_is_optional(hints[f.name])[1]) in (dict, list)
+        or _is_optional(hints[f.name])[1] is dict
+    )  # fmt: skip
+    return _Spec(cls, required, _compile_validator(cls), times, strings)
 
 
 _SPECS: dict[str, _Spec] = {cls.KIND: _build_spec(cls) for cls in RECORD_TYPES}
 
 
-def validate_json_dict(obj: Any) -> tuple[str, dict[str, Any]]:
+def validate_json_dict(obj: Any, deep: bool = True, not_after: datetime | None = None) -> tuple[str, dict[str, Any]]:
     """Check one decoded JSON object against its schema; returns (kind, field values).
 
     The values are what the record's constructor takes (times parsed, defaults filled in).
     Ingest stops here rather than building dataclasses it would take apart again.
+
+    Args:
+        deep: also check the strings inside object fields (case, telemetry, ...) for control
+            characters; a caller that knows the JSON text holds no escape may skip it.
+        not_after: refuse times later than this (records stamped in the future).
     """
     if type(obj) is not dict:
         raise RecordError(f"a record must be a JSON object, got {_type_name(obj)}")
@@ -475,7 +570,33 @@ def validate_json_dict(obj: Any) -> tuple[str, dict[str, Any]]:
     version = obj.get("schema_version", SCHEMA_VERSION)
     if version is not SCHEMA_VERSION and (type(version) is not int or not 1 <= version <= SCHEMA_VERSION):
         raise RecordError(f"field 'schema_version' must be an integer from 1 to {SCHEMA_VERSION}; got {version!r}")
-    return kind, spec.validate(obj)
+    values = spec.validate(obj, deep)
+    if not_after is not None:
+        for name in spec.times:
+            at = values[name]
+            if at is not None and at > not_after:
+                raise RecordError(
+                    f"field '{name}' is {format_time(at)}, later than this machine's clock allows "
+                    f"({format_time(not_after)}, {int(FUTURE_SKEW.total_seconds())} s of skew): check the producer's clock"
+                )
+    return kind, values
+
+
+def check_record(record: Record) -> None:
+    """The string rules of ingest for a record built in this process (ids, control characters).
+
+    Raises RecordError naming the field: a record made here from a hostile device name or a
+    probe's output must not reach the store either.
+    """
+    for name in _SPECS[record.KIND].strings:
+        value = getattr(record, name)
+        if value is None:
+            continue
+        if type(value) is str:
+            if (not _SAFE_ID(value)) if name in SAFE_ID_FIELDS else _CONTROL_IN_TEXT(value) if name in FREE_TEXT_FIELDS else _CONTROL(value):
+                _check_text(name, value, None)
+        else:
+            _check_nested(name, value)
 
 
 def from_json_dict(obj: Any) -> Record:
