@@ -19,6 +19,7 @@ from sdc.records.types import (
     FREE_TEXT_FIELDS,
     FREE_TEXT_PATTERN,
     NONNEGATIVE_FIELDS,
+    SAFE_ID_CHARACTERS,
     SAFE_ID_FIELDS,
     SAFE_ID_PATTERN,
     TEXT_PATTERN,
@@ -43,6 +44,10 @@ def _schema_for(name: str, hint: Any) -> dict[str, Any]:
         schema["pattern"] = (
             SAFE_ID_PATTERN if name in SAFE_ID_FIELDS else FREE_TEXT_PATTERN if name in FREE_TEXT_FIELDS else TEXT_PATTERN
         )
+        if name in SAFE_ID_FIELDS:
+            schema["description"] = (
+                f"Safe character set {SAFE_ID_CHARACTERS}: it reaches shell commands, NHC and Slurm lines"
+            )
     elif base is int:
         lo, hi = INT64 if name in INT64_FIELDS else INT32
         schema = {"type": "integer", "minimum": lo, "maximum": hi}
