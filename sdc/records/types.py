@@ -438,12 +438,14 @@ def _field_check(name: str, hint: Any, env: dict[str, Any]) -> list[str]:
     n = repr(name)
     if base is str:
         env[f"L_{name}"] = limit = MAX_LENGTH.get(name)
+        # deep=False: the caller saw no escape, DEL or C1 byte in the JSON text, so no string
+        # of this record can hold a control character and the search is skipped.
         if name in SAFE_ID_FIELDS:
             bad = f"len(v) > {limit} or not _SAFE_ID(v)"
         elif name in FREE_TEXT_FIELDS:
-            bad = "_CONTROL_IN_TEXT(v)"
+            bad = "deep and _CONTROL_IN_TEXT(v)"
         else:
-            bad = f"len(v) > {limit} or _CONTROL(v)" if limit else "_CONTROL(v)"
+            bad = f"len(v) > {limit} or deep and _CONTROL(v)" if limit else "deep and _CONTROL(v)"
         return [
             f"if type(v) is not str: _fail_type({n}, 'a string', v)",
             f"if {bad}: _check_text({n}, v, L_{name})",

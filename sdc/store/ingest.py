@@ -15,7 +15,6 @@ store are refused. Evidence already stored with other content is refused too.
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
@@ -26,21 +25,17 @@ from sdc.records import FUTURE_SKEW, BY_KIND, Record, RecordError, utcnow, valid
 from sdc.store.models import ChipRow, SweepRow
 from sdc.store.writer import ConflictError, WriteResult, encoder, insert_rows
 
-try:  # orjson decodes several times faster; the standard library is the fallback
-    import orjson
+try:  # msgspec decodes several times faster, and keeps integers of any length exact
+    import msgspec
 
-    _fast_loads: Callable[[bytes], Any] | None = orjson.loads
+    _fast_loads: Callable[[bytes], Any] | None = msgspec.json.Decoder().decode
+    _FastError: type[Exception] = msgspec.DecodeError
 except ImportError:  # pragma: no cover
-    _fast_loads = None
+    _fast_loads, _FastError = None, ValueError
 
 MAX_LINE_BYTES = 1 << 20  # a probe result is ~1 KB; anything near a megabyte is not ours
 MAX_ERRORS = 20
 BATCH_ROWS = 5_000  # rows handed to the database at a time: bounds memory, not atomicity
-
-# orjson turns integers beyond 64 bits into floats (digits lost); such a line is decoded by
-# the standard library, which keeps them exact. 19 digits after a ':', '[' or ',' is a cheap,
-# conservative test (it may also match inside a string: then only that line is slower).
-_LONG_INTEGER = re.compile(rb"[:\[,]\s*-?\d{19}").search
 
 
 @dataclass
@@ -72,12 +67,12 @@ class IngestError(Exception):
 
 def decode(line: bytes) -> Any:
     """One JSON value from one line; RecordError says what is wrong with it."""
-    if _fast_loads is not None and not _LONG_INTEGER(line):
+    if _fast_loads is not None:
         try:
             return _fast_loads(line)
-        except ValueError as exc:
+        except _FastError as exc:
             fast_error = str(exc)
-        # The standard library names NaN and Infinity and points at the column; orjson
+        # The standard library names NaN and Infinity and points at the column; msgspec
         # rejects a few more things (lone surrogates, infinite literals) and then says so.
         try:
             _stdlib_loads(line)
