@@ -1,7 +1,7 @@
 """The one interchange format: chip, sweep, probe_result, job_event, verdict, quarantine_event.
 
-Records travel as JSON lines naming their type in ``"record"``; ``types`` declares them and
-validates decoded JSON, ``schema`` writes the JSON Schema files in ``docs/schema/``
+Records travel as JSON lines naming their type in ``"record"``; ``types`` declares them,
+``validation`` checks decoded JSON (and the string rules of ingest), ``schema`` writes the JSON Schema files in ``docs/schema/``
 (``python -m sdc.records --write-schemas docs/schema``).
 """
 
@@ -9,11 +9,6 @@ from sdc.records.types import (
     BY_KIND,
     CHIP_STATES,
     DIAGNOSES,
-    ENVELOPE,
-    INT32,
-    INT64,
-    INT64_FIELDS,
-    MAX_LENGTH,
     RECORD_TYPES,
     RESULT_STATUSES,
     SCHEMA_VERSION,
@@ -29,20 +24,27 @@ from sdc.records.types import (
     RecordError,
     Sweep,
     Verdict,
-    FREE_TEXT_FIELDS,
-    FUTURE_SKEW,
-    SAFE_ID_CHARACTERS,
-    SAFE_ID_FIELDS,
     canonical_json,
-    check_record,
     format_time,
-    from_json,
-    from_json_dict,
-    loads,
     new_id,
     parse_time,
     stack_hash,
     utcnow,
+)
+from sdc.records.validation import (
+    ENVELOPE,
+    FREE_TEXT_FIELDS,
+    FUTURE_SKEW,
+    INT32,
+    INT64,
+    INT64_FIELDS,
+    MAX_LENGTH,
+    SAFE_ID_CHARACTERS,
+    SAFE_ID_FIELDS,
+    check_record,
+    from_json,
+    from_json_dict,
+    loads,
     validate_json_dict,
 )
 

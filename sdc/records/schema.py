@@ -14,7 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sdc.records.types import (
+from sdc.records.types import RECORD_TYPES, SCHEMA_VERSION, Record
+from sdc.records.validation import (
     _SPECS,
     FREE_TEXT_FIELDS,
     FREE_TEXT_PATTERN,
@@ -27,9 +28,6 @@ from sdc.records.types import (
     INT64,
     INT64_FIELDS,
     MAX_LENGTH,
-    RECORD_TYPES,
-    SCHEMA_VERSION,
-    Record,
     _is_optional,
 )
 
