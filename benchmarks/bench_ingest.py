@@ -90,7 +90,7 @@ def raw_rows(path: Path, dialect: str) -> tuple[list[str], list[tuple]]:
     """
     encode = encoder("probe_result", dialect, True)
     problems = Problems()
-    rows = [encode(values) for _, kind, values in iter_valid([str(path)], problems) if kind == "probe_result"]
+    rows = [encode(record) for _, record in iter_valid([str(path)], problems) if record.KIND == "probe_result"]
     assert not problems, problems.render()
     return list(columns("probe_result")), rows
 

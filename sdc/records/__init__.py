@@ -1,7 +1,8 @@
 """The one interchange format: chip, sweep, probe_result, job_event, verdict, quarantine_event.
 
-Records travel as JSON lines naming their type in ``"record"``; ``types`` declares them,
-``validation`` checks decoded JSON (and the string rules of ingest), ``schema`` writes the JSON Schema files in ``docs/schema/``
+Records travel as JSON lines naming their type in ``"record"``; ``types`` declares them and
+their field types once, ``validation`` checks decoded JSON against that declaration (msgspec)
+and adds the string rules of ingest, ``schema`` writes it as the JSON Schema files in ``docs/schema/``
 (``python -m sdc.records --write-schemas docs/schema``).
 """
 
@@ -9,8 +10,13 @@ from sdc.records.types import (
     BY_KIND,
     CHIP_STATES,
     DIAGNOSES,
+    INT32,
+    INT64,
+    INT64_FIELDS,
+    MAX_LENGTH,
     RECORD_TYPES,
     RESULT_STATUSES,
+    SAFE_ID_CHARACTERS,
     SCHEMA_VERSION,
     SEVERITIES,
     SWEEP_STATUSES,
@@ -35,11 +41,6 @@ from sdc.records.validation import (
     ENVELOPE,
     FREE_TEXT_FIELDS,
     FUTURE_SKEW,
-    INT32,
-    INT64,
-    INT64_FIELDS,
-    MAX_LENGTH,
-    SAFE_ID_CHARACTERS,
     SAFE_ID_FIELDS,
     check_record,
     from_json,

@@ -1,5 +1,11 @@
 """The one interchange format: evidence records as frozen dataclasses ⇄ JSON lines.
 
+This is the one declaration of the records: each field's type carries its constraints
+(msgspec ``Meta``: lengths, ranges, the safe set of ids), which validation enforces and the
+JSON Schemas state. Frozen dataclasses rather than msgspec Structs: the whole tree (sweeps,
+analysis, tests) builds and ``dataclasses.replace``-s them, and msgspec validates dataclasses
+just as well.
+
 Every producer (sweeps, the training sentinel, the analysis, other tools) emits these
 records and every consumer (store, outbox, ingest, export, reports) reads them. Each record
 carries a stable id assigned once where it is created, so storing it twice is a no-op, and a
@@ -17,7 +23,9 @@ import typing
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional
+
+from msgspec import Meta
 
 SCHEMA_VERSION = 1
 
@@ -85,12 +93,65 @@ class RecordError(ValueError):
     """A record that does not match its schema; the message names the field."""
 
 
+# ---------------------------------------------------------------------------------------
+# Field types: each says what a field takes, once. ``sdc.records.validation`` checks decoded
+# JSON against them (msgspec), ``sdc.records.schema`` writes them as JSON Schema, and the
+# store's String(n) columns have the same lengths (a test keeps them equal).
+
+# Chip ids and host names end up in shell commands, NHC and Slurm lines and Kubernetes
+# names: only these characters are taken (README "Records", docs/schema).
+SAFE_ID_CHARACTERS = "A-Z a-z 0-9 . _ - : @ + ="
+SAFE_ID_PATTERN = r"^[A-Za-z0-9._:@+=-]+$"
+# Control characters (C0, DEL, C1) are never part of an id, a name or a digest; free text
+# (a message, a summary, a reason) may hold tab and newline. Enforced by validation, which
+# skips the search where the JSON text cannot hold one (see validation.check_record).
+TEXT_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+FREE_TEXT_PATTERN = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+_SAFE = "Safe character set " + SAFE_ID_CHARACTERS + ": it reaches shell commands, NHC and Slurm lines"
+
+
+def _text(max_length: int | None = None, pattern: str = TEXT_PATTERN) -> Any:
+    return Annotated[str, Meta(max_length=max_length, extra_json_schema={"pattern": pattern})]
+
+
+Text = _text()
+Text32, Text64, Text128, Text255 = _text(32), _text(64), _text(128), _text(255)
+FreeText = _text(pattern=FREE_TEXT_PATTERN)
+ChipId = Annotated[str, Meta(max_length=128, pattern=SAFE_ID_PATTERN, description=_SAFE)]
+HostName = Annotated[str, Meta(max_length=255, pattern=SAFE_ID_PATTERN, description=_SAFE)]
+Int32 = Annotated[int, Meta(ge=INT32[0], le=INT32[1])]  # an INTEGER column
+Int64 = Annotated[int, Meta(ge=INT64[0], le=INT64[1])]  # a BIGINT column
+# A time or a rate is never negative: such a value is a broken producer, not a fast chip.
+Seconds = Annotated[float, Meta(ge=0)]
+Rate = Annotated[float, Meta(ge=0)]
+Time = Annotated[datetime, Meta(extra_json_schema={"format": "date-time"})]
+
+
+def _utc(name: str, value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # year 9999 with a negative offset, year 1 with a positive one
+        raise RecordError(f"field '{name}' is {value.isoformat()}, which is outside the years 1 to 9999 in UTC") from None
+
+
 @dataclass(frozen=True)
 class Record:
     """Base of all records: ``KIND`` names the JSON ``kind`` and ``ID_FIELD`` its stable id."""
 
     KIND: ClassVar[str] = ""
     ID_FIELD: ClassVar[str] = ""
+    TIME_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        # Every time a record holds is UTC, whether decoded ('+02:00', no offset) or built here.
+        for name in self.TIME_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is not timezone.utc:
+                object.__setattr__(self, name, _utc(name, value))
 
     @property
     def record_id(self) -> str:
@@ -120,15 +181,15 @@ class Chip(Record):
     KIND: ClassVar[str] = "chip"
     ID_FIELD: ClassVar[str] = "chip_id"
 
-    chip_id: str
-    host: str
-    index: int
-    vendor: str
-    model: str
-    memory_bytes: int
+    chip_id: ChipId
+    host: HostName
+    index: Int32
+    vendor: Text64
+    model: Text255
+    memory_bytes: Int64
     stack: dict[str, Any]
-    stack_hash: str
-    observed_at: datetime = field(default_factory=utcnow)
+    stack_hash: Text64
+    observed_at: Time = field(default_factory=utcnow)
 
 
 @dataclass(frozen=True)
@@ -138,15 +199,15 @@ class Sweep(Record):
     KIND: ClassVar[str] = "sweep"
     ID_FIELD: ClassVar[str] = "sweep_id"
 
-    sweep_id: str
-    host: str
-    suite: str
-    started_at: datetime
+    sweep_id: Text64
+    host: HostName
+    suite: Text64
+    started_at: Time
     status: SweepStatus
-    sdc_version: str
-    finished_at: Optional[datetime] = None
-    pid: Optional[int] = None
-    message: str = ""
+    sdc_version: Text64
+    finished_at: Optional[Time] = None
+    pid: Optional[Int32] = None
+    message: FreeText = ""
 
 
 @dataclass(frozen=True)
@@ -161,27 +222,27 @@ class ProbeResult(Record):
     KIND: ClassVar[str] = "probe_result"
     ID_FIELD: ClassVar[str] = "result_id"
 
-    result_id: str
-    sweep_id: str
-    chip_id: str
-    probe: str
-    probe_version: int
+    result_id: Text64
+    sweep_id: Text64
+    chip_id: ChipId
+    probe: Text128
+    probe_version: Int32
     case: dict[str, Any]
-    seed: int
+    seed: Int64
     status: ResultStatus
-    stack_hash: str
-    repeats: int
-    distinct_repeat_digests: int
-    timings: list[float]
-    observed_at: datetime
-    digest: Optional[str] = None
-    reference_digest: Optional[str] = None
+    stack_hash: Text64
+    repeats: Int32
+    distinct_repeat_digests: Int32
+    timings: list[Seconds]
+    observed_at: Time
+    digest: Optional[Text128] = None
+    reference_digest: Optional[Text128] = None
     max_abs_err: Optional[float] = None
     max_rel_err: Optional[float] = None
     error_bound: Optional[float] = None
-    throughput: Optional[float] = None
-    throughput_unit: Optional[str] = None
-    message: str = ""
+    throughput: Optional[Rate] = None
+    throughput_unit: Optional[Text32] = None
+    message: FreeText = ""
     telemetry: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -196,16 +257,16 @@ class JobEvent(Record):
     KIND: ClassVar[str] = "job_event"
     ID_FIELD: ClassVar[str] = "event_id"
 
-    event_id: str
-    job_id: str
-    step: int
-    rank: int
-    world_size: int
-    host: str
-    kind: str
+    event_id: Text64
+    job_id: Text255
+    step: Int64
+    rank: Int32
+    world_size: Int32
+    host: HostName
+    kind: Text64
     diagnosis: Diagnosis
-    observed_at: datetime
-    chip_id: Optional[str] = None
+    observed_at: Time
+    chip_id: Optional[ChipId] = None
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -216,21 +277,21 @@ class Verdict(Record):
     KIND: ClassVar[str] = "verdict"
     ID_FIELD: ClassVar[str] = "verdict_id"
 
-    verdict_id: str
-    analysis_id: str
-    chip_id: str
+    verdict_id: Text64
+    analysis_id: Text64
+    chip_id: ChipId
     kind: VerdictKind
     severity: Severity
-    k: int
-    n: int
-    summary: str
-    created_at: datetime
+    k: Int32
+    n: Int32
+    summary: FreeText
+    created_at: Time
     statistic: Optional[float] = None
     p_value: Optional[float] = None
     score: Optional[float] = None
-    first_seen: Optional[datetime] = None
-    last_seen: Optional[datetime] = None
-    evidence_ids: list[str] = field(default_factory=list)
+    first_seen: Optional[Time] = None
+    last_seen: Optional[Time] = None
+    evidence_ids: list[Text] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -241,18 +302,46 @@ class QuarantineEvent(Record):
     KIND: ClassVar[str] = "quarantine_event"
     ID_FIELD: ClassVar[str] = "event_id"
 
-    event_id: str
-    chip_id: str
+    event_id: Text64
+    chip_id: ChipId
     from_state: ChipState
     to_state: ChipState
-    actor: str
-    reason: str
-    at: datetime
-    verdict_id: Optional[str] = None
+    actor: Text255
+    reason: FreeText
+    at: Time
+    verdict_id: Optional[Text64] = None
     details: dict[str, Any] = field(default_factory=dict)
 
 
 RECORD_TYPES: tuple[type[Record], ...] = (Chip, Sweep, ProbeResult, JobEvent, Verdict, QuarantineEvent)
+
+
+def _declared(cls: type[Record]) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _metas(hint: Any) -> list[Meta]:
+    """The msgspec constraints on a field's type (under Optional[...] and list[...] too)."""
+    found = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Meta)]
+    for arg in typing.get_args(hint):
+        found += _metas(arg)
+    return found
+
+
+for _cls in RECORD_TYPES:
+    _cls.TIME_FIELDS = tuple(
+        f.name for f in dataclasses.fields(_cls) if datetime in (typing.get_type_hints(_cls)[f.name], *typing.get_args(typing.get_type_hints(_cls)[f.name]))
+    )
+# Longest text the store takes per field (the String(n) columns of sdc.store.models); integer
+# fields stored as BIGINT. Both read off the declarations above.
+MAX_LENGTH: dict[str, int] = {
+    name: meta.max_length
+    for cls in RECORD_TYPES for name, hint in _declared(cls).items() if name.isidentifier()
+    for meta in _metas(hint) if meta.max_length is not None
+}  # fmt: skip
+INT64_FIELDS = frozenset(
+    name for cls in RECORD_TYPES for name, hint in _declared(cls).items() for meta in _metas(hint) if meta.le == INT64[1]
+)
 BY_KIND: dict[str, type[Record]] = {cls.KIND: cls for cls in RECORD_TYPES}
 # Order in which records must be written so foreign keys are satisfied.
 WRITE_ORDER: tuple[str, ...] = ("chip", "sweep", "probe_result", "job_event", "verdict", "quarantine_event")

@@ -168,16 +168,16 @@ def _skip_rest_of_line(stream: BinaryIO) -> int:
             return skipped
 
 
-def iter_valid(paths: Iterable[str], problems: Problems, stdin: BinaryIO | None = None, tee: BinaryIO | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """``(FILE:LINE, kind, field values)`` of every valid line; the others go to ``problems``."""
+def iter_valid(paths: Iterable[str], problems: Problems, stdin: BinaryIO | None = None, tee: BinaryIO | None = None) -> Iterator[tuple[str, Record]]:
+    """``(FILE:LINE, record)`` of every valid line; the others go to ``problems``."""
     not_after = utcnow() + FUTURE_SKEW
     for where, line in iter_lines(paths, problems, stdin, tee):
         try:
-            kind, values = validate_json_dict(decode(line), may_hold_control(line), not_after)
+            record = validate_json_dict(decode(line), may_hold_control(line), not_after)
         except RecordError as exc:
             problems.add(where, str(exc))
             continue
-        yield where, kind, values
+        yield where, record
 
 
 @dataclass
@@ -190,11 +190,11 @@ class _Parents:
     asked_chips: set[str] = field(default_factory=set)
     asked_sweeps: set[str] = field(default_factory=set)
 
-    def has(self, kind: str, values: dict[str, Any]) -> bool:
-        if kind == "probe_result":
-            return self._known_chip(values["chip_id"]) and self._known_sweep(values["sweep_id"])
-        if kind == "quarantine_event":  # a transition of a chip nobody has seen is not evidence
-            return self._known_chip(values["chip_id"])
+    def has(self, record: Record) -> bool:
+        if record.KIND == "probe_result":
+            return self._known_chip(record.chip_id) and self._known_sweep(record.sweep_id)
+        if record.KIND == "quarantine_event":  # a transition of a chip nobody has seen is not evidence
+            return self._known_chip(record.chip_id)
         return True
 
     def _known_chip(self, chip_id: str) -> bool:
@@ -250,32 +250,33 @@ def ingest(engine: Engine, paths: Iterable[str], stdin: BinaryIO | None = None, 
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         parents = _Parents(connection)
         batch = _Batch()
-        waiting: list[tuple[str, dict[str, Any], tuple, str]] = []  # rows whose parents come later
-        for where, kind, values in iter_valid(paths, problems, stdin, tee):
+        waiting: list[tuple[Record, tuple, str]] = []  # rows whose parents come later
+        for where, record in iter_valid(paths, problems, stdin, tee):
+            kind = record.KIND
             try:
-                row = encoder(kind, dialect, finite)(values)
+                row = encoder(kind, dialect, finite)(record)
             except RecordError as exc:
                 problems.add(where, str(exc))
                 continue
             if problems:
                 continue  # nothing will be committed; keep reading only to list every problem
             if kind == "chip":
-                parents.chips.add(values["chip_id"])
+                parents.chips.add(record.chip_id)
             elif kind == "sweep":
-                parents.sweeps.add(values["sweep_id"])
-            if parents.has(kind, values):
+                parents.sweeps.add(record.sweep_id)
+            if parents.has(record):
                 batch.add(kind, row, where)
             else:
-                waiting.append((kind, values, row, where))
+                waiting.append((record, row, where))
             if batch.size >= BATCH_ROWS:
                 _write(connection, batch, result, problems)
                 batch = _Batch()
         if not problems:
-            for kind, values, row, where in waiting:
-                if parents.has(kind, values):
-                    batch.add(kind, row, where)
+            for record, row, where in waiting:
+                if parents.has(record):
+                    batch.add(record.KIND, row, where)
                 else:
-                    _missing_parent(problems, where, kind, values, parents)
+                    _missing_parent(problems, where, record, parents)
         if not problems:
             _write(connection, batch, result, problems)
         if problems:
@@ -283,11 +284,11 @@ def ingest(engine: Engine, paths: Iterable[str], stdin: BinaryIO | None = None, 
     return result
 
 
-def _missing_parent(problems: Problems, where: str, kind: str, values: dict[str, Any], parents: _Parents) -> None:
-    if values["chip_id"] not in parents.chips:
-        problems.add(where, f"{kind} names chip '{values['chip_id']}', which is neither in the input nor the store")
+def _missing_parent(problems: Problems, where: str, record: Record, parents: _Parents) -> None:
+    if record.chip_id not in parents.chips:
+        problems.add(where, f"{record.KIND} names chip '{record.chip_id}', which is neither in the input nor the store")
     else:
-        problems.add(where, f"{kind} names sweep '{values['sweep_id']}', which is neither in the input nor the store")
+        problems.add(where, f"{record.KIND} names sweep '{record.sweep_id}', which is neither in the input nor the store")
 
 
 def _write(connection: Connection, batch: _Batch, result: WriteResult, problems: Problems) -> None:
@@ -309,8 +310,8 @@ def _write(connection: Connection, batch: _Batch, result: WriteResult, problems:
 
 def iter_input_records(paths: Iterable[str], problems: Problems, stdin: BinaryIO | None = None) -> Iterator[Record]:
     """Every valid line as a record (bad ones go to ``problems``): what the outbox spools."""
-    for _, kind, values in iter_valid(paths, problems, stdin):
-        yield BY_KIND[kind](**values)
+    for _, record in iter_valid(paths, problems, stdin):
+        yield record
 
 
 def read_records(paths: Iterable[str], stdin: BinaryIO | None = None) -> list[Record]:
@@ -320,3 +321,13 @@ def read_records(paths: Iterable[str], stdin: BinaryIO | None = None) -> list[Re
     if problems:
         raise IngestError(problems)
     return records
+
+
+@dataclass(frozen=True)
+class ValidInput:
+    records: list[Record]
+
+
+def read_files(paths: Iterable[str], stdin: BinaryIO | None = None) -> ValidInput:
+    """Validate all input without a database (``.records``); raises IngestError listing problems."""
+    return ValidInput(read_records(paths, stdin))
