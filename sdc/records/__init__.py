@@ -42,11 +42,13 @@ from sdc.records.validation import (
     FREE_TEXT_FIELDS,
     FUTURE_SKEW,
     SAFE_ID_FIELDS,
+    as_record,
     check_record,
     from_json,
     from_json_dict,
     loads,
     validate_json_dict,
+    validate_line,
 )
 
 # Severity order of verdicts, lowest first: the one ranking every reader uses.
@@ -58,5 +60,5 @@ __all__ = [
     "VERDICT_KINDS", "WRITE_ORDER", "Chip", "JobEvent", "ProbeResult", "QuarantineEvent", "Record",
     "RecordError", "Sweep", "Verdict", "FREE_TEXT_FIELDS", "FUTURE_SKEW", "SAFE_ID_CHARACTERS",
     "SAFE_ID_FIELDS", "canonical_json", "check_record", "format_time", "from_json", "from_json_dict",
-    "loads", "new_id", "parse_time", "stack_hash", "utcnow", "validate_json_dict",
+    "loads", "new_id", "parse_time", "stack_hash", "utcnow", "validate_json_dict", "validate_line", "as_record",
 ]

@@ -10,11 +10,12 @@ integer, got string``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import typing
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Union
 
 import msgspec
 
@@ -27,6 +28,7 @@ from sdc.records.types import (
     SCHEMA_VERSION,
     Record,
     RecordError,
+    _utc,
     format_time,
 )
 
@@ -49,9 +51,11 @@ class _Kind:
     def __init__(self, cls: type[Record]):
         self.cls = cls
         self.hints = typing.get_type_hints(cls)
-        self.names = tuple(self.hints)
+        self.names = tuple(f.name for f in dataclasses.fields(cls))
         self.keys = frozenset([*ENVELOPE, *self.names])
-        self.strings = tuple(n for n, h in self.hints.items() if _base(h) in (str, dict, list) or typing.get_origin(_base(h)) in (dict, list))
+        self.strings = tuple(
+            n for n in self.names if _base(self.hints[n]) in (str, dict, list) or typing.get_origin(_base(self.hints[n])) in (dict, list)
+        )
 
 
 def _base(hint: Any) -> Any:
@@ -60,6 +64,102 @@ def _base(hint: Any) -> Any:
 
 
 _KINDS: dict[str, _Kind] = {kind: _Kind(cls) for kind, cls in BY_KIND.items()}
+
+
+def _line_shape(cls: type[Record]) -> type[msgspec.Struct]:
+    """The record's fields as a msgspec Struct, built from its declaration (same names, types, defaults).
+
+    Ingest decodes each line straight into one of these (tag ``record``, unknown fields
+    refused): one C call parses and validates the line, and the writer reads the row's values
+    off it by name, without building the record itself.
+    """
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields: list[tuple] = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            fields.append((f.name, hints[f.name], f.default))
+        elif f.default_factory is not dataclasses.MISSING:
+            fields.append((f.name, hints[f.name], msgspec.field(default_factory=f.default_factory)))
+        else:
+            fields.append((f.name, hints[f.name]))
+    fields.append(("schema_version", Annotated[int, msgspec.Meta(ge=1, le=SCHEMA_VERSION)], SCHEMA_VERSION))
+    namespace = {"KIND": cls.KIND, "ID_FIELD": cls.ID_FIELD, "RECORD": cls}
+    return msgspec.defstruct(
+        f"{cls.__name__}Line", fields, tag_field="record", tag=cls.KIND, forbid_unknown_fields=True, namespace=namespace
+    )
+
+
+_LINE_DECODER = msgspec.json.Decoder(Union[tuple(_line_shape(cls) for cls in BY_KIND.values())])  # type: ignore[misc]
+_ANY_JSON = msgspec.json.Decoder()
+
+
+def validate_line(line: bytes, deep: bool = True, not_after: datetime | None = None) -> Any:
+    """One JSON line, parsed and checked against its record's declaration; raises RecordError.
+
+    Returns the line's fields (``.KIND`` names the kind, ``as_record`` builds the record).
+
+    Args:
+        deep: search every string for control characters (see ``validate_json_dict``).
+        not_after: refuse times later than this.
+    """
+    try:
+        fields = _LINE_DECODER.decode(line)
+    except msgspec.ValidationError as exc:
+        try:
+            obj = _ANY_JSON.decode(line)
+        except msgspec.DecodeError as syntax:  # e.g. a number beyond a 64-bit float
+            raise RecordError(_syntax_error(line, str(syntax))) from None
+        raise RecordError(_explain_line(str(exc), obj)) from None
+    except msgspec.DecodeError as exc:
+        raise RecordError(_syntax_error(line, str(exc))) from None
+    cls = fields.RECORD
+    for name in cls.TIME_FIELDS:
+        at = getattr(fields, name)
+        if at is not None and at.tzinfo is not timezone.utc:
+            setattr(fields, name, _utc(name, at))
+    if deep:
+        check_record(fields)
+    if not_after is not None:
+        _check_not_after(cls, fields, not_after)
+    return fields
+
+
+def as_record(fields: Any) -> Record:
+    """The record of a line ``validate_line`` checked."""
+    cls = fields.RECORD
+    return cls(*(getattr(fields, name) for name in _KINDS[cls.KIND].names))
+
+
+def _explain_line(message: str, obj: Any) -> str:
+    if type(obj) is not dict:
+        return f"a record must be a JSON object, got {_type_name(obj)}"
+    try:
+        validate_json_dict(obj)  # the envelope's own messages: record, schema_version, unknown fields
+    except RecordError as exc:
+        return str(exc)
+    return message  # pragma: no cover - both paths read the same declaration
+
+
+def _syntax_error(line: bytes, fast_error: str) -> str:
+    # The standard library names NaN and Infinity and points at the column; msgspec rejects
+    # a few more things (lone surrogates, infinite literals) and then says so.
+    try:
+        loads(line)
+    except RecordError as exc:
+        return str(exc)
+    except Exception:  # anything else the standard library trips on: msgspec's words
+        pass
+    return f"not valid JSON: {fast_error}"
+
+
+def _check_not_after(cls: type[Record], record: Any, not_after: datetime) -> None:
+    for name in cls.TIME_FIELDS:
+        at = getattr(record, name)
+        if at is not None and at > not_after:
+            raise RecordError(
+                f"field '{name}' is {format_time(at)}, later than this machine's clock allows "
+                f"({format_time(not_after)}, {int(FUTURE_SKEW.total_seconds())} s of skew): check the producer's clock"
+            )
 
 
 def _type_name(value: Any) -> str:
@@ -164,13 +264,7 @@ def validate_json_dict(obj: Any, deep: bool = True, not_after: datetime | None =
     if deep:
         check_record(record)
     if not_after is not None:
-        for name in spec.cls.TIME_FIELDS:
-            at = getattr(record, name)
-            if at is not None and at > not_after:
-                raise RecordError(
-                    f"field '{name}' is {format_time(at)}, later than this machine's clock allows "
-                    f"({format_time(not_after)}, {int(FUTURE_SKEW.total_seconds())} s of skew): check the producer's clock"
-                )
+        _check_not_after(spec.cls, record, not_after)
     return record
 
 
@@ -249,6 +343,6 @@ def _reject_constant(name: str) -> float:
 
 
 __all__ = [
-    "ENVELOPE", "FREE_TEXT_FIELDS", "FUTURE_SKEW", "SAFE_ID_FIELDS", "check_record", "explain",
-    "from_json", "from_json_dict", "loads", "validate_json_dict",
+    "ENVELOPE", "FREE_TEXT_FIELDS", "FUTURE_SKEW", "SAFE_ID_FIELDS", "as_record", "check_record", "explain",
+    "from_json", "from_json_dict", "loads", "validate_json_dict", "validate_line",
 ]  # fmt: skip

@@ -5,8 +5,8 @@ a database row, and rows go to the database in bounded batches inside ONE transa
 memory does not grow with the file and nothing is committed unless every line is good. Any
 bad line is reported as ``FILE:LINE: what is wrong`` (reading goes on, to list them all) and
 the transaction is rolled back. The records are not built as dataclasses on this path: a
-validated line goes straight to a row tuple, which is what lets ingest keep up with a raw
-``executemany``.
+line is decoded and validated in one msgspec call (``sdc.records.validate_line``) and goes
+straight to a row tuple, which is what lets ingest keep up with a raw ``executemany``.
 
 A probe result may come before its chip or sweep in the input: it waits (in memory) until its
 parents have been seen, and at the end any whose parents are neither in the input nor the
@@ -21,17 +21,10 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from sqlalchemy import Connection, Engine, select
 
-from sdc.records import FUTURE_SKEW, BY_KIND, Record, RecordError, utcnow, validate_json_dict
+from sdc.records import BY_KIND, FUTURE_SKEW, Record, RecordError, as_record, utcnow, validate_line
 from sdc.store.models import ChipRow, SweepRow
 from sdc.store.writer import ConflictError, WriteResult, encoder, insert_rows
 
-try:  # msgspec decodes several times faster, and keeps integers of any length exact
-    import msgspec
-
-    _fast_loads: Callable[[bytes], Any] | None = msgspec.json.Decoder().decode
-    _FastError: type[Exception] = msgspec.DecodeError
-except ImportError:  # pragma: no cover
-    _fast_loads, _FastError = None, ValueError
 
 MAX_LINE_BYTES = 1 << 20  # a probe result is ~1 KB; anything near a megabyte is not ours
 MAX_ERRORS = 20
@@ -63,31 +56,6 @@ class IngestError(Exception):
     def __init__(self, problems: Problems):
         super().__init__(problems.render())
         self.problems = problems
-
-
-def decode(line: bytes) -> Any:
-    """One JSON value from one line; RecordError says what is wrong with it."""
-    if _fast_loads is not None:
-        try:
-            return _fast_loads(line)
-        except _FastError as exc:
-            fast_error = str(exc)
-        # The standard library names NaN and Infinity and points at the column; msgspec
-        # rejects a few more things (lone surrogates, infinite literals) and then says so.
-        try:
-            _stdlib_loads(line)
-        except RecordError:
-            raise
-        except Exception:
-            pass
-        raise RecordError(f"not valid JSON: {fast_error}")
-    return _stdlib_loads(line)
-
-
-def _stdlib_loads(line: bytes) -> Any:
-    from sdc.records import loads
-
-    return loads(line)
 
 
 def may_hold_control(line: bytes) -> bool:
@@ -168,12 +136,12 @@ def _skip_rest_of_line(stream: BinaryIO) -> int:
             return skipped
 
 
-def iter_valid(paths: Iterable[str], problems: Problems, stdin: BinaryIO | None = None, tee: BinaryIO | None = None) -> Iterator[tuple[str, Record]]:
-    """``(FILE:LINE, record)`` of every valid line; the others go to ``problems``."""
+def iter_valid(paths: Iterable[str], problems: Problems, stdin: BinaryIO | None = None, tee: BinaryIO | None = None) -> Iterator[tuple[str, Any]]:
+    """``(FILE:LINE, fields)`` of every valid line (``sdc.records.validate_line``); the others go to ``problems``."""
     not_after = utcnow() + FUTURE_SKEW
     for where, line in iter_lines(paths, problems, stdin, tee):
         try:
-            record = validate_json_dict(decode(line), may_hold_control(line), not_after)
+            record = validate_line(line, may_hold_control(line), not_after)
         except RecordError as exc:
             problems.add(where, str(exc))
             continue
@@ -241,7 +209,7 @@ def ingest(engine: Engine, paths: Iterable[str], stdin: BinaryIO | None = None, 
     """
     problems = Problems()
     dialect = engine.dialect.name
-    finite = _fast_loads is not None
+    finite = True  # numbers decoded from JSON are finite
     result = WriteResult()
     with engine.begin() as connection:
         if dialect == "sqlite":
@@ -310,8 +278,8 @@ def _write(connection: Connection, batch: _Batch, result: WriteResult, problems:
 
 def iter_input_records(paths: Iterable[str], problems: Problems, stdin: BinaryIO | None = None) -> Iterator[Record]:
     """Every valid line as a record (bad ones go to ``problems``): what the outbox spools."""
-    for _, record in iter_valid(paths, problems, stdin):
-        yield record
+    for _, fields in iter_valid(paths, problems, stdin):
+        yield as_record(fields)
 
 
 def read_records(paths: Iterable[str], stdin: BinaryIO | None = None) -> list[Record]:

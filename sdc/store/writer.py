@@ -117,7 +117,7 @@ def _sqlite_time(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is not UTC:
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
 
 
 def _aware_time(value: datetime | None) -> datetime | None:
