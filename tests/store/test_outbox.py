@@ -228,3 +228,27 @@ def test_temporary_files_of_a_killed_spooler_are_removed(closed_port_url, tmp_pa
     assert not stale.exists()
     assert alive.exists()
     assert len(Outbox(outbox_dir).pending()) == 1
+
+
+def test_database_down_and_outbox_full_says_nothing_was_kept(closed_port_url, tmp_path, sdc_env):
+    """The outbox's filesystem full: the spool write fails (a 4 KiB file-size limit stands in)."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "ledger.jsonl"
+    write_ledger(path, 200)
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    env = {**os.environ, "SDC_DATABASE_URL": closed_port_url}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sdc", "ingest", str(path)], env=env, capture_output=True, text=True, preexec_fn=small_disk
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "the outbox cannot keep the input" in proc.stderr and "nothing was kept" in proc.stderr
+    assert Outbox(outbox_dir(sdc_env)).pending() == []  # no half-written spool file either
