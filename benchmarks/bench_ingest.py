@@ -1,4 +1,5 @@
-"""Ingest throughput: a 100,000-ProbeResult JSON-lines file into SQLite (and PostgreSQL).
+"""Ingest throughput and memory: a 100,000-ProbeResult JSON-lines file into SQLite (and
+PostgreSQL), then a 1 GB file streamed into SQLite.
 
 For each backend it prints records/s of ``sdc.store.ingest.ingest`` (read, validate every line,
 check references, write in one transaction: everything ``sdc ingest`` does after start-up)
@@ -6,7 +7,11 @@ and, as the baseline measured in the same run, a raw DBAPI ``executemany`` of th
 rows, already converted to tuples, into an equally fresh database. Targets: >= 20,000
 ProbeResults/s and >= 0.5 of the raw executemany rate.
 
-    .venv/bin/python benchmarks/bench_ingest.py [-n 100000] [--pg postgresql://...]
+The streaming case ingests the small file and a ``--stream-gb`` file (default 1 GB; 0 skips
+it) in a fresh process each and prints both peak RSS figures: streaming means the second is
+about the first, not ~13 times it.
+
+    .venv/bin/python benchmarks/bench_ingest.py [-n 100000] [--pg postgresql://...] [--stream-gb 1]
 
 PostgreSQL runs when ``--pg`` or ``SDC_TEST_DATABASE_URL`` gives a database; each run uses a
 schema of its own and drops it afterwards.
@@ -29,9 +34,9 @@ from sqlalchemy import create_engine, text
 
 from sdc.records import Chip, ProbeResult, Sweep, stack_hash
 from sdc.store.engine import make_engine, normalise_url
-from sdc.store.ingest import ingest, read_files
+from sdc.store.ingest import Problems, ingest, iter_valid
 from sdc.store.migrate import upgrade
-from sdc.store.writer import columns
+from sdc.store.writer import columns, encoder
 
 TARGET_RATE = 20_000
 TARGET_RATIO = 0.5
@@ -83,8 +88,11 @@ def raw_rows(path: Path, dialect: str) -> tuple[list[str], list[tuple]]:
 
     Converted before the clock starts: the baseline times the database and driver alone.
     """
-    batch = read_files([str(path)], dialect)
-    return list(columns("probe_result")), batch.rows["probe_result"]
+    encode = encoder("probe_result", dialect, True)
+    problems = Problems()
+    rows = [encode(record) for _, record in iter_valid([str(path)], problems) if record.KIND == "probe_result"]
+    assert not problems, problems.render()
+    return list(columns("probe_result")), rows
 
 
 def raw_executemany(url: str, names: list[str], rows: list[tuple], sqlite: bool) -> float:
@@ -147,10 +155,72 @@ def run_backend(label: str, fresh_url, path: Path, n: int) -> tuple[float, float
     return ingest_rate, ratio
 
 
+def grow_file(source: Path, target: Path, gigabytes: float) -> int:
+    """``source``'s parents, then its results again and again with fresh ids, up to the size."""
+    import json
+
+    limit = int(gigabytes * 1e9)
+    with open(source) as fh:
+        lines = fh.readlines()
+    parents, results = lines[:65], [json.loads(line) for line in lines[65:5065]]
+    written, n = 0, 0
+    with open(target, "w") as out:
+        for line in parents:
+            out.write(line)
+            written += len(line)
+        while written < limit:
+            for obj in results:
+                obj["result_id"] = uuid.UUID(int=n + (1 << 100)).hex
+                line = json.dumps(obj, separators=(",", ":")) + "\n"
+                out.write(line)
+                written += len(line)
+                n += 1
+    return n
+
+
+_CHILD = """
+import resource, sys, time
+from sdc.store.engine import make_engine
+from sdc.store.ingest import ingest
+from sdc.store.migrate import upgrade
+url, path = sys.argv[1], sys.argv[2]
+upgrade(url)
+engine = make_engine(url)
+start = time.perf_counter()
+result = ingest(engine, [path])
+print(result.offered.get("probe_result", 0), time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def ingest_in_child(url: str, path: Path) -> tuple[int, float, float]:
+    """(ProbeResults, seconds, peak RSS in MB) of one ingest in a fresh process."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _CHILD, url, str(path)], check=True, capture_output=True, text=True)
+    n, seconds, rss_kb = out.stdout.split()
+    return int(n), float(seconds), int(rss_kb) / 1024
+
+
+def run_streaming(tmpdir: Path, small: Path, gigabytes: float) -> None:
+    big = tmpdir / "big.jsonl"
+    n_big = grow_file(small, big, gigabytes)
+    size = big.stat().st_size
+    n_small, small_s, small_rss = ingest_in_child(f"sqlite:///{tmpdir / 'stream-small.db'}", small)
+    n, seconds, rss = ingest_in_child(f"sqlite:///{tmpdir / 'stream-big.db'}", big)
+    assert n == n_big, (n, n_big)
+    print(
+        f"streaming  {size / 1e9:.2f} GB ({n:,} ProbeResults): {n / seconds:,.0f} ProbeResults/s, peak RSS {rss:,.0f} MB; "
+        f"{small.stat().st_size / 1e6:.0f} MB file: peak RSS {small_rss:,.0f} MB; ratio {rss / small_rss:.2f} "
+        f"for {size / small.stat().st_size:.0f}x the input"
+    )
+    big.unlink()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=100_000, help="ProbeResults in the file")
     parser.add_argument("--pg", default=os.environ.get("SDC_TEST_DATABASE_URL"), help="PostgreSQL database URL")
+    parser.add_argument("--stream-gb", type=float, default=1.0, help="size of the streaming case's file (0: skip)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sdc-bench-") as tmp:
@@ -190,6 +260,8 @@ def main() -> int:
                 admin.dispose()
         else:
             print("postgresql skipped: give --pg URL or set SDC_TEST_DATABASE_URL")
+        if args.stream_gb > 0:
+            run_streaming(tmpdir, path, args.stream_gb)
     return 0
 
 

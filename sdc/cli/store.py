@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
+from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import click
 from sqlalchemy.exc import OperationalError
@@ -14,7 +19,7 @@ from sdc.config import safe_url
 from sdc.exitcodes import ExitCode
 from sdc.records import BY_KIND, parse_time
 from sdc.store import Delivery, Store, migrate, short_reason, unreachable
-from sdc.store.ingest import IngestError, ingest, read_records
+from sdc.store.ingest import IngestError, Problems, ingest, iter_input_records
 from sdc.store.reader import iter_records
 
 
@@ -89,8 +94,8 @@ def db_revision(app: AppContext, message: str) -> None:
 def ingest_command(app: AppContext, files: tuple[str, ...]) -> None:
     """Validate FILES (JSON lines; '-' for stdin) and store every record, or none on any error.
 
-    If the database cannot be reached, the validated records go to the outbox instead and
-    'sdc flush' (or any later successful write) delivers them.
+    If the database cannot be reached, or fails during the write, the validated records go
+    to the outbox instead and 'sdc flush' (or any later successful write) delivers them.
     """
     store = app.store()
     try:
@@ -101,7 +106,20 @@ def ingest_command(app: AppContext, files: tuple[str, ...]) -> None:
             return
         # Earlier spooled records first: the new input may refer to chips and sweeps in them.
         replayed = _replay_quietly(store)
-        result = ingest(engine, files)
+        with _stdin_copy(app, files) as tee:
+            try:
+                result = ingest(engine, files, tee=tee)
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                # The database went away during the write: nothing was committed, and the
+                # input (stdin included, from its copy) goes to the outbox instead.
+                if tee is not None:
+                    tee.flush()
+                    _drain_stdin(tee)
+                readable = [tee.name if f == "-" and tee is not None else f for f in files]
+                _spool_input(app, store, tuple(readable), exc)
+                return
     except IngestError as exc:
         click.echo(str(exc), err=True)
         fail(f"ingest: {exc.problems.count} problem(s); nothing was written", ExitCode.UNKNOWN)
@@ -114,10 +132,55 @@ def ingest_command(app: AppContext, files: tuple[str, ...]) -> None:
             click.echo(f"also delivered {replayed} records waiting in the outbox {app.settings.outbox_dir}")
 
 
+@contextmanager
+def _stdin_copy(app: AppContext, files: tuple[str, ...]) -> Iterator[BinaryIO | None]:
+    """A private copy of standard input as it is read, so piped records survive a failed write."""
+    if "-" not in files:
+        yield None
+        return
+    directory = Path(app.settings.data_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(prefix=".stdin-", suffix=".tmp", dir=directory, delete=False)
+    except OSError:  # nowhere to keep a copy: ingest still works, it just cannot spool stdin
+        yield None
+        return
+    try:
+        with handle:
+            yield handle
+    finally:
+        Path(handle.name).unlink(missing_ok=True)
+
+
+def _drain_stdin(tee: BinaryIO) -> None:
+    # The write may fail before all of stdin was read: copy the rest too.
+    from sdc.store.ingest import _stdin
+
+    source = _stdin()
+    if source is not None:
+        shutil.copyfileobj(source, tee)
+        tee.flush()
+
+
 def _spool_input(app: AppContext, store: Store, files: tuple[str, ...], exc: Exception) -> None:
-    records = read_records(files)  # validate first: the outbox takes only good records
-    spool = store.outbox.spool(records)
-    delivery = Delivery(spooled=spool.records, spool_path=spool.path, reason=short_reason(exc))
+    problems = Problems()
+    records = iter_input_records(files, problems)  # validated as spooled: the outbox takes only good records
+    reason = short_reason(exc)
+
+    def checked():
+        yield from records
+        if problems:
+            raise IngestError(problems)  # before the rename: no spool file is left
+
+    try:
+        spool = store.outbox.spool(checked())
+    except OSError as spool_exc:
+        fail(
+            f"database unavailable ({reason}) and the outbox cannot keep the input "
+            f"({store.outbox.directory}: {spool_exc.strerror or spool_exc}); nothing was kept: "
+            "free space or fix the outbox directory (SDC_OUTBOX_DIR), then ingest again"
+        )
+    delivery = Delivery(spooled=spool.records, spool_path=spool.path, reason=reason)
     if app.json_output:
         app.emit_json({"ingested": {}, "total": 0, "spooled": spool.records, "outbox": str(spool.path)})
     click.echo(f"sdc: {delivery.message}", err=True)

@@ -119,8 +119,10 @@ def sweep_command(
                 f"[yellow]database unavailable: {spooled} records kept in the outbox {store.outbox.directory}; "
                 "'sdc flush' (or the next successful write) delivers them[/]"
             )
-        else:
+        elif not result.lost:
             app.out.print(f"stored in {app.store().url.split('://')[0]} database: {_where(app)}")
+    if result.lost:  # the results above were seen, but not kept: not "healthy", whatever they say
+        fail(result.lost_message)
     sys.exit(int(summary.exit_code))
 
 

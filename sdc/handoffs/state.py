@@ -244,5 +244,14 @@ def read_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return create_engine(parsed, connect_args={"timeout": 30})
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(parsed, connect_args={"connect_timeout": int(os.environ.get("SDC_CONNECT_TIMEOUT", "5"))})
+        # `sdc check` must answer within node-problem-detector's timeout even when the server
+        # is frozen: give up connecting after 2 s (libpq's minimum), and on a statement after 2 s.
+        from sqlalchemy.pool import NullPool
+
+        seconds = max(2, int(os.environ.get("SDC_CHECK_TIMEOUT", "2")))
+        options = f"{parsed.query.get('options', '')} -c statement_timeout={seconds * 1000}".strip()
+        return create_engine(
+            parsed, poolclass=NullPool,
+            connect_args={"connect_timeout": seconds, "options": options, "tcp_user_timeout": seconds * 1000},
+        )  # fmt: skip
     return create_engine(parsed)

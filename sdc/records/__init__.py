@@ -1,7 +1,8 @@
 """The one interchange format: chip, sweep, probe_result, job_event, verdict, quarantine_event.
 
 Records travel as JSON lines naming their type in ``"record"``; ``types`` declares them and
-validates decoded JSON, ``schema`` writes the JSON Schema files in ``docs/schema/``
+their field types once, ``validation`` checks decoded JSON against that declaration (msgspec)
+and adds the string rules of ingest, ``schema`` writes it as the JSON Schema files in ``docs/schema/``
 (``python -m sdc.records --write-schemas docs/schema``).
 """
 
@@ -9,13 +10,13 @@ from sdc.records.types import (
     BY_KIND,
     CHIP_STATES,
     DIAGNOSES,
-    ENVELOPE,
     INT32,
     INT64,
     INT64_FIELDS,
     MAX_LENGTH,
     RECORD_TYPES,
     RESULT_STATUSES,
+    SAFE_ID_CHARACTERS,
     SCHEMA_VERSION,
     SEVERITIES,
     SWEEP_STATUSES,
@@ -31,14 +32,23 @@ from sdc.records.types import (
     Verdict,
     canonical_json,
     format_time,
-    from_json,
-    from_json_dict,
-    loads,
     new_id,
     parse_time,
     stack_hash,
     utcnow,
+)
+from sdc.records.validation import (
+    ENVELOPE,
+    FREE_TEXT_FIELDS,
+    FUTURE_SKEW,
+    SAFE_ID_FIELDS,
+    as_record,
+    check_record,
+    from_json,
+    from_json_dict,
+    loads,
     validate_json_dict,
+    validate_line,
 )
 
 # Severity order of verdicts, lowest first: the one ranking every reader uses.
@@ -48,6 +58,7 @@ __all__ = [
     "BY_KIND", "CHIP_STATES", "DIAGNOSES", "ENVELOPE", "INT32", "INT64", "INT64_FIELDS", "MAX_LENGTH",
     "RECORD_TYPES", "RESULT_STATUSES", "SCHEMA_VERSION", "SEVERITIES", "SEVERITY_RANK", "SWEEP_STATUSES",
     "VERDICT_KINDS", "WRITE_ORDER", "Chip", "JobEvent", "ProbeResult", "QuarantineEvent", "Record",
-    "RecordError", "Sweep", "Verdict", "canonical_json", "format_time", "from_json", "from_json_dict",
-    "loads", "new_id", "parse_time", "stack_hash", "utcnow", "validate_json_dict",
+    "RecordError", "Sweep", "Verdict", "FREE_TEXT_FIELDS", "FUTURE_SKEW", "SAFE_ID_CHARACTERS",
+    "SAFE_ID_FIELDS", "canonical_json", "check_record", "format_time", "from_json", "from_json_dict",
+    "loads", "new_id", "parse_time", "stack_hash", "utcnow", "validate_json_dict", "validate_line", "as_record",
 ]

@@ -1,68 +1,34 @@
-"""JSON Schema files for the records, generated from the same type hints as their validators.
+"""JSON Schema files for the records, written from their one declaration by msgspec.
 
 ``python -m sdc.records --write-schemas docs/schema`` writes one file per record kind; a test
-keeps the committed files equal to what this module generates.
+keeps the committed files equal to what this module generates. msgspec gives each record's
+properties, constraints and required fields; this module adds the JSON-lines envelope
+(``record``, ``schema_version``) and refuses unknown properties, as ingest does.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-import typing
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from sdc.records.types import (
-    _SPECS,
-    INT32,
-    INT64,
-    INT64_FIELDS,
-    MAX_LENGTH,
-    RECORD_TYPES,
-    SCHEMA_VERSION,
-    Record,
-    _is_optional,
-)
+import msgspec
 
-
-def _schema_for(name: str, hint: Any) -> dict[str, Any]:
-    optional, base = _is_optional(hint)
-    origin = typing.get_origin(base)
-    if base is str:
-        schema: dict[str, Any] = {"type": "string"}
-        if name in MAX_LENGTH:
-            schema["maxLength"] = MAX_LENGTH[name]
-    elif base is int:
-        lo, hi = INT64 if name in INT64_FIELDS else INT32
-        schema = {"type": "integer", "minimum": lo, "maximum": hi}
-    elif base is float:
-        schema = {"type": "number"}
-    elif base is datetime:
-        schema = {"type": "string", "format": "date-time"}
-    elif origin is Literal:
-        schema = {"enum": list(typing.get_args(base))}
-    elif base is dict or origin is dict:
-        schema = {"type": "object"}
-    elif origin is list:
-        schema = {"type": "array", "items": _schema_for("", typing.get_args(base)[0])}
-    else:  # pragma: no cover
-        raise TypeError(hint)
-    if optional:
-        schema = {"anyOf": [schema, {"type": "null"}]}
-    return schema
+from sdc.records.types import RECORD_TYPES, SCHEMA_VERSION, Record
 
 
 def json_schema(cls: type[Record]) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of one record kind's JSON lines."""
-    hints = typing.get_type_hints(cls)
+    generated = msgspec.json.schema(cls)
+    body = generated["$defs"][generated["$ref"].rsplit("/", 1)[1]]
     properties: dict[str, Any] = {
         "record": {"const": cls.KIND},
         "schema_version": {"type": "integer", "minimum": 1, "maximum": SCHEMA_VERSION},
     }
-    for f in dataclasses.fields(cls):
-        properties[f.name] = _schema_for(f.name, hints[f.name])
+    for name, schema in body["properties"].items():
+        schema.pop("default", None)  # defaults are the producer's business, not a rule
+        properties[name] = schema
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://sdc.dev/schema/{cls.KIND}.json",
@@ -70,7 +36,7 @@ def json_schema(cls: type[Record]) -> dict[str, Any]:
         "description": (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "),
         "type": "object",
         "properties": properties,
-        "required": ["record", *_SPECS[cls.KIND].required],
+        "required": ["record", *body.get("required", [])],
         "additionalProperties": False,
     }
 

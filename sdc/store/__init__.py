@@ -23,7 +23,7 @@ from sdc.store.writer import WriteResult, write_records
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Delivery", "Store", "StoreError", "Outbox", "unreachable"]
+__all__ = ["AnalysisNotStored", "Delivery", "Store", "StoreError", "Outbox", "unreachable"]
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,16 @@ class Delivery:
     replayed: int = 0
     spool_path: Path | None = None
     reason: str = ""
+    lost: int = 0  # neither stored nor spooled: the outbox could not keep them either
+    outbox_reason: str = ""
 
     @property
     def message(self) -> str:
+        if self.lost:
+            return (
+                f"database unavailable ({self.reason}) and the outbox cannot keep records ({self.outbox_reason}): "
+                f"{self.lost} records were NOT kept; free space or fix the outbox directory, then run again"
+            )
         if self.spooled:
             return (
                 f"database unavailable ({self.reason}); {self.spooled} records kept in the outbox "
@@ -89,9 +96,20 @@ class Store:
             if self.outbox is None or not unreachable(exc):
                 raise
             reason = short_reason(exc)
-            spool = self.outbox.spool(records)
-            log.warning("%s: spooled %d records to %s", reason, spool.records, spool.path)
             self._checked = False
+            if any(record.KIND == "verdict" for record in records):
+                # An analysis decides from the evidence as it is now; replayed later, its
+                # transitions would land on top of a newer analysis's and double them.
+                raise AnalysisNotStored(
+                    f"the database could not take this analysis ({reason}); none of its "
+                    f"{len(records)} verdicts and transitions were stored: run 'sdc analyze' again"
+                ) from None
+            try:
+                spool = self.outbox.spool(records)
+            except OSError as spool_exc:
+                log.error("outbox %s cannot keep records: %s", self.outbox.directory, spool_exc)
+                return Delivery(lost=len(records), reason=reason, outbox_reason=_os_reason(self.outbox.directory, spool_exc))
+            log.warning("%s: spooled %d records to %s", reason, spool.records, spool.path)
             return Delivery(spooled=spool.records, spool_path=spool.path, reason=reason)
         return Delivery(stored=len(records), replayed=replayed)
 
@@ -106,6 +124,14 @@ class Store:
             self._engine.dispose()
             self._engine = None
             self._checked = False
+
+
+class AnalysisNotStored(StoreError):
+    """An analysis's verdicts and transitions could not be stored; none were (never spooled)."""
+
+
+def _os_reason(directory: Path, exc: OSError) -> str:
+    return f"{directory}: {exc.strerror or exc}"
 
 
 def short_reason(exc: BaseException) -> str:

@@ -48,6 +48,7 @@ def upgrade(url: str, revision: str = "head") -> tuple[str | None, str | None]:
     engine = make_engine(url)
     try:
         before = current_revision(engine)
+        _refuse_unknown(engine, before)
         config = alembic_config(url)
         with engine.begin() as connection:
             config.attributes["connection"] = connection
@@ -63,6 +64,7 @@ def downgrade(url: str, revision: str) -> tuple[str | None, str | None]:
     engine = make_engine(url)
     try:
         before = current_revision(engine)
+        _refuse_unknown(engine, before)
         config = alembic_config(url)
         with engine.begin() as connection:
             config.attributes["connection"] = connection
@@ -86,6 +88,16 @@ def require_head(engine: Engine) -> None:
             f"(a newer sdc wrote it?); this sdc needs {head}: upgrade sdc, or run 'sdc db upgrade' with the newer one"
         )
     raise StoreError(f"database {where} is at schema revision {current}, this sdc needs {head}: run 'sdc db upgrade'")
+
+
+def _refuse_unknown(engine: Engine, current: str | None) -> None:
+    if current is not None and not _known(current):
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreError(
+            f"database {where} is at schema revision {current}, which this sdc does not know "
+            f"(it knows up to {head_revision()}; a newer sdc wrote it): nothing was changed; "
+            "use the newer sdc, or restore a backup taken before it upgraded the database"
+        )
 
 
 def _known(revision: str) -> bool:

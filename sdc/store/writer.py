@@ -17,11 +17,14 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import JSON, Connection, Engine, func, select
+from sqlalchemy.exc import DBAPIError
 
-from sdc.records import BY_KIND, WRITE_ORDER, Record, RecordError
+from sdc.records import WRITE_ORDER, Record, RecordError, check_record
+from sdc.store.engine import deadline, statement_seconds
 from sdc.store.models import ROW_TYPES, UTCDateTime
 
 try:
@@ -84,7 +87,10 @@ def _canonical_text(value: Any) -> str:
 
 
 def _fast_json_text(value: Any) -> str:
-    return _orjson_dumps(value).decode()
+    try:
+        return _orjson_dumps(value).decode()
+    except TypeError:  # an integer beyond 64 bits: the standard library keeps every digit
+        return _json_text(value)
 
 
 _case_texts: dict[bytes, str] = {}
@@ -111,7 +117,7 @@ def _sqlite_time(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is not UTC:
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
 
 
 def _aware_time(value: datetime | None) -> datetime | None:
@@ -127,56 +133,51 @@ def columns(kind: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=None)
-def encoder(kind: str, dialect: str, finite: bool = False) -> Callable[[dict[str, Any]], tuple]:
-    """``encode(values) -> row tuple`` for one kind and dialect; raises RecordError.
+def encoder(kind: str, dialect: str, finite: bool = False) -> Callable[[Record], tuple]:
+    """``encode(record) -> row tuple`` for one kind and dialect; raises RecordError.
 
-    ``values`` are a record's field values (``sdc.records.validate_json_dict`` gives them).
-    ``finite=True`` promises every number in them is finite (true of anything orjson
-    decoded), which allows orjson, several times faster, to write the JSON columns.
-    Generated as straight-line code: it runs once per ingested line.
+    ``finite=True`` promises every number in the records is finite (true of anything
+    decoded from JSON), which allows orjson, several times faster, to write the JSON columns.
+    It runs once per ingested line: one C-level attribute fetch, then the few columns that
+    need converting.
     """
     table = ROW_TYPES[kind].__table__
     fast = finite and _orjson_dumps is not None
-    env: dict[str, Any] = {
-        "J": _fast_json_text if fast else _json_text,
-        "C": _cached_canonical_text if fast else _canonical_text,
-        "T": _sqlite_time if dialect == "sqlite" else _aware_time,
-    }
-    items, prelude = [], []
-    for column in table.columns:
-        name = column.name
-        if name == "case_key":
-            items.append("ck")
-        elif name == "case":
-            prelude.append("    ck = C(v['case'])")
-            items.append("ck")  # canonical text: the same JSON value, and the cohort key
+    as_json = _fast_json_text if fast else _json_text
+    as_case = _cached_canonical_text if fast else _canonical_text
+    as_time = _sqlite_time if dialect == "sqlite" else _aware_time
+    names = columns(kind)
+    fetch = attrgetter(*(("case" if name == "case_key" else name) for name in names))
+    conversions: list[tuple[int, Callable[[Any], Any]]] = []
+    case_at = key_at = None
+    for i, column in enumerate(table.columns):
+        if column.name == "case":
+            case_at = i
+        elif column.name == "case_key":
+            key_at = i
         elif isinstance(column.type, JSON):
-            items.append(f"J(v[{name!r}])")
+            conversions.append((i, as_json))
         elif isinstance(column.type, UTCDateTime):
-            items.append(f"T(v[{name!r}])")
-        else:
-            items.append(f"v[{name!r}]")
-    source = "def encode(v):\n" + "".join(f"{line}\n" for line in prelude) + f"    return ({', '.join(items)},)\n"
-    exec(source, env)  # noqa: S102 - built above from the table definition
-    return env["encode"]
+            conversions.append((i, as_time))
 
+    def encode(record: Record) -> tuple:
+        row = list(fetch(record))
+        for i, convert in conversions:
+            row[i] = convert(row[i])
+        if case_at is not None:
+            # The canonical text is both the stored JSON value and the cohort key.
+            row[case_at] = row[key_at] = as_case(row[case_at])
+        return tuple(row)
 
-def record_values(record: Record) -> dict[str, Any]:
-    """A record's field values by name (what ``encoder`` takes)."""
-    return {name: getattr(record, name) for name in _field_names(record.KIND)}
-
-
-@lru_cache(maxsize=None)
-def _field_names(kind: str) -> tuple[str, ...]:
-    from dataclasses import fields
-
-    return tuple(f.name for f in fields(BY_KIND[kind]))
+    return encode
 
 
 def encode_records(records: Iterable[Record], dialect: str) -> dict[str, list[tuple]]:
+    """Row tuples per kind; a record that breaks the string rules of ingest raises RecordError."""
     grouped: dict[str, list[tuple]] = {}
     for record in records:
-        grouped.setdefault(record.KIND, []).append(encoder(record.KIND, dialect)(record_values(record)))
+        check_record(record)
+        grouped.setdefault(record.KIND, []).append(encoder(record.KIND, dialect)(record))
     return grouped
 
 
@@ -198,13 +199,35 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
+class ConflictError(RecordError):
+    """Evidence whose id is already stored (or offered twice) with different content.
+
+    ``conflicts`` lists ``(kind, position in that kind's rows, record id)``; nothing of the
+    transaction should be committed.
+    """
+
+    def __init__(self, conflicts: list[tuple[str, int, str]]):
+        kind, _, record_id = conflicts[0]
+        super().__init__(
+            f"{len(conflicts)} record(s) already stored with different content, e.g. {kind} {record_id}; "
+            "evidence is never overwritten"
+        )
+        self.conflicts = conflicts
+
+
 def insert_rows(connection: Connection, rows_by_kind: dict[str, list[tuple]]) -> WriteResult:
-    """Write encoded rows inside the caller's transaction, parents first."""
+    """Write encoded rows inside the caller's transaction, parents first.
+
+    Evidence (every kind but chips and sweeps) is immutable: an id that is already stored, or
+    appears twice, must carry the same content, else ``ConflictError`` names the rows.
+    """
     result = WriteResult()
+    conflicts: list[tuple[str, int, str]] = []
     dialect = connection.dialect.name
     if dialect not in ("sqlite", "postgresql"):
         raise NotImplementedError(f"sdc stores evidence in SQLite or PostgreSQL, not {dialect}")
     dbapi = connection.connection.dbapi_connection
+    limit = statement_seconds(connection.engine)
     for kind in WRITE_ORDER:
         rows = rows_by_kind.get(kind)
         if not rows:
@@ -215,14 +238,55 @@ def insert_rows(connection: Connection, rows_by_kind: dict[str, list[tuple]]) ->
             rows = sorted(rows, key=lambda row: row[0])
         cursor = dbapi.cursor()
         try:
-            if dialect == "postgresql" and kind not in _UPSERTS and len(rows) >= COPY_THRESHOLD:
-                _copy_insert(cursor, kind, rows)
-            else:
-                cursor.executemany(insert_sql(kind, dialect), rows)
+            with deadline(dbapi, limit and limit + 2.0 * (1 + len(rows) // 10_000)):
+                if dialect == "postgresql" and kind not in _UPSERTS and len(rows) >= COPY_THRESHOLD:
+                    _copy_insert(cursor, kind, rows)
+                else:
+                    cursor.executemany(insert_sql(kind, dialect), rows)
+                # Every row new (the usual case): nothing to compare. Otherwise some ids were
+                # there already, and each must hold exactly what is offered now.
+                if kind not in _UPSERTS and 0 <= cursor.rowcount < len(rows):
+                    conflicts += [(kind, i, rows[i][0]) for i in _differing(cursor, kind, rows)]
+        except connection.dialect.loaded_dbapi.Error as exc:
+            # Raw driver calls skip SQLAlchemy's wrapping: wrap here, so callers see the same
+            # OperationalError (database gone, locked) or IntegrityError as everywhere else.
+            raise DBAPIError.instance(
+                insert_sql(kind, dialect), None, exc, connection.dialect.loaded_dbapi.Error,
+                connection_invalidated=connection.dialect.is_disconnect(exc, dbapi, cursor),
+                dialect=connection.dialect, ismulti=True,
+            ) from exc  # fmt: skip
         finally:
             cursor.close()
-        result.offered[kind] = len(rows)
+        result.offered[kind] = result.offered.get(kind, 0) + len(rows)
+    if conflicts:
+        raise ConflictError(conflicts)
     return result
+
+
+def _differing(cursor, kind: str, rows: list[tuple]) -> list[int]:
+    """Positions of the rows whose stored row (same id) differs from them."""
+    table = ROW_TYPES[kind].__table__
+    names = columns(kind)
+    json_columns = [i for i, n in enumerate(names) if isinstance(table.c[n].type, JSON) or n == "case_key"]
+    mark = "?" if cursor.__class__.__module__.startswith("sqlite3") else "%s"
+    select_sql = f'SELECT {", ".join(_q(n) for n in names)} FROM {table.name} WHERE {_q(names[0])} IN '
+    stored: dict[str, tuple] = {}
+    ids = list(dict.fromkeys(row[0] for row in rows))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        cursor.execute(select_sql + f"({', '.join([mark] * len(chunk))})", chunk)
+        stored.update((row[0], _comparable(row, json_columns)) for row in cursor.fetchall())
+    return [i for i, row in enumerate(rows) if stored.get(row[0]) != _comparable(row, json_columns)]
+
+
+def _comparable(row, json_columns: list[int]) -> tuple:
+    # JSON columns compare as values: the text may differ in spacing or float spelling
+    # (and PostgreSQL's driver hands them back decoded). Times compare as instants.
+    out = list(row)
+    for i in json_columns:
+        if isinstance(out[i], str):
+            out[i] = json.loads(out[i])
+    return tuple(_aware_time(v) if isinstance(v, datetime) else v for v in out)
 
 
 def _copy_insert(cursor, kind: str, rows: list[tuple]) -> None:

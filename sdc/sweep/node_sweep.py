@@ -61,6 +61,8 @@ class NodeSweepResult:
     summary: SweepSummary
     stored: int = 0
     spooled: int = 0
+    lost: int = 0  # neither stored nor spooled (database down and the outbox unusable)
+    lost_message: str = ""
     replayed: int = 0  # records delivered from the outbox before the sweep
     abandoned: list[str] = field(default_factory=list)
     on_probation: list[ChipHandle] = field(default_factory=list)
@@ -163,6 +165,10 @@ def node_sweep(
         delivery = store.deliver(records)
         result.stored += delivery.stored
         result.spooled += delivery.spooled
+        if delivery.lost:
+            result.lost += delivery.lost
+            result.lost_message = delivery.message
+            log.error("%s", delivery.message)
         if delivery.spooled:
             log.warning("%s", delivery.message)
 

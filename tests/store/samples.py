@@ -21,14 +21,14 @@ T0 = datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 STACK = {"torch": "2.13.0", "runtime": "cuda 13.0", "driver": "580.65", "blas": "cublasLt", "extra": {"ü": [1, 2.5]}}
 
 
-def chips(n: int = 2, host: str = "node-ä01") -> list[Chip]:
+def chips(n: int = 2, host: str = "node-a01") -> list[Chip]:
     return [
         Chip(f"GPU-{uuid.uuid4()}", host, i, "nvidia", "H200 141GB", 141 << 30, STACK, stack_hash(STACK), T0)
         for i in range(n)
     ]
 
 
-def sweep(host: str = "node-ä01", status: str = "complete") -> Sweep:
+def sweep(host: str = "node-a01", status: str = "complete") -> Sweep:
     return Sweep(
         uuid.uuid4().hex, host, "standard", T0, status, "0.1.0",
         T0 + timedelta(minutes=3) if status != "running" else None, 4242, "",
@@ -73,7 +73,7 @@ def results(sweep_id: str, chip_list: list[Chip], n: int, seed: int = 0) -> list
 
 def job_events(chip_list: list[Chip]) -> list[JobEvent]:
     return [
-        JobEvent(uuid.uuid4().hex, "job-7", 1000, 3, 8, "node-ä01", "grad_mismatch", "persistent",
+        JobEvent(uuid.uuid4().hex, "job-7", 1000, 3, 8, "node-a01", "grad_mismatch", "persistent",
                  T0 + timedelta(seconds=5), chip_list[0].chip_id, {"param": "layers.3.w", "ulps": [1, 2]}),
         JobEvent(uuid.uuid4().hex, "job-7", 1001, 0, 8, "node-b", "spike", "unattributed", T0 + timedelta(seconds=6)),
     ]  # fmt: skip

@@ -132,6 +132,19 @@ def test_commands_refuse_a_schema_from_an_unknown_revision(migrated_url, spool_f
         assert "ffff99" in result.output and "upgrade" in result.output, (args, result.output)
 
 
+def test_db_upgrade_against_a_newer_schema_names_both_revisions(migrated_url, sdc_env):
+    engine = make_engine(migrated_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'ffff99'"))
+    engine.dispose()
+    for args in (["db", "upgrade"], ["db", "downgrade", "base"]):
+        result = _invoke(migrated_url, *args)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert "at schema revision ffff99" in result.output and f"knows up to {head_revision()}" in result.output
+        assert "nothing was changed" in result.output
+
+
 def test_db_upgrade_and_current_through_the_cli(db_url, sdc_env):
     result = _invoke(db_url, "db", "upgrade")
     assert result.exit_code == 0, result.output
