@@ -17,6 +17,7 @@ from typing import Callable, Optional, Sequence
 
 from probes.base import Probe
 from sdc.faults import Fault
+from sdc.node.backends import LoadedBackend, load_backend_modules
 from sdc.node.devices import ChipHandle, discover, hostname
 from sdc.sweep.plan import SweepOptions
 from sdc.sweep.runner import Progress, StopFlag, SweepSummary, run_sweep
@@ -39,6 +40,8 @@ class NodeSweepOptions:
         seed, repeats, faults, case_timeout_s, budget_s: as in ``SweepOptions``.
         burn_duration_s: seconds of sustained load per chip for the burn probe.
         data_dir: where the shared fp64 reference cache lives (``reference-cache/``).
+        backend_modules: device plug-ins to import before discovery (``sdc.node.backends``),
+            and ``backend_source``, where they were asked for (said in errors).
     """
 
     suite: str = "quick"
@@ -50,6 +53,8 @@ class NodeSweepOptions:
     budget_s: Optional[float] = None
     burn_duration_s: float = 60.0
     data_dir: Optional[Path] = None
+    backend_modules: Sequence[str] = ()
+    backend_source: str = ""
 
 
 @dataclass
@@ -74,8 +79,17 @@ def select_probes(probes: dict[str, Probe], names: Sequence[str] | None) -> list
     return [probes[n] for n in names]
 
 
+def load_backends(options: NodeSweepOptions) -> list[LoadedBackend]:
+    """Import the device plug-ins the options name; ``BackendModuleError`` says which failed."""
+    return load_backend_modules(list(options.backend_modules), options.backend_source)
+
+
 def chips_to_probe(options: NodeSweepOptions) -> list[ChipHandle]:
-    """This node's chips for the sweep; ``DeviceError`` or ``NodeSweepError`` say what is wrong."""
+    """This node's chips for the sweep; ``DeviceError`` or ``NodeSweepError`` say what is wrong.
+
+    The backend modules are imported first, so a plug-in's devices are found.
+    """
+    load_backends(options)
     chips = discover(options.devices)
     known = {c.name for c in chips}
     stray = sorted({f.chip for f in options.faults} - known)
