@@ -91,9 +91,11 @@ def prepare_process(reference_cache: str | None = None) -> None:
     """Deterministic settings and the reference cache; once per process that runs probes."""
     from probes.harness import set_deterministic
     from probes.reference import set_cache_dir
+    from sdc.digest import allow_compile
 
     set_deterministic()
     set_cache_dir(reference_cache)
+    allow_compile()  # a sweep worker may spend a compile on its first large digest; training never does
 
 
 def configure(probes: dict[str, Probe], settings: dict[str, dict[str, Any]]) -> None:

@@ -1,26 +1,25 @@
 """sdc's test accelerator: a PrivateUse1 backend named ``testdev`` with two devices.
 
-Importing this module does what a vendor plug-in (``torch_npu``, ``torch_mlu`` ...) does:
-load the backend's C++ library (here built from ``testdev.cpp`` with
+Importing ``tests.testdev.backend`` does what a vendor plug-in (``torch_npu``, ``torch_mlu`` ...)
+does: load the backend's C++ library (here built from ``testdev.cpp`` with
 ``torch.utils.cpp_extension``, once per CI run, cached in ``build/testdev-torch<version>/`` or
 ``$SDC_TESTDEV_BUILD_DIR``), rename PrivateUse1 to ``testdev`` and register ``torch.testdev``.
-Import it through ``sdc sweep --backend-module tests.testdev`` like any plug-in.
+Sweeps load it like any plug-in: ``sdc sweep --backend-module tests.testdev.backend``.
+Tests call ``load_or_skip()``: where no compiler exists they are skipped with the reason.
 
 Device memory is host memory capped at ``$SDC_TESTDEV_MEMORY_MIB`` (2048) per device; every op
 but the few the backend owns runs through the CPU fallback, so the device is slow and lacks
-what young backends lack (Inductor, Triton, a c10d backend, fused attention on the device).
+what young backends lack (Inductor, Triton, a c10d backend, float64 ``abs``).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import types
 from pathlib import Path
 
-import torch
-
 NAME = "testdev"
+MODULE = "tests.testdev.backend"
 SOURCE = Path(__file__).with_name("testdev.cpp")
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -30,6 +29,8 @@ class BackendUnavailable(RuntimeError):
 
 
 def build_dir() -> Path:
+    import torch
+
     default = REPOSITORY / "build" / f"testdev-torch{torch.__version__.replace('+', '_')}"
     return Path(os.environ.get("SDC_TESTDEV_BUILD_DIR") or default)
 
@@ -41,53 +42,27 @@ def why_unavailable() -> str | None:
         return f"no C++ compiler ('{compiler}' not on PATH): the PrivateUse1 test backend cannot be built"
     if shutil.which("ninja") is None:
         try:
-            import ninja  # noqa: F401  (the pip package puts the binary on PATH of its own)
+            import ninja  # noqa: F401  (the pip package brings the binary)
         except ImportError:
             return "no ninja build tool: torch.utils.cpp_extension cannot build the PrivateUse1 test backend"
     return None
 
 
-def _load_library():
+def load_or_skip():
+    """Register the backend in this process (building it the first time), or skip the test."""
+    import importlib
+
+    import pytest
+
     reason = why_unavailable()
     if reason:
-        raise BackendUnavailable(reason)
-    from torch.utils.cpp_extension import load
-
-    directory = build_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    # load() rebuilds only when the source changed, under a file lock: concurrent test
-    # processes (workers, gloo ranks) share one build.
-    return load(name="sdc_testdev", sources=[str(SOURCE)], build_directory=str(directory), extra_cflags=["-O1"], verbose=False)
+        pytest.skip(reason)
+    return importlib.import_module(MODULE)
 
 
-def _device_module(library) -> types.ModuleType:
-    module = types.ModuleType("torch.testdev")
-
-    def index_of(device=None) -> int:
-        if device is None:
-            return library.current_device()
-        device = torch.device(device) if not isinstance(device, int) else torch.device(NAME, device)
-        return device.index if device.index is not None else library.current_device()
-
-    module.device_count = library.device_count
-    module.is_available = lambda: True
-    module.current_device = library.current_device
-    module.set_device = lambda device: library.set_device(index_of(device))
-    module.synchronize = lambda device=None: None  # every op completes before it returns
-    module.mem_get_info = lambda device=None: tuple(library.mem_get_info(index_of(device)))
-    module.get_device_name = lambda device=None: "sdc testdev (host memory)"
-    module.is_initialized = lambda: True
-    module._is_in_bad_fork = lambda: False
-    module.manual_seed_all = lambda seed: None
-    return module
-
-
-def _register() -> None:
-    library = _load_library()
-    if torch._C._get_privateuse1_backend_name() != NAME:
-        torch.utils.rename_privateuse1_backend(NAME)
-        torch._register_device_module(NAME, _device_module(library))
-        torch.utils.generate_methods_for_privateuse1_backend(for_tensor=True, for_module=True, for_storage=True)
-
-
-_register()
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for an ``sdc`` subprocess that can import the backend module."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPOSITORY), env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env

@@ -6,7 +6,7 @@
 // kernels every backend must own (empty, empty_strided, copies between the host and a
 // device, views, resize, set_), and a boxed CPU fallback for every other operator.
 // Nothing else: no streams beyond the default one, no events, no fused kernels, no compiler
-// backend, no c10d backend -- the gaps a young vendor backend has.
+// backend, no c10d backend, no float64 abs -- the gaps a young vendor backend has.
 #include <ATen/ATen.h>
 #include <ATen/EmptyTensor.h>
 #include <ATen/detail/PrivateUse1HooksInterface.h>
@@ -193,7 +193,17 @@ at::Tensor& set_storage_offset(at::Tensor& self, at::Storage source, int64_t off
   return at::cpu::set_(self, source, offset, size, stride);
 }
 
-void cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) { at::native::cpu_fallback(op, stack); }
+// Like OpenReg (which blocks aten::abs), one gap on purpose: abs of a float64 tensor.
+void cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  const auto& name = op.schema().operator_name().name;
+  const auto& args = op.schema().arguments();
+  if ((name == "aten::abs" || name == "aten::abs_") && !args.empty()) {
+    const auto& self = (*stack)[stack->size() - args.size()];
+    TORCH_CHECK_NOT_IMPLEMENTED(!(self.isTensor() && self.toTensor().scalar_type() == at::kDouble),
+                                "Operator '", name, "' is not implemented for float64 on device testdev");
+  }
+  at::native::cpu_fallback(op, stack);
+}
 
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("empty.memory_format", empty_memory_format);
