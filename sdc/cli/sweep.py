@@ -113,9 +113,11 @@ def sweep_command(
     if summary.sweep.status == "aborted":
         app.err.print(f"[yellow]sweep aborted: {summary.sweep.message}; it will not count as evidence[/]")
     if app.json_output:
-        app.emit_json(_as_json(summary, spooled) | {"backend_modules": [b.module for b in loaded]})
+        app.emit_json(_as_json(summary, spooled) | {"backend_modules": [b.module for b in loaded], "collectives": summary.collectives})
     else:
         _print_table(app, summary, suite)
+        if summary.collectives:
+            app.out.print(f"collectives: {escape(summary.collectives)}")
         if spooled:
             app.err.print(
                 f"[yellow]database unavailable: {spooled} records kept in the outbox {store.outbox.directory}; "

@@ -58,12 +58,17 @@ class WorkerJob:
     reference_cache: str | None = None
     parent_pid: int = 0
     probe_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    group: Sequence[ChipHandle] = ()  # the chips of a collective group (rank order), else empty
 
 
 def run_case(probe: Probe, case: Case, handle: ChipHandle, seed: int, repeats: int, faults=None) -> Outcome:
     """Run one case; an exception becomes an ``error`` or ``skipped`` outcome, never a mismatch."""
+    return _guarded(lambda: probe.run(case, handle.device, seed, repeats, faults))
+
+
+def _guarded(call):
     try:
-        return probe.run(case, handle.device, seed, repeats, faults)
+        return call()
     except Unsupported as exc:
         return Outcome(status="skipped", message=f"not supported here: {_first_line(exc)}")
     except NotImplementedError as exc:
@@ -80,6 +85,12 @@ def run_case(probe: Probe, case: Case, handle: ChipHandle, seed: int, repeats: i
         return Outcome(status="error", message=f"RuntimeError: {text}")
     except Exception as exc:
         return Outcome(status="error", message=f"{type(exc).__name__}: {_first_line(exc)}")
+
+
+def run_group_case(probe: Probe, case: Case, group: Sequence[ChipHandle], seed: int, repeats: int, faults: Sequence[Fault]):
+    """Run a collective case on a group of chips: one Outcome per rank, or one for all on an error."""
+    injectors = [FaultInjector(h.name, faults) or None for h in group]
+    return _guarded(lambda: probe.run_group(case, [h.device for h in group], seed, repeats, injectors))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -148,9 +159,12 @@ def worker_main(job: WorkerJob, conn) -> None:
             probe = probes.get(item.probe)
             if probe is None:
                 outcome = Outcome(status="error", message=f"probe '{item.probe}' is not installed in the worker")
+            elif job.group:
+                outcome = run_group_case(probe, item.case, job.group, job.seed, job.repeats, job.faults)
             else:
                 outcome = run_case(probe, item.case, job.handle, job.seed, job.repeats, injector or None)
-            outcome.telemetry.update(telemetry.sample())
+            for each in outcome if isinstance(outcome, list) else [outcome]:
+                each.telemetry.update(telemetry.sample())
             conn.send(("done", item.index, outcome))
         conn.send(("finished",))
     except (BrokenPipeError, EOFError):
