@@ -88,7 +88,13 @@ class AttentionProbe(Probe):
             return base
         shape = (4, 16, 2048, 128) if suite == "quick" else (8, 32, 4096, 128)
         large = [Case(c.name, shape, dtype, dict(c.params)) for dtype in ("bf16", "fp16") for c in base]
-        return base + sized(device, large, lambda case: self.estimate_s(case, device))
+        return base + sized(device, large, lambda case: self.estimate_s(case, device), self.footprint)
+
+    @staticmethod
+    def footprint(case: Case) -> float:
+        """Device bytes: the fp32 score matrix of the math path (x3 with its gradient) and q, k, v, out."""
+        b, h, n, d = case.shape
+        return 3 * 4.0 * b * h * n * n + 8 * 4.0 * b * h * n * d
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
         b, h, n, d = case.shape

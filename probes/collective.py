@@ -151,7 +151,7 @@ class CollectiveProbe(Probe):
         if not base:
             return base
         large = [Case(c.name, (1 << 26,), "bf16", dict(c.params)) for c in base]
-        return base + sized(device, large, lambda case: self.estimate_s(case, device))
+        return base + sized(device, large, lambda case: self.estimate_s(case, device), lambda case: 12.0 * case.shape[0])
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
         elements = case.shape[0]

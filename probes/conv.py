@@ -59,7 +59,7 @@ class ConvProbe(Probe):
         # Batch 8 keeps the one-off fp64 CPU reference (value and magnitude, forward and
         # backward) to seconds; the kernels are the same ones larger batches reach.
         large = self._cases([(8, 64, 56, 56, 64, 3), (8, 256, 28, 28, 512, 1)], ("bf16", "fp16"))
-        return base + sized(device, large, lambda case: self.estimate_s(case, device))
+        return base + sized(device, large, lambda case: self.estimate_s(case, device), self.footprint)
 
     @staticmethod
     def _cases(shapes, dtypes) -> list[Case]:
@@ -72,6 +72,12 @@ class ConvProbe(Probe):
                     name = f"{r}x{r}_{'backward' if backward else 'forward'}"
                     cases.append(Case(name, tuple(shape), dtype, {**params, "backward": backward}))
         return cases
+
+    @staticmethod
+    def footprint(case: Case) -> float:
+        """Device bytes: input, weight and output with their gradients, in fp32 at most."""
+        n, c, h, w, k, r = case.shape
+        return 2 * 4.0 * (n * c * h * w + k * c * r * r + n * k * h * w)
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
         n, c, h, w, k, r = case.shape

@@ -91,7 +91,7 @@ class ElementwiseProbe(Probe):
         if not base:
             return base
         large = [Case(c.name, (1 << 24,), c.dtype, dict(c.params)) for c in base if c.dtype == "fp32"]
-        return base + sized(device, large, lambda case: self.estimate_s(case, device))
+        return base + sized(device, large, lambda case: self.estimate_s(case, device), lambda case: 16.0 * case.shape[0])
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
         # A transcendental costs about 20 copies' worth of memory traffic per element.

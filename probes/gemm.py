@@ -139,7 +139,13 @@ class GemmProbe(Probe):
             Case("gemv", (1, 4096, 4096), "bf16"),
             Case("tall", (65536, 128, 4096), "bf16"),
             Case("batched", (16, 2048, 2048, 128), "bf16"),
-        ], lambda case: self.estimate_s(case, device))
+        ], lambda case: self.estimate_s(case, device), self.footprint)
+
+    @staticmethod
+    def footprint(case: Case) -> float:
+        """Device bytes: both operands and two outputs (the first is kept over the repeats), in fp32 at most."""
+        batch, m, n, k = _dims(case)
+        return 4.0 * batch * (m * k + k * n + 2 * m * n)
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
         batch, m, n, k = _dims(case)

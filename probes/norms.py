@@ -11,6 +11,8 @@ accelerators it is judged by tolerance only and reports no digest for the cohort
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -80,7 +82,7 @@ class NormsProbe(Probe):
         large = [Case(op, rows, "bf16", {"op": op}) for op in ROW_OPS] + [
             Case(op, (elements,), "fp32", {"op": op}) for op in REDUCTIONS
         ]
-        return base + sized(device, large, lambda case: self.estimate_s(case, device))
+        return base + sized(device, large, lambda case: self.estimate_s(case, device), lambda case: 16.0 * math.prod(case.shape))
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
         elements = 1

@@ -2,15 +2,18 @@
 
 Every accelerator used to get H200-sized cases, so on a slower chip (an emulated or young
 PrivateUse1 backend) 8192^3 GEMMs ran past the watchdog and a quick sweep took 20 minutes.
-Here each device is timed once per process on three small kernels that grow until a run
+Here each device type is timed once per process (on the first of its devices asked about, so
+every chip of a node plans the same cases) on three small kernels that grow until a run
 takes a few milliseconds (so launch overhead does not dominate on a fast chip):
 
 - ``gemm_flops(device, dtype)``: FLOP/s of a square matmul in that dtype;
 - ``copy_bandwidth(device)``: bytes/s of a device-to-device copy (read + write);
 - ``transfer_bandwidth(device)``: bytes/s of a host-to-device copy.
 
-A probe adds an accelerator-sized case only when its estimate at the measured speed fits
-``CASE_ALLOWANCE_S`` (a tenth of the default 120 s watchdog), and its ``estimate_s`` — what
+A probe adds an accelerator-sized case only when it needs at most half the device's memory
+(where torch exposes it) and its estimate at the measured speed fits
+``CASE_ALLOWANCE_S`` (a twelfth of the default 120 s watchdog: the large cases are
+far larger than the calibration kernels, and a host shared by several chips slows each), and its ``estimate_s`` — what
 ``--budget`` spends — uses the same figures. Rates are rounded down to a power of two so that
 healthy chips of one model, measured a few percent apart, plan the same cases (cohorts compare
 like with like). Virtual CPU chips (``cpu:N``) are test chips: they keep fixed nominal rates and
@@ -25,14 +28,16 @@ from typing import Callable
 
 import torch
 
-CASE_ALLOWANCE_S = 12.0
+CASE_ALLOWANCE_S = 10.0
+MEMORY_SHARE = 0.5  # of the device's memory one case may need (the rest: the runtime, other tenants)
 # Nominal rates of a virtual CPU chip (one of several sharing the host's cores).
 CPU_GEMM_FLOPS = 5e10
 CPU_COPY_BANDWIDTH = 3e9
 CPU_TRANSFER_BANDWIDTH = 5e9
 
-HOST_ELEMENTS_PER_S = 1e8  # seeded fp64 normals made on the host, then rounded
-_MIN_RUN_S = 0.02  # grow the calibration kernel until one run takes this long
+HOST_ELEMENTS_PER_S: float | None = None  # measured (host_rate) unless set
+HOST_PASSES = 10  # fp64 passes a case makes over its values on the host
+_MIN_RUN_S = 0.05  # grow the calibration kernel until one run takes this long
 _measured: dict[tuple[str, str], float] = {}
 
 
@@ -45,11 +50,28 @@ def fits(seconds: float) -> bool:
     return seconds <= CASE_ALLOWANCE_S
 
 
-def sized(device: torch.device, candidates: list, estimate: Callable[[object], float]) -> list:
-    """The accelerator-sized ``candidates`` that fit this device; none on a virtual CPU chip."""
+def sized(
+    device: torch.device,
+    candidates: list,
+    estimate: Callable[[object], float],
+    footprint: Callable[[object], float] | None = None,
+) -> list:
+    """The accelerator-sized ``candidates`` that fit this device; none on a virtual CPU chip.
+
+    A case fits when its estimate fits the time allowance and, where the probe says how many
+    bytes of device memory it needs (``footprint``) and torch says how much the device has,
+    when that is at most ``MEMORY_SHARE`` of the device's memory.
+    """
     if is_virtual_cpu(device):
         return []
-    return [case for case in candidates if fits(estimate(case))]
+    from sdc.node.devices import device_memory
+
+    total = device_memory(device)[1]
+    return [
+        case
+        for case in candidates
+        if fits(estimate(case)) and (footprint is None or total is None or footprint(case) <= MEMORY_SHARE * total)
+    ]
 
 
 def gemm_flops(device: torch.device, dtype: str = "fp32", cpu: float = CPU_GEMM_FLOPS) -> float:
@@ -94,15 +116,30 @@ def transfer_bandwidth(device: torch.device, cpu: float = CPU_TRANSFER_BANDWIDTH
 
 
 def host_seconds(device: torch.device, elements: float) -> float:
-    """Host-side seconds a case of ``elements`` input values costs off the CPU: seeded fp64
-    inputs, the move to the device and back, the fp64 reference (cached after the first chip)."""
+    """Host-side seconds a case of ``elements`` values costs off the CPU: seeded fp64 inputs,
+    the move to the device and back, the fp64 reference and the judging of the output there —
+    about ``HOST_PASSES`` passes over fp64 values at this host's measured rate."""
     if is_virtual_cpu(device):
         return 0.0
-    return elements * 4 / transfer_bandwidth(device) * 2 + elements / HOST_ELEMENTS_PER_S
+    return elements * 4 / transfer_bandwidth(device) * 2 + elements * HOST_PASSES / host_rate()
+
+
+def host_rate() -> float:
+    """Seeded fp64 normals per second this host makes (the unit of a probe's host-side work)."""
+    if HOST_ELEMENTS_PER_S is not None:
+        return HOST_ELEMENTS_PER_S
+    generator = torch.Generator().manual_seed(0)
+
+    def run(n: int) -> tuple[Callable[[], object], float]:
+        return (lambda: torch.randn(n * 1024, dtype=torch.float64, generator=generator)), float(n * 1024)
+
+    return _cached(torch.device("cpu"), "host", lambda: _grow(run, torch.device("cpu"), 256, 1 << 14))
 
 
 def _cached(device: torch.device, what: str, measure: Callable[[], float]) -> float:
-    key = (str(device), what)
+    # Per device type, measured on the first device asked about: the chips of a node plan the
+    # same cases (a chip that is slow must be measured slow, not given smaller cases).
+    key = (device.type, what)
     if key not in _measured:
         try:
             rate = measure()
@@ -114,25 +151,24 @@ def _cached(device: torch.device, what: str, measure: Callable[[], float]) -> fl
 
 
 def _grow(make: Callable[[int], tuple[Callable[[], object], float]], device: torch.device, start: int, stop: int) -> float:
-    """Work per second of the kernel ``make(n)`` builds, doubling n until a run is long enough.
+    """Work per second of the kernel ``make(n)`` builds, doubling n until one run is long enough.
 
-    The best rate over the sizes tried: small sizes measure launch overhead, and a single
-    slow sample (a shared host, a clock ramping up) lowers one size only.
+    The rate at the largest size tried: small sizes measure launch overhead and fit in
+    caches, so they flatter a device; the large cases this sizes are larger still.
     """
     from probes.harness import synchronize
 
-    n, best_rate = start, 0.0
+    n = start
     while True:
         kernel, work = make(n)
         kernel()  # warm-up: first-use costs (allocation, kernel selection) are not speed
         synchronize(device)
         best = math.inf
-        for _ in range(3):
+        for _ in range(2):
             began = time.perf_counter()
             kernel()
             synchronize(device)
             best = min(best, time.perf_counter() - began)
-        best_rate = max(best_rate, work / max(best, 1e-9))
         if best >= _MIN_RUN_S or n >= stop:
-            return best_rate
+            return work / max(best, 1e-9)
         n *= 2

@@ -41,7 +41,7 @@ class TransferProbe(Probe):
             return base
         mib = 256 if suite == "quick" else 1024  # the host-side digest of the round trip is the cost
         large = [Case("roundtrip", (mib * (1 << 20) // 4,), "fp32", {"mib": mib})]
-        return base + sized(device, large, lambda case: self.estimate_s(case, device))
+        return base + sized(device, large, lambda case: self.estimate_s(case, device), lambda case: 8.0 * case.shape[0])
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
         return 0.05 + 3 * 2 * case.shape[0] * 4 / transfer_bandwidth(device, cpu=5e9) + host_seconds(device, case.shape[0])

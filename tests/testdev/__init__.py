@@ -8,7 +8,8 @@ Sweeps load it like any plug-in: ``sdc sweep --backend-module tests.testdev.back
 Tests call ``load_or_skip()``: where no compiler exists they are skipped with the reason.
 
 Device memory is host memory capped at ``$SDC_TESTDEV_MEMORY_MIB`` (2048) per device; every op
-but the few the backend owns runs through the CPU fallback, so the device is slow and lacks
+but the few the backend owns runs through the CPU fallback (after ``$SDC_TESTDEV_DELAY_US``
+microseconds, 0 by default, to emulate a slower chip), so the device is slow and lacks
 what young backends lack (Inductor, Triton, a c10d backend, float64 ``abs``).
 """
 

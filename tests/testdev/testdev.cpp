@@ -21,13 +21,25 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 
 namespace sdc_testdev {
 
 constexpr c10::DeviceIndex kDevices = 2;
 thread_local c10::DeviceIndex current = 0;
 std::array<std::atomic<int64_t>, kDevices> in_use{};
+
+// $SDC_TESTDEV_DELAY_US: each operator through the fallback waits this long first, so the
+// device can be made as slow as a young accelerator (sizing and budget tests).
+int64_t delay_us() {
+  static const int64_t us = [] {
+    const char* v = std::getenv("SDC_TESTDEV_DELAY_US");
+    return v ? std::atoll(v) : 0;
+  }();
+  return us;
+}
 
 int64_t capacity_bytes() {
   static const int64_t bytes = [] {
@@ -202,6 +214,7 @@ void cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     TORCH_CHECK_NOT_IMPLEMENTED(!(self.isTensor() && self.toTensor().scalar_type() == at::kDouble),
                                 "Operator '", name, "' is not implemented for float64 on device testdev");
   }
+  if (delay_us() > 0) std::this_thread::sleep_for(std::chrono::microseconds(delay_us()));
   at::native::cpu_fallback(op, stack);
 }
 
