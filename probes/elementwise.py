@@ -25,7 +25,7 @@ from probes.harness import (
     throughput,
 )
 from probes.reference import cached, reference_key
-from probes.sizing import copy_bandwidth, host_seconds, sized
+from probes.sizing import stream_bandwidth, host_seconds, sized
 
 OPS = ("exp", "log", "sin", "tanh", "erf", "rsqrt", "pow")
 POW_EXPONENT = 2.5
@@ -95,7 +95,7 @@ class ElementwiseProbe(Probe):
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
         # A transcendental costs about 20 copies' worth of memory traffic per element.
-        rate = copy_bandwidth(device, cpu=2e8 * 8 * 20) / (8 * 20)
+        rate = stream_bandwidth(device, cpu=2e8 * 8 * 20) / (8 * 20)
         return 0.02 + 3 * case.shape[0] / rate + host_seconds(device, case.shape[0])
 
     def run(self, case: Case, device: torch.device, seed: int, repeats: int, faults=None) -> Outcome:

@@ -24,7 +24,7 @@ import torch
 
 from probes.base import Case, Outcome, Probe
 from probes.harness import generator, synchronize
-from probes.sizing import copy_bandwidth, sized
+from probes.sizing import stream_bandwidth, sized
 from sdc.node.devices import device_memory
 
 BLOCKS = 16
@@ -134,7 +134,7 @@ class MemoryProbe(Probe):
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
         nbytes = buffer_words(case, device) * 4
-        return 0.05 + 3 * PASS_COUNT * nbytes / copy_bandwidth(device, cpu=3e9)
+        return 0.05 + 3 * PASS_COUNT * nbytes / stream_bandwidth(device, cpu=3e9)
 
     def run(self, case: Case, device: torch.device, seed: int, repeats: int, faults=None) -> Outcome:
         words = buffer_words(case, device)

@@ -27,7 +27,7 @@ from probes.harness import (
     throughput,
 )
 from probes.reference import cached, reference_key
-from probes.sizing import copy_bandwidth, host_seconds, sized
+from probes.sizing import stream_bandwidth, host_seconds, sized
 
 ROW_OPS = ("layer_norm", "rms_norm", "softmax")
 REFERENCE_ROWS = 256  # rows checked against fp64 on large row-wise cases (rows are independent)
@@ -89,7 +89,7 @@ class NormsProbe(Probe):
         for s in case.shape:
             elements *= s
         # A row op or a reduction reads and writes each element a few times: 12 bytes each.
-        return 0.05 + 3 * 12.0 * elements / copy_bandwidth(device, cpu=5e9) + host_seconds(device, elements)
+        return 0.05 + 3 * 12.0 * elements / stream_bandwidth(device, cpu=5e9) + host_seconds(device, elements)
 
     def deterministic(self, case: Case, device: torch.device) -> bool:
         return not (case.params.get("op") == "scatter_add" and device.type != "cpu")

@@ -7,7 +7,7 @@ every chip of a node plans the same cases) on three small kernels that grow unti
 takes a few milliseconds (so launch overhead does not dominate on a fast chip):
 
 - ``gemm_flops(device, dtype)``: FLOP/s of a square matmul in that dtype;
-- ``copy_bandwidth(device)``: bytes/s of a device-to-device copy (read + write);
+- ``stream_bandwidth(device)``: bytes/s of an elementwise op over device memory (read + write);
 - ``transfer_bandwidth(device)``: bytes/s of a host-to-device copy.
 
 A probe adds an accelerator-sized case only when it needs at most half the device's memory
@@ -32,7 +32,7 @@ CASE_ALLOWANCE_S = 10.0
 MEMORY_SHARE = 0.5  # of the device's memory one case may need (the rest: the runtime, other tenants)
 # Nominal rates of a virtual CPU chip (one of several sharing the host's cores).
 CPU_GEMM_FLOPS = 5e10
-CPU_COPY_BANDWIDTH = 3e9
+CPU_STREAM_BANDWIDTH = 3e9
 CPU_TRANSFER_BANDWIDTH = 5e9
 
 HOST_ELEMENTS_PER_S: float | None = None  # measured (host_rate) unless set
@@ -90,17 +90,21 @@ def gemm_flops(device: torch.device, dtype: str = "fp32", cpu: float = CPU_GEMM_
     return _cached(device, f"gemm-{dtype}", lambda: _grow(run, device, 512, 8192))
 
 
-def copy_bandwidth(device: torch.device, cpu: float = CPU_COPY_BANDWIDTH) -> float:
-    """Measured bytes/s of copying device memory to device memory (bytes read + written)."""
+def stream_bandwidth(device: torch.device, cpu: float = CPU_STREAM_BANDWIDTH) -> float:
+    """Measured bytes/s (read + written) of one elementwise op over device memory.
+
+    An op, not a copy: a backend that runs ops through a fallback, or launches them slowly,
+    is that much slower for the memory and norms probes than its memcpy suggests.
+    """
     if is_virtual_cpu(device):
         return cpu
 
     def run(n: int) -> tuple[Callable[[], object], float]:
         src = torch.ones(n * 1024, dtype=torch.int32, device=device)
         dst = torch.empty_like(src)
-        return (lambda: dst.copy_(src)), 2.0 * 4 * n * 1024
+        return (lambda: torch.bitwise_xor(src, 1, out=dst)), 2.0 * 4 * n * 1024
 
-    return _cached(device, "copy", lambda: _grow(run, device, 4096, 1 << 17))
+    return _cached(device, "stream", lambda: _grow(run, device, 4096, 1 << 17))
 
 
 def transfer_bandwidth(device: torch.device, cpu: float = CPU_TRANSFER_BANDWIDTH) -> float:

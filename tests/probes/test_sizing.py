@@ -63,7 +63,7 @@ def test_a_fast_accelerator_plans_the_large_cases(monkeypatch):
     load_or_skip()
     device = torch.device("testdev", 1)
     fast = {("testdev", f"gemm-{d}"): 2.0**50 for d in ("fp32", "bf16", "fp16")}
-    fast.update({("testdev", "copy"): 2.0**42, ("testdev", "transfer"): 2.0**36})
+    fast.update({("testdev", "stream"): 2.0**42, ("testdev", "transfer"): 2.0**36})
     monkeypatch.setattr(sizing, "_measured", fast)
     monkeypatch.setattr(sizing, "HOST_ELEMENTS_PER_S", 1e12)
     planned = {(p, c["name"], tuple(c["shape"]), c["dtype"]) for p, c in _plan(device)}
@@ -96,6 +96,6 @@ def test_the_memory_probe_sizes_its_buffer_from_the_device_memory():
 
 def test_calibration_is_measured_once_per_device_type_and_rounded():
     load_or_skip()
-    first = sizing.copy_bandwidth(torch.device("testdev", 0))
-    assert sizing.copy_bandwidth(torch.device("testdev", 1)) == first
+    first = sizing.stream_bandwidth(torch.device("testdev", 0))
+    assert sizing.stream_bandwidth(torch.device("testdev", 1)) == first
     assert first > 0 and float(first).hex().startswith("0x1.0000000000000p")
