@@ -153,6 +153,7 @@ def worker_main(job: WorkerJob, conn) -> None:
     configure(probes, job.probe_settings)
     injector = FaultInjector(job.handle.name, job.faults)
     telemetry = telemetry_for(job.handle)
+    group_telemetry = [telemetry_for(h) for h in job.group]
     try:
         for item in job.items:
             conn.send(("start", item.index))
@@ -163,8 +164,11 @@ def worker_main(job: WorkerJob, conn) -> None:
                 outcome = run_group_case(probe, item.case, job.group, job.seed, job.repeats, job.faults)
             else:
                 outcome = run_case(probe, item.case, job.handle, job.seed, job.repeats, injector or None)
-            for each in outcome if isinstance(outcome, list) else [outcome]:
-                each.telemetry.update(telemetry.sample())
+            if isinstance(outcome, list):  # a collective group: each rank's own chip's telemetry
+                for each, member in zip(outcome, group_telemetry):
+                    each.telemetry.update(member.sample())
+            else:
+                outcome.telemetry.update(telemetry.sample())
             conn.send(("done", item.index, outcome))
         conn.send(("finished",))
     except (BrokenPipeError, EOFError):
