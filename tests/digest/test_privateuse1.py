@@ -19,7 +19,7 @@ DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64, torch.int
           torch.int16, torch.int32, torch.int64, torch.complex64]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def testdev():
     load_or_skip()
     return [torch.device("testdev", 0), torch.device("testdev", 1)]

@@ -107,3 +107,15 @@ def test_a_sweep_loads_the_plugin_and_says_so(database, how):
     assert result["backend_modules"] == [MODULE]
     assert [c["name"] for c in result["chips"]] == ["testdev:1"]
     assert result["chips"][0]["statuses"].get("ok", 0) >= 1
+
+
+def test_the_config_key_must_be_a_list_of_names(tmp_path):
+    from sdc.config import ConfigError, load_settings
+
+    config = tmp_path / "config.toml"
+    config.write_text('backend_modules = "torch_npu"\n')
+    with pytest.raises(ConfigError, match=r"'backend_modules' in .* must be a list of names"):
+        load_settings(config_path=config, environ={})
+    config.write_text('backend_modules = ["torch_npu", "torch_mlu"]\n')
+    settings = load_settings(config_path=config, environ={})
+    assert requested_modules([], {}, settings.tables) == (["torch_npu", "torch_mlu"], "config backend_modules")

@@ -50,7 +50,9 @@ def why_unavailable() -> str | None:
 
 
 def load_or_skip():
-    """Register the backend in this process (building it the first time), or skip the test."""
+    """Register the backend in this process (building it the first time) and plug its devices
+    in, or skip the test. ``unplug()`` (run after every test by tests/conftest.py) hides them
+    again, so tests that follow in the same process see a machine without accelerators."""
     import importlib
 
     import pytest
@@ -58,7 +60,18 @@ def load_or_skip():
     reason = why_unavailable()
     if reason:
         pytest.skip(reason)
-    return importlib.import_module(MODULE)
+    backend = importlib.import_module(MODULE)
+    backend.plug(True)
+    return backend
+
+
+def unplug() -> None:
+    """Hide the test backend's devices from discovery, if this process loaded it."""
+    import sys
+
+    backend = sys.modules.get(MODULE)
+    if backend is not None:
+        backend.plug(False)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -8,6 +8,8 @@ import torch
 
 from tests.testdev import NAME, SOURCE, BackendUnavailable, build_dir, why_unavailable
 
+_library = None
+
 
 def _load_library():
     reason = why_unavailable()
@@ -32,7 +34,7 @@ def _device_module(library) -> types.ModuleType:
         return device.index if device.index is not None else library.current_device()
 
     module.device_count = library.device_count
-    module.is_available = lambda: True
+    module.is_available = library.is_available
     module.current_device = library.current_device
     module.set_device = lambda device: library.set_device(index_of(device))
     module.synchronize = lambda device=None: None  # every op completes before it returns
@@ -44,8 +46,14 @@ def _device_module(library) -> types.ModuleType:
     return module
 
 
+def plug(plugged: bool = True) -> None:
+    """Show the devices to discovery (the default), or hide them again (between tests)."""
+    _library.set_plugged(plugged)
+
+
 def _register() -> None:
-    library = _load_library()
+    global _library
+    library = _library = _load_library()
     if torch._C._get_privateuse1_backend_name() != NAME:
         torch.utils.rename_privateuse1_backend(NAME)
         torch._register_device_module(NAME, _device_module(library))

@@ -30,6 +30,9 @@ namespace sdc_testdev {
 constexpr c10::DeviceIndex kDevices = 2;
 thread_local c10::DeviceIndex current = 0;
 std::array<std::atomic<int64_t>, kDevices> in_use{};
+// Whether the devices are "plugged in": discovery (torch.accelerator, the device module) sees
+// them only then, so a test process can hide them again after a test that used them.
+std::atomic<bool> plugged{true};
 
 // $SDC_TESTDEV_DELAY_US: each operator through the fallback waits this long first, so the
 // device can be made as slow as a young accelerator (sizing and budget tests).
@@ -118,9 +121,9 @@ REGISTER_ALLOCATOR(c10::DeviceType::PrivateUse1, &allocator);
 // ---- hooks: what torch.accelerator asks a PrivateUse1 backend ------------------------
 struct Hooks final : at::PrivateUse1HooksInterface {
   bool isBuilt() const override { return true; }
-  bool isAvailable() const override { return true; }
+  bool isAvailable() const override { return plugged; }
   bool hasPrimaryContext(c10::DeviceIndex) const override { return true; }
-  c10::DeviceIndex deviceCount() const override { return kDevices; }
+  c10::DeviceIndex deviceCount() const override { return plugged ? kDevices : 0; }
   void setCurrentDevice(c10::DeviceIndex d) const override {
     check_index(d);
     current = d;
@@ -236,7 +239,9 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
 TORCH_LIBRARY_IMPL(_, PrivateUse1, m) { m.fallback(torch::CppFunction::makeFromBoxedFunction<&cpu_fallback>()); }
 
 // ---- what the Python device module calls -----------------------------------------------
-int64_t device_count() { return kDevices; }
+int64_t device_count() { return plugged ? kDevices : 0; }
+bool is_available() { return plugged; }
+void set_plugged(bool value) { plugged = value; }
 int64_t current_device() { return current; }
 void set_device(int64_t index) {
   check_index(static_cast<c10::DeviceIndex>(index));
@@ -251,6 +256,8 @@ std::tuple<int64_t, int64_t> mem_get_info(int64_t index) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("device_count", &sdc_testdev::device_count);
+  m.def("is_available", &sdc_testdev::is_available);
+  m.def("set_plugged", &sdc_testdev::set_plugged);
   m.def("current_device", &sdc_testdev::current_device);
   m.def("set_device", &sdc_testdev::set_device);
   m.def("mem_get_info", &sdc_testdev::mem_get_info);
