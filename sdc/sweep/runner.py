@@ -9,6 +9,11 @@ Each chip's cases run in its own worker process (``sdc.sweep.worker``) under a w
 that outlives its time limit is killed with its worker and recorded as ``timeout``, and a new
 worker goes on with the chip's remaining cases. Accelerators run in parallel, one worker each;
 virtual CPU chips share the CPU and run one after another so their timings stay comparable.
+
+Probes that span several chips (``group = True``: the collectives) run after every chip's own
+cases, in a collective phase of their own: once per group of chips of one device type, every
+rank's outcome recorded against its own chip with all participants listed; a chip with no
+partner gets ``skipped`` results saying collectives were not covered (``SweepSummary.collectives``).
 """
 
 from __future__ import annotations
