@@ -29,6 +29,7 @@ from probes.harness import (
     throughput,
 )
 from probes.reference import cached, reference_key
+from probes.sizing import gemm_flops, host_seconds, sized
 
 _FULL_REFERENCE_WORK = 1 << 26
 REFERENCE_HEADS = 2
@@ -83,17 +84,23 @@ class AttentionProbe(Probe):
 
     def cases_for(self, suite: str, device: torch.device) -> list[Case]:
         base = self.cases(suite)
-        if device.type == "cpu" or not base:
+        if not base:
             return base
         shape = (4, 16, 2048, 128) if suite == "quick" else (8, 32, 4096, 128)
-        return base + [
-            Case(c.name, shape, dtype, dict(c.params)) for dtype in ("bf16", "fp16") for c in base
-        ]
+        large = [Case(c.name, shape, dtype, dict(c.params)) for dtype in ("bf16", "fp16") for c in base]
+        return base + sized(device, large, lambda case: self.estimate_s(case, device), self.footprint)
+
+    @staticmethod
+    def footprint(case: Case) -> float:
+        """Device bytes: the fp32 score matrix of the math path (x3 with its gradient) and q, k, v, out."""
+        b, h, n, d = case.shape
+        return 3 * 4.0 * b * h * n * n + 8 * 4.0 * b * h * n * d
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
         b, h, n, d = case.shape
         flops = 4.0 * b * h * n * n * d * (3.5 if case.params.get("backward") else 1.0)
-        return 0.05 + 3 * flops / (3e10 if device.type == "cpu" else 1e14)
+        rate = gemm_flops(device, case.dtype if case.dtype in ("bf16", "fp16") else "fp32", cpu=3e10)
+        return 0.05 + 3 * flops / rate + host_seconds(device, 4 * b * h * n * d)
 
     def run(self, case: Case, device: torch.device, seed: int, repeats: int, faults=None) -> Outcome:
         causal, backward = bool(case.params.get("causal")), bool(case.params.get("backward"))

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from probes.base import Case, Outcome, Probe
 from probes.harness import DTYPES, UNIT_ROUNDOFF, judge, randn, run_repeats, throughput
 from probes.reference import cached, reference_key
+from probes.sizing import gemm_flops, host_seconds, sized
 
 
 def _inputs(case: Case, seed: int) -> list[torch.Tensor]:
@@ -53,11 +54,12 @@ class ConvProbe(Probe):
 
     def cases_for(self, suite: str, device: torch.device) -> list[Case]:
         base = self.cases(suite)
-        if device.type == "cpu" or not base:
+        if not base:
             return base
         # Batch 8 keeps the one-off fp64 CPU reference (value and magnitude, forward and
         # backward) to seconds; the kernels are the same ones larger batches reach.
-        return base + self._cases([(8, 64, 56, 56, 64, 3), (8, 256, 28, 28, 512, 1)], ("bf16", "fp16"))
+        large = self._cases([(8, 64, 56, 56, 64, 3), (8, 256, 28, 28, 512, 1)], ("bf16", "fp16"))
+        return base + sized(device, large, lambda case: self.estimate_s(case, device), self.footprint)
 
     @staticmethod
     def _cases(shapes, dtypes) -> list[Case]:
@@ -71,10 +73,17 @@ class ConvProbe(Probe):
                     cases.append(Case(name, tuple(shape), dtype, {**params, "backward": backward}))
         return cases
 
+    @staticmethod
+    def footprint(case: Case) -> float:
+        """Device bytes: input, weight and output with their gradients, in fp32 at most."""
+        n, c, h, w, k, r = case.shape
+        return 2 * 4.0 * (n * c * h * w + k * c * r * r + n * k * h * w)
+
     def estimate_s(self, case: Case, device: torch.device) -> float:
         n, c, h, w, k, r = case.shape
         flops = 2.0 * n * c * h * w * k * r * r * (3 if case.params.get("backward") else 1)
-        return 0.05 + 3 * flops / (3e10 if device.type == "cpu" else 1e14)
+        rate = gemm_flops(device, case.dtype if case.dtype in ("bf16", "fp16") else "fp32", cpu=3e10)
+        return 0.05 + 3 * flops / rate + host_seconds(device, n * c * h * w + k * c * r * r)
 
     def run(self, case: Case, device: torch.device, seed: int, repeats: int, faults=None) -> Outcome:
         stride, padding = int(case.params.get("stride", 1)), int(case.params.get("padding", 0))

@@ -25,6 +25,7 @@ from probes.harness import (
     throughput,
 )
 from probes.reference import cached, reference_key
+from probes.sizing import stream_bandwidth, host_seconds, sized
 
 OPS = ("exp", "log", "sin", "tanh", "erf", "rsqrt", "pow")
 POW_EXPONENT = 2.5
@@ -87,12 +88,15 @@ class ElementwiseProbe(Probe):
 
     def cases_for(self, suite: str, device: torch.device) -> list[Case]:
         base = self.cases(suite)
-        if device.type == "cpu" or not base:
+        if not base:
             return base
-        return base + [Case(c.name, (1 << 24,), c.dtype, dict(c.params)) for c in base if c.dtype == "fp32"]
+        large = [Case(c.name, (1 << 24,), c.dtype, dict(c.params)) for c in base if c.dtype == "fp32"]
+        return base + sized(device, large, lambda case: self.estimate_s(case, device), lambda case: 16.0 * case.shape[0])
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
-        return 0.02 + 3 * case.shape[0] / (2e8 if device.type == "cpu" else 5e10)
+        # A transcendental costs about 20 copies' worth of memory traffic per element.
+        rate = stream_bandwidth(device, cpu=2e8 * 8 * 20) / (8 * 20)
+        return 0.02 + 3 * case.shape[0] / rate + host_seconds(device, case.shape[0])
 
     def run(self, case: Case, device: torch.device, seed: int, repeats: int, faults=None) -> Outcome:
         op, dtype = str(case.params["op"]), DTYPES[case.dtype]

@@ -28,6 +28,7 @@ from probes.harness import (
     throughput,
 )
 from probes.reference import cached, reference_key
+from probes.sizing import gemm_flops, host_seconds, sized
 
 REFERENCE_ROWS = 64  # output rows checked against fp64 on large shapes
 _FULL_REFERENCE_MACS = 1 << 27
@@ -125,10 +126,10 @@ class GemmProbe(Probe):
 
     def cases_for(self, suite: str, device: torch.device) -> list[Case]:
         base = self.cases(suite)
-        if device.type == "cpu" or suite not in ("quick", "standard"):
+        if suite not in ("quick", "standard"):
             return base
         big = 8192 if suite == "quick" else 16384
-        return base + [
+        return base + sized(device, [
             Case("square", (big, big, big), "bf16"),
             Case("square", (big, big, big), "fp16"),
             Case("square", (big, big, big), "fp8e4m3"),
@@ -138,12 +139,18 @@ class GemmProbe(Probe):
             Case("gemv", (1, 4096, 4096), "bf16"),
             Case("tall", (65536, 128, 4096), "bf16"),
             Case("batched", (16, 2048, 2048, 128), "bf16"),
-        ]
+        ], lambda case: self.estimate_s(case, device), self.footprint)
+
+    @staticmethod
+    def footprint(case: Case) -> float:
+        """Device bytes: both operands and two outputs (the first is kept over the repeats), in fp32 at most."""
+        batch, m, n, k = _dims(case)
+        return 4.0 * batch * (m * k + k * n + 2 * m * n)
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
         batch, m, n, k = _dims(case)
-        rate = 5e10 if device.type == "cpu" else 2e14
-        return 0.05 + 3 * 2.0 * batch * m * n * k / rate
+        rate = gemm_flops(device, case.dtype if case.dtype in ("bf16", "fp16") else "fp32", cpu=5e10)
+        return 0.05 + 3 * 2.0 * batch * m * n * k / rate + host_seconds(device, batch * (m + n) * k)
 
     def run(self, case: Case, device: torch.device, seed: int, repeats: int, faults=None) -> Outcome:
         check_supported(case.dtype, device)

@@ -8,8 +8,10 @@ Patterns, over 32-bit words of one buffer:
   complement, then descending check the complement and restore: catches address-order faults;
 - own address: every word holds its index mixed with a seeded mask: catches aliased addresses.
 
-The buffer is ``params["mib"]`` MiB, or on accelerators ``params["share"]`` of the free device
-memory (the cohort key holds the share, not the byte count). Failing words are reported as
+The buffer is ``params["mib"]`` MiB, or on accelerators whose free memory torch exposes
+(``mem_get_info`` of the backend's module, ``torch.accelerator``) ``params["share"]`` of it,
+when the passes fit the sizing allowance at the device's measured bandwidth (the cohort key
+holds the share, not the byte count); elsewhere the fixed-size case. Failing words are reported as
 byte-offset ranges from the buffer start, with the buffer's device address. The output
 digested for the cohort is the count of failing words per pattern (zeros on a healthy chip).
 """
@@ -22,15 +24,21 @@ import torch
 
 from probes.base import Case, Outcome, Probe
 from probes.harness import generator, synchronize
+from probes.sizing import stream_bandwidth, sized
+from sdc.node.devices import device_memory
 
 BLOCKS = 16
 MAX_RANGES = 8
 
 
+PASS_COUNT = 140  # buffer-sized reads and writes of all the patterns together
+
+
 def buffer_words(case: Case, device: torch.device) -> int:
-    if "share" in case.params and device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return max(1 << 20, int(free * float(case.params["share"])) // 4 // BLOCKS * BLOCKS)
+    if "share" in case.params:
+        free, _ = device_memory(device)
+        if free is not None:
+            return max(1 << 20, int(free * float(case.params["share"])) // 4 // BLOCKS * BLOCKS)
     return int(float(case.params.get("mib", 8)) * (1 << 20)) // 4 // BLOCKS * BLOCKS
 
 
@@ -118,12 +126,15 @@ class MemoryProbe(Probe):
         return [Case("patterns", (), "int32", {"mib": mib})] if mib else []
 
     def cases_for(self, suite: str, device: torch.device) -> list[Case]:
-        if device.type == "cpu" or suite not in ("quick", "standard"):
-            return self.cases(suite)
-        return [Case("patterns", (), "int32", {"share": 0.05 if suite == "quick" else 0.5})]
+        base = self.cases(suite)
+        if not base or device_memory(device)[0] is None:
+            return base  # no figure for the device's memory: the fixed-size buffer
+        share = Case("patterns", (), "int32", {"share": 0.05 if suite == "quick" else 0.5})
+        return sized(device, [share], lambda case: self.estimate_s(case, device)) or base
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
-        return 0.05 + 3 * 140 * float(case.params.get("mib", 1024)) * 2**20 / (3e9 if device.type == "cpu" else 2e12)
+        nbytes = buffer_words(case, device) * 4
+        return 0.05 + 3 * PASS_COUNT * nbytes / stream_bandwidth(device, cpu=3e9)
 
     def run(self, case: Case, device: torch.device, seed: int, repeats: int, faults=None) -> Outcome:
         words = buffer_words(case, device)

@@ -11,6 +11,8 @@ accelerators it is judged by tolerance only and reports no digest for the cohort
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +27,7 @@ from probes.harness import (
     throughput,
 )
 from probes.reference import cached, reference_key
+from probes.sizing import stream_bandwidth, host_seconds, sized
 
 ROW_OPS = ("layer_norm", "rms_norm", "softmax")
 REFERENCE_ROWS = 256  # rows checked against fp64 on large row-wise cases (rows are independent)
@@ -73,18 +76,20 @@ class NormsProbe(Probe):
 
     def cases_for(self, suite: str, device: torch.device) -> list[Case]:
         base = self.cases(suite)
-        if device.type == "cpu" or not base:
+        if not base:
             return base
         rows, elements = ((8192, 8192), 1 << 27) if suite == "quick" else ((32768, 8192), 1 << 29)
-        return base + [Case(op, rows, "bf16", {"op": op}) for op in ROW_OPS] + [
+        large = [Case(op, rows, "bf16", {"op": op}) for op in ROW_OPS] + [
             Case(op, (elements,), "fp32", {"op": op}) for op in REDUCTIONS
         ]
+        return base + sized(device, large, lambda case: self.estimate_s(case, device), lambda case: 16.0 * math.prod(case.shape))
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
         elements = 1
         for s in case.shape:
             elements *= s
-        return 0.05 + 3 * 12.0 * elements / (5e9 if device.type == "cpu" else 2e12)
+        # A row op or a reduction reads and writes each element a few times: 12 bytes each.
+        return 0.05 + 3 * 12.0 * elements / stream_bandwidth(device, cpu=5e9) + host_seconds(device, elements)
 
     def deterministic(self, case: Case, device: torch.device) -> bool:
         return not (case.params.get("op") == "scatter_add" and device.type != "cpu")

@@ -23,6 +23,7 @@ from probes.harness import (
     randn,
     synchronize,
 )
+from probes.sizing import host_seconds, sized, transfer_bandwidth
 from sdc.digest import digest
 
 
@@ -36,13 +37,14 @@ class TransferProbe(Probe):
 
     def cases_for(self, suite: str, device: torch.device) -> list[Case]:
         base = self.cases(suite)
-        if device.type == "cpu" or not base:
+        if not base:
             return base
         mib = 256 if suite == "quick" else 1024  # the host-side digest of the round trip is the cost
-        return base + [Case("roundtrip", (mib * (1 << 20) // 4,), "fp32", {"mib": mib})]
+        large = [Case("roundtrip", (mib * (1 << 20) // 4,), "fp32", {"mib": mib})]
+        return base + sized(device, large, lambda case: self.estimate_s(case, device), lambda case: 8.0 * case.shape[0])
 
     def estimate_s(self, case: Case, device: torch.device) -> float:
-        return 0.05 + 3 * 2 * case.shape[0] * 4 / (5e9 if device.type == "cpu" else 2e10)
+        return 0.05 + 3 * 2 * case.shape[0] * 4 / transfer_bandwidth(device, cpu=5e9) + host_seconds(device, case.shape[0])
 
     def run(self, case: Case, device: torch.device, seed: int, repeats: int, faults=None) -> Outcome:
         source = randn(case.shape, seed, "transfer", case.shape)

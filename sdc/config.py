@@ -25,6 +25,8 @@ class ConfigError(ValueError):
 
 # Top-level keys of the config file; tables ([analysis], [agent], ...) belong to subsystems.
 BASIC_KEYS = ("database_url", "data_dir", "outbox_dir")
+# Top-level keys whose value is a list of strings (sdc.node.backends reads this one).
+LIST_KEYS = ("backend_modules",)
 
 
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -90,9 +92,13 @@ def _check_basic_keys(path: Path, tables: Mapping[str, Any]) -> None:
     for key, value in tables.items():
         if isinstance(value, dict):
             continue
+        if key in LIST_KEYS:
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(f"config: '{key}' in {path} must be a list of names, e.g. {key} = [\"torch_npu\"]")
+            continue
         if key not in BASIC_KEYS:
             raise ConfigError(
-                f"config: unknown setting '{key}' in {path} (known: {', '.join(BASIC_KEYS)}, or a [table])"
+                f"config: unknown setting '{key}' in {path} (known: {', '.join(BASIC_KEYS + LIST_KEYS)}, or a [table])"
             )
         if not isinstance(value, str) or not value:
             raise ConfigError(f"config: '{key}' in {path} must be a non-empty string")

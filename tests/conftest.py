@@ -66,3 +66,13 @@ def sdc_env(tmp_path, monkeypatch):
 
 
 pytest_plugins = ["tests.fleet_fixtures"]
+
+
+@pytest.fixture(autouse=True)
+def _testdev_unplugged_after_each_test():
+    """A test that plugged in the PrivateUse1 test backend (tests/testdev) leaves no devices
+    behind: later tests in the process see a machine without accelerators again."""
+    yield
+    from tests.testdev import unplug
+
+    unplug()

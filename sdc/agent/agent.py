@@ -188,13 +188,15 @@ class Agent:
 
     def _sweep(self, store) -> None:
         from probes.registry import all_probes
+        from sdc.node.backends import requested_modules
         from sdc.sweep.node_sweep import NodeSweepOptions, node_sweep
 
         cfg = self.config
+        modules, source = requested_modules(config=self.settings.tables)  # SDC_BACKEND_MODULES or backend_modules
         options = NodeSweepOptions(
             suite=cfg.suite, devices=cfg.devices, seed=cfg.seed, repeats=cfg.repeats,
             case_timeout_s=cfg.case_timeout_s, budget_s=cfg.budget_s, burn_duration_s=cfg.burn_duration_s,
-            data_dir=self.settings.data_dir, catalog=cfg.catalog,
+            data_dir=self.settings.data_dir, catalog=cfg.catalog, backend_modules=tuple(modules), backend_source=source,
         )
         def on_start(chips) -> None:
             log.info("sweep starting: suite %s on %s", cfg.suite, ", ".join(h.name for h in chips))

@@ -23,12 +23,14 @@ from rich.table import Table
 from sdc.cli.context import AppContext, fail, handles_errors, pass_app
 from sdc.config import safe_url
 from sdc.faults import FaultSpecError, parse_faults
+from sdc.node.backends import BackendModuleError, requested_modules
 from sdc.node.devices import DeviceError
 from sdc.sweep import SweepOptions, SweepSummary, chip_plan
 from sdc.sweep.node_sweep import (
     NodeSweepError,
     NodeSweepOptions,
     chips_to_probe,
+    load_backends,
     node_sweep,
     select_probes,
 )
@@ -45,6 +47,7 @@ from sdc.sweep.node_sweep import (
 @click.option("--case-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="Watchdog: a case running longer is killed and recorded as timeout.")
 @click.option("--catalog", type=click.Path(dir_okay=False), help="Also replay the cases of a harvested catalog (sdc harvest) as the 'catalog' probe.")
 @click.option("--inject", multiple=True, help="Inject a fault for a drill, e.g. cpu:2:bitflip:rate=0.05 (repeatable; also SDC_INJECT).")
+@click.option("--backend-module", "backend_modules", multiple=True, metavar="MODULE", help="Import this device plug-in (a PrivateUse1 backend such as torch_npu) before discovery (repeatable; also SDC_BACKEND_MODULES, or backend_modules in the config file).")
 @click.option("--db", "db_url", help="Database URL (same as the global --db).")
 @pass_app
 @handles_errors
@@ -60,6 +63,7 @@ def sweep_command(
     case_timeout: float,
     inject: tuple[str, ...],
     catalog: str | None,
+    backend_modules: tuple[str, ...],
     db_url: str | None,
 ) -> None:
     """Probe this node's chips and store a sweep. Exit 0 healthy, 1 fault found, 2 error."""
@@ -69,19 +73,24 @@ def sweep_command(
         app.db, app._settings = db_url, None
     try:
         faults = parse_faults(inject)
+        modules, source = requested_modules(backend_modules, config=app.settings.tables)
         options = NodeSweepOptions(
             suite=suite, devices=devices, seed=seed, repeats=repeats, faults=faults, case_timeout_s=case_timeout,
             budget_s=budget, burn_duration_s=duration, data_dir=app.settings.data_dir,
             catalog=Path(catalog) if catalog else None,
             tolerance_rows=tuple(app.settings.section("tolerance").get("rows", ())),
+            backend_modules=tuple(modules), backend_source=source,
         )
+        loaded = load_backends(options)
         chips = chips_to_probe(options)
         names = [n.strip() for n in (probe_names or "").split(",") if n.strip()]
         if catalog and names and "catalog" not in names:
             names.append("catalog")
         probes = select_probes(all_probes(), names)
-    except (FaultSpecError, DeviceError, NodeSweepError) as exc:
+    except (FaultSpecError, DeviceError, NodeSweepError, BackendModuleError) as exc:
         fail(str(exc))
+    for backend in loaded:
+        app.err.print(f"loaded backend module {escape(backend.describe())}")
 
     store = app.store()
     show_progress = not app.json_output and app.err.is_terminal
@@ -111,9 +120,11 @@ def sweep_command(
     if summary.sweep.status == "aborted":
         app.err.print(f"[yellow]sweep aborted: {summary.sweep.message}; it will not count as evidence[/]")
     if app.json_output:
-        app.emit_json(_as_json(summary, spooled))
+        app.emit_json(_as_json(summary, spooled) | {"backend_modules": [b.module for b in loaded], "collectives": summary.collectives})
     else:
         _print_table(app, summary, suite)
+        if summary.collectives:
+            app.out.print(f"collectives: {escape(summary.collectives)}")
         if spooled:
             app.err.print(
                 f"[yellow]database unavailable: {spooled} records kept in the outbox {store.outbox.directory}; "

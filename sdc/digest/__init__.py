@@ -7,6 +7,7 @@ float statistics. Importing this package imports torch.
 
 from sdc.digest.core import (
     Bucket,
+    allow_compile,
     bucket_sums,
     combine_sums,
     digest,
@@ -21,6 +22,6 @@ from sdc.digest.core import (
 from sdc.digest.stats import FloatStats, float_stats
 
 __all__ = [
-    "Bucket", "FloatStats", "bucket_sums", "combine_sums", "digest", "digest_sums", "eager_digest_sums",
+    "Bucket", "FloatStats", "allow_compile", "bucket_sums", "combine_sums", "digest", "digest_sums", "eager_digest_sums",
     "float_stats", "integer_words", "plan_buckets", "squared_norm", "tensor_sums", "word_count",
 ]

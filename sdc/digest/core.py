@@ -13,7 +13,10 @@ non-zero and below 2**64 in magnitude, hence never cancels.
 Four implementations give identical values: a one-pass C kernel on the CPU
 (``sdc.digest.native``), a one-pass Triton kernel on accelerators Triton drives
 (``sdc.digest.triton_kernel``: CUDA, ROCm, XPU), a torch.compile fused kernel for other
-accelerators, and the eager torch code below, which is correct everywhere and is the
+accelerators — tried only in processes that opted in (``allow_compile()``: sweep workers,
+never a training job, where a first compile would stall a step) and only for device types
+Inductor has a backend for (a PrivateUse1 plug-in without one failed after ~54 s) — and the
+eager torch code below, which is correct everywhere and is the
 reference the tests hold the others to. ``bucket_sums`` fingerprints groups of tensors (parameters,
 gradients) as if each group were one concatenated tensor, without concatenating them.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -80,7 +84,36 @@ def _fused(words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 _compiled = None
 _compiled_failed = os.environ.get("SDC_DIGEST_COMPILE", "1") == "0"
+_compile_allowed = False
 _triton_failed = os.environ.get("SDC_DIGEST_TRITON", "1") == "0"
+# Device types Inductor generates code for in every torch build that has them.
+_INDUCTOR_DEVICE_TYPES = frozenset({"cuda", "xpu", "mps"})
+
+
+def allow_compile(allowed: bool = True) -> None:
+    """Let this process try the torch.compile path (a sweep worker: the first call compiles).
+
+    Off by default, so a training job that digests parameters never waits on a compiler.
+    """
+    global _compile_allowed
+    _compile_allowed = allowed
+
+
+def inductor_supports(device_type: str) -> bool:
+    """Whether Inductor has a code generator for ``device_type`` (without importing Inductor).
+
+    A plug-in that brings one registers it with ``torch._inductor`` itself, so Inductor is
+    imported already whenever such a registration exists.
+    """
+    if device_type in _INDUCTOR_DEVICE_TYPES:
+        return True
+    common = sys.modules.get("torch._inductor.codegen.common")
+    if common is None:
+        return False
+    try:
+        return common.get_scheduling_for_device(device_type) is not None
+    except Exception:
+        return False
 
 
 def _triton_sums(words: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -99,7 +132,7 @@ def _triton_sums(words: torch.Tensor, out: torch.Tensor | None = None) -> tuple[
 def _compiled_sums(words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The fused accelerator path; None (and the eager path from then on) if it cannot compile."""
     global _compiled, _compiled_failed
-    if _compiled_failed:
+    if _compiled_failed or not _compile_allowed or not inductor_supports(words.device.type):
         return None
     try:
         if _compiled is None:

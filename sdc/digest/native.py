@@ -1,97 +1,50 @@
-"""The CPU fast path of ``sdc.digest``: a one-pass C kernel, built at first use.
+"""The CPU fast path of ``sdc.digest``: a one-pass C kernel, built with the package.
 
 torch has no fused "sum of int32 words widened to int64, plus a position-weighted sum"
 (``x.view(torch.int32).sum(dtype=torch.int64)`` alone runs at a tenth of ``torch.sum``), and
-torch.compile on the CPU emulates the 64-bit multiply. ``sdc/kernels/digest_avx2.c`` computes
-both sums in one pass with adds only; it is compiled with the system C compiler into a
-per-user cache the first time it is needed, and called through ctypes (which releases the
-GIL, so a tensor is split across ``torch.get_num_threads()`` Python threads). When no
-compiler is found or anything fails, ``available()`` is False and callers use the eager path.
+torch.compile on the CPU emulates the 64-bit multiply. ``kernels/digest.c`` computes both sums
+in one pass with adds only. It is compiled when the package is installed (the optional
+extension module ``sdc.digest._native`` of setup.py), choosing its AVX-512, AVX2 or plain loop
+at run time from the CPU it runs on, and is called through ctypes (which releases the GIL, so
+a tensor is split across ``torch.get_num_threads()`` Python threads). Where it was not built
+(no C compiler at install time) or cannot load, ``available()`` is False and callers use the
+eager path; nothing is compiled at run time.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
+import importlib.util
 import logging
 import os
-import shutil
-import subprocess
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("kernels") / "digest_avx2.c"
+MODULE = "sdc.digest._native"
 MASK = (1 << 64) - 1
 # Below this many words the thread hand-off costs more than it saves.
 PARALLEL_MIN_WORDS = 1 << 20
+ISA_NAMES = {0: "plain", 1: "avx2", 2: "avx512"}
 
 _lock = threading.Lock()
 _functions: dict[int, ctypes._CFuncPtr] | None = None
+_isa: str | None = None
 _failed = False
 _pool: ThreadPoolExecutor | None = None
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sdc" / "kernels"
-
-
-def _capability() -> str:
-    try:
-        return torch.backends.cpu.get_cpu_capability()
-    except Exception:
-        return "DEFAULT"
-
-
-def _flag_sets() -> list[list[str]]:
-    """Compiler flags, best first: a compiler too old for the AVX-512 loop still builds AVX2."""
-    base = ["-O3", "-shared", "-fPIC", "-std=c99"]
-    avx2 = base + ["-mavx2", "-DSDC_AVX2"]
-    capability = _capability()
-    if capability == "AVX512":
-        return [avx2 + ["-mavx512f", "-DSDC_AVX512"], avx2, base]
-    if capability == "AVX2":
-        return [avx2, base]
-    return [base]
-
-
-def _build() -> Path:
-    error: Exception | None = None
-    for flags in _flag_sets():
-        try:
-            return _build_with(flags)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            error = exc
-    assert error is not None
-    raise error
-
-
-def _build_with(flags: list[str]) -> Path:
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join(flags).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"digest-{key}.so"
-    if target.exists():
-        return target
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not compiler:
-        raise RuntimeError("no C compiler found")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build to a private name, then rename: concurrent ranks never load a half-written file.
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = Path(tmp) / target.name
-        subprocess.run([compiler, *flags, "-o", str(built), str(SOURCE)], check=True, capture_output=True, timeout=120)
-        os.replace(built, target)
-    return target
+def library_path() -> str | None:
+    """Where the built kernel is, or None when the package was installed without it."""
+    spec = importlib.util.find_spec(MODULE)
+    return spec.origin if spec is not None and spec.origin else None
 
 
 def _load() -> dict[int, ctypes._CFuncPtr] | None:
-    global _functions, _failed
+    global _functions, _failed, _isa
     if _functions is not None or _failed:
         return _functions
     with _lock:
@@ -100,17 +53,30 @@ def _load() -> dict[int, ctypes._CFuncPtr] | None:
         if os.environ.get("SDC_DIGEST_NATIVE", "1") == "0":
             _failed = True
             return None
+        path = library_path()
+        if path is None:
+            log.info("sdc digest: native CPU kernel not built (no C compiler at install time); using the eager path")
+            _failed = True
+            return None
         try:
-            lib = ctypes.CDLL(str(_build()))
+            lib = ctypes.CDLL(path)
             functions = {1: lib.sdc_digest_u8, 2: lib.sdc_digest_i16, 4: lib.sdc_digest_i32}
             for fn in functions.values():
                 fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
                 fn.restype = None
+            lib.sdc_digest_isa.restype = ctypes.c_int
+            _isa = ISA_NAMES.get(lib.sdc_digest_isa(), "unknown")
             _functions = functions
         except Exception as exc:  # any failure means: use the eager path
             log.info("sdc digest: native CPU kernel unavailable (%s); using the eager path", exc)
             _failed = True
     return _functions
+
+
+def instruction_set() -> str | None:
+    """The loop the kernel chose for this CPU (avx512, avx2, plain), or None when unavailable."""
+    _load()
+    return _isa
 
 
 def available() -> bool:

@@ -4,7 +4,7 @@ Why not torch: ``x.view(torch.int32).sum(dtype=torch.int64)`` reads at a tenth o
 ``torch.sum``, and the compiled form of the fused sums goes through TorchDynamo's guards on
 every call, which costs as much as the kernel on a fast chip. This kernel reads each word
 once and multiplies nothing per element, using the same identity as the CPU kernel
-(``sdc/kernels/digest_avx2.c``): lane ``l`` of a program sees words w_0..w_{K-1}, one per
+(``sdc/digest/kernels/digest.c``): lane ``l`` of a program sees words w_0..w_{K-1}, one per
 iteration; with running prefix sums P_k = w_0 + .. + w_k,
 
     sum_k P_k = sum_k (K - k) w_k,   so   sum_k k w_k = K * total - sum_k P_k,

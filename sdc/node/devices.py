@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from sdc.node.backends import load_backend_modules, loaded_modules
 from sdc.records import Chip, stack_hash
 
 
@@ -34,6 +35,16 @@ class ChipHandle:
     name: str
     device: torch.device
     chip: Chip
+
+    def __reduce__(self):
+        # A worker process rebuilds the device: a plug-in's device type exists there only
+        # once the backend modules this process loaded are imported again.
+        return (_rebuild_handle, (self.name, str(self.device), self.chip, loaded_modules()))
+
+
+def _rebuild_handle(name: str, device: str, chip: Chip, backend_modules: tuple[str, ...]) -> ChipHandle:
+    load_backend_modules(backend_modules, "the sweep process")
+    return ChipHandle(name=name, device=torch.device(device), chip=chip)
 
 
 def hostname() -> str:
@@ -155,6 +166,8 @@ def _generic_properties(backend: str, index: int) -> tuple[str, int, str | None]
             uuid = str(getattr(props, "uuid", "") or "") or None
         except Exception:  # a plug-in without properties still gets a positional identity
             pass
+    if not memory:
+        memory = device_memory(torch.device(backend, index))[1] or 0
     name_fn = getattr(module, "get_device_name", None)
     if model == backend and name_fn is not None:
         try:
@@ -165,14 +178,44 @@ def _generic_properties(backend: str, index: int) -> tuple[str, int, str | None]
 
 
 def device_count(backend: str) -> int:
+    """Devices of ``backend`` on this node, through torch.accelerator or the backend's module."""
+    if backend == "cpu":
+        return 1
     if backend == "cuda":
         return torch.cuda.device_count()
     accel = getattr(torch, "accelerator", None)
-    if accel is not None and accel.is_available() and accel.current_accelerator().type == backend:
-        return accel.device_count()
+    try:
+        if accel is not None and accel.is_available() and accel.current_accelerator().type == backend:
+            return int(accel.device_count())
+    except RuntimeError:  # a backend whose hooks are not registered: ask its module
+        pass
     module = getattr(torch, backend, None)
     count = getattr(module, "device_count", None)
-    return int(count()) if count else 0
+    try:
+        return int(count()) if count else 0
+    except Exception:  # a driver error: no usable devices, as torch's own contract says
+        return 0
+
+
+def device_memory(device: torch.device) -> tuple[int | None, int | None]:
+    """(free, total) bytes of a device's memory where torch exposes it, else (None, None).
+
+    CUDA/ROCm, XPU and plug-ins that follow the CUDA module's API (``torch.<backend>.mem_get_info``)
+    say it; so does ``torch.accelerator.get_memory_info`` in newer torch.
+    """
+    if device.type == "cpu":
+        return None, None
+    index = device.index if device.index is not None else 0
+    module = getattr(torch, device.type, None)
+    for fn in (getattr(module, "mem_get_info", None), getattr(getattr(torch, "accelerator", None), "get_memory_info", None)):
+        if fn is None:
+            continue
+        try:
+            free, total = fn(torch.device(device.type, index))
+            return int(free), int(total)
+        except Exception:  # not implemented by this backend: try the next way, or say unknown
+            continue
+    return None, None
 
 
 def discover(spec: str | None = None) -> list[ChipHandle]:
@@ -198,7 +241,11 @@ def _parse_one(name: str) -> ChipHandle:
     try:
         torch.device(backend)
     except RuntimeError:
-        raise DeviceError(f"device '{name}': '{backend}' is not a PyTorch device type (e.g. cpu, cuda, xpu, mps)") from None
+        raise DeviceError(
+            f"device '{name}': '{backend}' is not a PyTorch device type (e.g. cpu, cuda, xpu, mps); "
+            "for a plug-in backend, import its module first: --backend-module MODULE, "
+            "SDC_BACKEND_MODULES or backend_modules in the config file"
+        ) from None
     count = device_count(backend)
     if index >= count:
         raise DeviceError(f"device '{name}': this machine has {count} {backend} device(s)")

@@ -17,6 +17,7 @@ from typing import Callable, Optional, Sequence
 
 from probes.base import Probe
 from sdc.faults import Fault
+from sdc.node.backends import LoadedBackend, load_backend_modules
 from sdc.node.devices import ChipHandle, discover, hostname
 from sdc.sweep.plan import SweepOptions
 from sdc.sweep.runner import Progress, StopFlag, SweepSummary, run_sweep
@@ -41,6 +42,8 @@ class NodeSweepOptions:
         data_dir: where the shared fp64 reference cache lives (``reference-cache/``).
         catalog: a harvested catalog file (``sdc harvest``) replayed by the ``catalog`` probe.
         tolerance_rows: the config file's ``[[tolerance.rows]]`` overriding the shipped table.
+        backend_modules: device plug-ins to import before discovery (``sdc.node.backends``),
+            and ``backend_source``, where they were asked for (said in errors).
     """
 
     suite: str = "quick"
@@ -54,6 +57,8 @@ class NodeSweepOptions:
     data_dir: Optional[Path] = None
     catalog: Optional[Path] = None
     tolerance_rows: Sequence[dict] = ()
+    backend_modules: Sequence[str] = ()
+    backend_source: str = ""
 
 
 @dataclass
@@ -80,8 +85,17 @@ def select_probes(probes: dict[str, Probe], names: Sequence[str] | None) -> list
     return [probes[n] for n in names]
 
 
+def load_backends(options: NodeSweepOptions) -> list[LoadedBackend]:
+    """Import the device plug-ins the options name; ``BackendModuleError`` says which failed."""
+    return load_backend_modules(list(options.backend_modules), options.backend_source)
+
+
 def chips_to_probe(options: NodeSweepOptions) -> list[ChipHandle]:
-    """This node's chips for the sweep; ``DeviceError`` or ``NodeSweepError`` say what is wrong."""
+    """This node's chips for the sweep; ``DeviceError`` or ``NodeSweepError`` say what is wrong.
+
+    The backend modules are imported first, so a plug-in's devices are found; a catalog and
+    tolerance rows are checked before any probing.
+    """
     if options.catalog is not None:
         from probes.catalog import CatalogError, read_catalog
         from probes.tolerance import ToleranceError, load_table
@@ -91,6 +105,7 @@ def chips_to_probe(options: NodeSweepOptions) -> list[ChipHandle]:
             load_table(list(options.tolerance_rows))
         except (CatalogError, ToleranceError) as exc:
             raise NodeSweepError(str(exc)) from None
+    load_backends(options)
     chips = discover(options.devices)
     known = {c.name for c in chips}
     stray = sorted({f.chip for f in options.faults} - known)

@@ -9,6 +9,11 @@ Each chip's cases run in its own worker process (``sdc.sweep.worker``) under a w
 that outlives its time limit is killed with its worker and recorded as ``timeout``, and a new
 worker goes on with the chip's remaining cases. Accelerators run in parallel, one worker each;
 virtual CPU chips share the CPU and run one after another so their timings stay comparable.
+
+Probes that span several chips (``group = True``: the collectives) run after every chip's own
+cases, in a collective phase of their own: once per group of chips of one device type, every
+rank's outcome recorded against its own chip with all participants listed; a chip with no
+partner gets ``skipped`` results saying collectives were not covered (``SweepSummary.collectives``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from probes.base import Case, Outcome, Probe
 from sdc.exitcodes import ExitCode
 from sdc.faults import FaultInjector
 from sdc.node.devices import ChipHandle, hostname
-from sdc.records import ProbeResult, Record, Sweep, new_id, utcnow
+from sdc.records import ProbeResult, Record, Sweep, canonical_json, new_id, utcnow
 from sdc.sweep.plan import SweepOptions, chip_plan, plan, probation_first
 from sdc.sweep.worker import (
     CPU_CHIP_THREADS,
@@ -37,6 +42,7 @@ from sdc.sweep.worker import (
     prepare_process,
     process_context,
     run_case,
+    run_group_case,
     worker_main,
 )
 
@@ -76,6 +82,7 @@ class ChipSummary:
 class SweepSummary:
     sweep: Sweep
     chips: list[ChipSummary]
+    collectives: str = ""  # which chips the collective phase covered, or why it covered none
 
     @property
     def exit_code(self) -> ExitCode:
@@ -117,8 +124,9 @@ def to_result(sweep_id: str, handle: ChipHandle, probe: Probe, case: Case, seed:
 class _ChipRun:
     """One chip's cases and what became of them; drives its worker process when isolated."""
 
-    def __init__(self, handle: ChipHandle, work: list[tuple[Probe, Case]], options: SweepOptions):
+    def __init__(self, handle: ChipHandle, work: list[tuple[Probe, Case]], options: SweepOptions, group: Sequence[ChipHandle] = ()):
         self.handle = handle
+        self.group = tuple(group)  # a collective group's chips in rank order (handle is rank 0)
         self.work = work
         self.options = options
         self.outcomes: dict[int, Outcome] = {}
@@ -147,6 +155,7 @@ class _ChipRun:
             reference_cache=self.options.reference_cache,
             parent_pid=os.getpid(),
             probe_settings={k: dict(v) for k, v in self.options.probe_settings.items()},
+            group=self.group,
         )
         process = context.Process(target=worker_main, args=(job, child_conn), daemon=True, name=f"sdc-{self.handle.name}")
         try:
@@ -216,7 +225,8 @@ def run_sweep(
     )
     sink([handle.chip for handle in chips] + [sweep])
     configure({p.name: p for p in probes}, {k: dict(v) for k, v in options.probe_settings.items()})
-    runs = [_ChipRun(handle, chip_plan(probes, suite, handle, options), options) for handle in chips]
+    plans = {handle.name: chip_plan(probes, suite, handle, options) for handle in chips}
+    runs = [_ChipRun(handle, [w for w in plans[handle.name] if not _is_group(w[0])], options) for handle in chips]
     summaries: dict[str, ChipSummary] = {}
 
     def finish(run: _ChipRun) -> None:
@@ -241,6 +251,9 @@ def run_sweep(
     for run in runs:
         if run.handle.name not in summaries:  # stopped before this chip's turn
             finish(run)
+    collectives = ""
+    if not stopped():
+        collectives = _collective_phase(chips, plans, options, progress, stopped, sink, sweep.sweep_id, summaries)
     if stopped():
         not_run = sum(len(run.remaining()) for run in runs)
         final = replace(
@@ -250,7 +263,94 @@ def run_sweep(
     else:
         final = replace(sweep, status="complete", finished_at=utcnow())
     sink([final])
-    return SweepSummary(final, [summaries[h.name] for h in chips])
+    return SweepSummary(final, [summaries[h.name] for h in chips], collectives)
+
+
+# --------------------------------------------------------------------------------------
+# The collective phase: after every chip's own cases, so no chip's worker runs beside it.
+
+
+def _is_group(probe: Probe) -> bool:
+    return bool(getattr(probe, "group", False))
+
+
+def collective_groups(chips: Sequence[ChipHandle]) -> tuple[list[list[ChipHandle]], list[ChipHandle]]:
+    """(groups of two or more chips of one device type, chips left alone), in the sweep's order."""
+    by_type: dict[str, list[ChipHandle]] = {}
+    for handle in chips:
+        by_type.setdefault(handle.device.type, []).append(handle)
+    groups = [members for members in by_type.values() if len(members) >= 2]
+    alone = [members[0] for members in by_type.values() if len(members) == 1]
+    return groups, alone
+
+
+def _collective_phase(
+    chips: Sequence[ChipHandle],
+    plans: dict[str, list[tuple[Probe, Case]]],
+    options: SweepOptions,
+    progress: Progress | None,
+    stopped: Callable[[], bool],
+    sink: Sink,
+    sweep_id: str,
+    summaries: dict[str, ChipSummary],
+) -> str:
+    """Run each group's collective cases once, record a result per participating chip; say what was covered."""
+    planned = {h.name: [(p, c) for p, c in plans[h.name] if _is_group(p)] for h in chips}
+    if not any(planned.values()):
+        return ""
+    groups, alone = collective_groups(chips)
+    notes: list[str] = []
+    for handle in alone:
+        # Never a silent pass: the chip gets a skipped result per collective case, and the sweep says so.
+        count = sum(1 for h in chips if h.device.type == handle.device.type)
+        reason = f"collectives not covered: this sweep has {count} {handle.device.type} device(s); a collective needs 2 or more"
+        outcomes = {i: Outcome(status="skipped", message=reason) for i in range(len(planned[handle.name]))}
+        _record_group([handle], planned[handle.name], outcomes, options, sink, sweep_id, summaries)
+        notes.append(f"{handle.name}: {reason}")
+    group_runs = []
+    for members in groups:
+        # Cases every member planned (a budget may have cut some), with the group's size in the cohort key.
+        keys = [{(p.name, canonical_json(c.to_dict())) for p, c in planned[h.name]} for h in members]
+        work = [
+            (p, Case(c.name, c.shape, c.dtype, {**c.params, "world": len(members)}))
+            for p, c in planned[members[0].name]
+            if all((p.name, canonical_json(c.to_dict())) in k for k in keys)
+        ]
+        if work:
+            group_runs.append(_ChipRun(members[0], work, options, group=members))
+            notes.append(f"collectives over {', '.join(h.name for h in members)}")
+    if options.isolate:
+        _run_isolated(group_runs, False, progress, lambda run: None, stopped)
+    else:
+        prepare_process(options.reference_cache)
+        for run in group_runs:
+            for index, (probe, case) in enumerate(run.work):
+                if stopped():
+                    break
+                run.outcomes[index] = run_group_case(probe, case, run.group, options.seed, options.repeats, options.faults)
+    for run in group_runs:
+        _record_group(list(run.group), run.work, run.outcomes, options, sink, sweep_id, summaries)
+    return "; ".join(notes)
+
+
+def _record_group(members, work, outcomes, options, sink, sweep_id, summaries) -> None:
+    """One result per member per case: its own rank's outcome, or the group's error for all."""
+    results: list[Record] = []
+    participants = [h.chip.chip_id for h in members]
+    for index, (probe, case) in enumerate(work):
+        outcome = outcomes.get(index)
+        if outcome is None:  # never ran: the sweep was stopped first
+            continue
+        for rank, handle in enumerate(members):
+            mine = outcome[rank] if isinstance(outcome, list) else replace(outcome, telemetry=dict(outcome.telemetry))
+            mine.telemetry["participants"] = participants
+            summary = summaries[handle.name]
+            summary.statuses[mine.status] += 1
+            if mine.status in ("mismatch", "error", "timeout"):
+                summary.failures.append(_failure_text(probe, case, mine))
+            results.append(to_result(sweep_id, handle, probe, case, options.seed, mine))
+    if results:
+        sink(results)
 
 
 def _run_in_process(

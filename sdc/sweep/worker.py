@@ -58,12 +58,17 @@ class WorkerJob:
     reference_cache: str | None = None
     parent_pid: int = 0
     probe_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    group: Sequence[ChipHandle] = ()  # the chips of a collective group (rank order), else empty
 
 
 def run_case(probe: Probe, case: Case, handle: ChipHandle, seed: int, repeats: int, faults=None) -> Outcome:
     """Run one case; an exception becomes an ``error`` or ``skipped`` outcome, never a mismatch."""
+    return _guarded(lambda: probe.run(case, handle.device, seed, repeats, faults))
+
+
+def _guarded(call):
     try:
-        return probe.run(case, handle.device, seed, repeats, faults)
+        return call()
     except Unsupported as exc:
         return Outcome(status="skipped", message=f"not supported here: {_first_line(exc)}")
     except NotImplementedError as exc:
@@ -82,6 +87,12 @@ def run_case(probe: Probe, case: Case, handle: ChipHandle, seed: int, repeats: i
         return Outcome(status="error", message=f"{type(exc).__name__}: {_first_line(exc)}")
 
 
+def run_group_case(probe: Probe, case: Case, group: Sequence[ChipHandle], seed: int, repeats: int, faults: Sequence[Fault]):
+    """Run a collective case on a group of chips: one Outcome per rank, or one for all on an error."""
+    injectors = [FaultInjector(h.name, faults) or None for h in group]
+    return _guarded(lambda: probe.run_group(case, [h.device for h in group], seed, repeats, injectors))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
@@ -91,9 +102,11 @@ def prepare_process(reference_cache: str | None = None) -> None:
     """Deterministic settings and the reference cache; once per process that runs probes."""
     from probes.harness import set_deterministic
     from probes.reference import set_cache_dir
+    from sdc.digest import allow_compile
 
     set_deterministic()
     set_cache_dir(reference_cache)
+    allow_compile()  # a sweep worker may spend a compile on its first large digest; training never does
 
 
 def configure(probes: dict[str, Probe], settings: dict[str, dict[str, Any]]) -> None:
@@ -140,15 +153,22 @@ def worker_main(job: WorkerJob, conn) -> None:
     configure(probes, job.probe_settings)
     injector = FaultInjector(job.handle.name, job.faults)
     telemetry = telemetry_for(job.handle)
+    group_telemetry = [telemetry_for(h) for h in job.group]
     try:
         for item in job.items:
             conn.send(("start", item.index))
             probe = probes.get(item.probe)
             if probe is None:
                 outcome = Outcome(status="error", message=f"probe '{item.probe}' is not installed in the worker")
+            elif job.group:
+                outcome = run_group_case(probe, item.case, job.group, job.seed, job.repeats, job.faults)
             else:
                 outcome = run_case(probe, item.case, job.handle, job.seed, job.repeats, injector or None)
-            outcome.telemetry.update(telemetry.sample())
+            if isinstance(outcome, list):  # a collective group: each rank's own chip's telemetry
+                for each, member in zip(outcome, group_telemetry):
+                    each.telemetry.update(member.sample())
+            else:
+                outcome.telemetry.update(telemetry.sample())
             conn.send(("done", item.index, outcome))
         conn.send(("finished",))
     except (BrokenPipeError, EOFError):

@@ -1,17 +1,32 @@
-/* Digest kernels for the CPU: the plain and position-weighted sums of sdc.fingerprint,
- * modulo 2**64, in one pass over memory.
+/* Digest kernels for the CPU: the plain and position-weighted sums of sdc.digest, modulo 2**64,
+ * in one pass over memory. Built with the package as the extension module sdc.digest._native
+ * (setup.py; optional: without a compiler the package installs and digests take the eager
+ * path) and called through ctypes, which releases the GIL.
  *
  * The position weight is never multiplied in per element. Lane l of a vector loop sees the
  * words w_0..w_{K-1}; with running prefix sums P_j = w_0 + .. + w_j,
  *     sum_j P_j = sum_j (K - j) w_j,   so   sum_j j w_j = K * total - sum_j P_j,
  * which costs one extra add per element. All arithmetic is unsigned (wraps mod 2**64).
- * Built at first use by sdc/_digest_native.py; SDC_AVX2 selects the intrinsics paths, and
- * SDC_AVX512 the AVX-512 loop for 32-bit words.
+ *
+ * One binary serves every x86-64 CPU: the AVX2 and AVX-512 loops are compiled for their
+ * instruction sets with target attributes, and the exported functions choose a loop at run
+ * time from what this CPU supports (__builtin_cpu_supports), not from the build machine.
+ * Elsewhere (or with a compiler without target attributes) the portable loops alone.
  */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
 #include <stdint.h>
-#ifdef SDC_AVX2
+#include <stdlib.h>
+#include <string.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define SDC_X86 1
 #include <immintrin.h>
+#define AVX2 __attribute__((target("avx2")))
+#define AVX512 __attribute__((target("avx2,avx512f")))
 #endif
+
+enum { ISA_PLAIN = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 
 static void tail(const void* base, int width, int64_t from, int64_t n, uint64_t* total, uint64_t* weighted) {
   for (int64_t i = from; i < n; ++i) {
@@ -24,7 +39,7 @@ static void tail(const void* base, int width, int64_t from, int64_t n, uint64_t*
   }
 }
 
-/* Generic lanes: the compiler vectorises the fixed inner loop where it can. */
+/* Portable lanes: the compiler vectorises the fixed inner loop where it can. */
 #define LANES 16
 #define GENERIC(NAME, T)                                                                  \
   static void NAME(const T* restrict p, int64_t n, uint64_t* out) {                       \
@@ -42,18 +57,14 @@ static void tail(const void* base, int width, int64_t from, int64_t n, uint64_t*
     tail(p, sizeof(T), k * LANES, n, &total, &weighted);                                  \
     out[0] = total; out[1] = weighted;                                                    \
   }
-GENERIC(generic_u8, uint8_t)
-GENERIC(generic_i16, int16_t)
-GENERIC(generic_i32, int32_t)
+GENERIC(plain_u8, uint8_t)
+GENERIC(plain_i16, int16_t)
+GENERIC(plain_i32, int32_t)
 
-void sdc_digest_u8(const uint8_t* p, int64_t n, uint64_t* out) { generic_u8(p, n, out); }
-
-#ifdef SDC_AVX2
-#ifdef SDC_AVX512
+#ifdef SDC_X86
 /* 32-bit words, AVX-512: sign-extend 8 words at a time into four sets of int64 lanes. Half
- * the instructions of the AVX2 loop; measured 1.2-1.3x faster on an AMD EPYC (Zen 4),
- * where the AVX2 loop stays under torch.sum's bandwidth. */
-void sdc_digest_i32(const int32_t* restrict p, int64_t n, uint64_t* restrict out) {
+ * the instructions of the AVX2 loop; measured 1.2-1.3x faster on an AMD EPYC (Zen 4). */
+AVX512 static void avx512_i32(const int32_t* restrict p, int64_t n, uint64_t* restrict out) {
   __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, q0 = a0, q1 = a0, q2 = a0, q3 = a0;
   int64_t k = n / 32;
   for (int64_t j = 0; j < k; ++j) {
@@ -78,9 +89,9 @@ void sdc_digest_i32(const int32_t* restrict p, int64_t n, uint64_t* restrict out
   tail(p, 4, k * 32, n, &total, &weighted);
   out[0] = total; out[1] = weighted;
 }
-#else
-/* 32-bit words: sign-extend straight from memory into four sets of int64 lanes. */
-void sdc_digest_i32(const int32_t* restrict p, int64_t n, uint64_t* restrict out) {
+
+/* 32-bit words, AVX2: sign-extend straight from memory into four sets of int64 lanes. */
+AVX2 static void avx2_i32(const int32_t* restrict p, int64_t n, uint64_t* restrict out) {
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, q0 = a0, q1 = a0, q2 = a0, q3 = a0;
   int64_t k = n / 16;
   for (int64_t j = 0; j < k; ++j) {
@@ -105,12 +116,11 @@ void sdc_digest_i32(const int32_t* restrict p, int64_t n, uint64_t* restrict out
   tail(p, 4, k * 16, n, &total, &weighted);
   out[0] = total; out[1] = weighted;
 }
-#endif
 
-/* 16-bit words: vpmaddwd gives pair sums, plain and weighted by position inside the
+/* 16-bit words, AVX2: vpmaddwd gives pair sums, plain and weighted by position inside the
  * vector, in int32 lanes; blocks of 128 vectors keep every int32 exact (|prefix sum of
  * prefix sums| <= 128 * 128 * 2**16 = 2**30), then fold into 64 bits. */
-void sdc_digest_i16(const int16_t* restrict p, int64_t n, uint64_t* restrict out) {
+AVX2 static void avx2_i16(const int16_t* restrict p, int64_t n, uint64_t* restrict out) {
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i pos = _mm256_setr_epi16(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
   int64_t nv = n / 16, j = 0;
@@ -137,7 +147,45 @@ void sdc_digest_i16(const int16_t* restrict p, int64_t n, uint64_t* restrict out
   tail(p, 2, nv * 16, n, &total, &weighted);
   out[0] = total; out[1] = weighted;
 }
-#else
-void sdc_digest_i32(const int32_t* p, int64_t n, uint64_t* out) { generic_i32(p, n, out); }
-void sdc_digest_i16(const int16_t* p, int64_t n, uint64_t* out) { generic_i16(p, n, out); }
 #endif
+
+/* The best loop this CPU runs (decided once; SDC_DIGEST_ISA=plain|avx2 caps it, for tests). */
+static int best_isa(void) {
+  static int isa = -1;
+  if (isa >= 0) return isa;
+  int best = ISA_PLAIN;
+#ifdef SDC_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2")) best = ISA_AVX2;
+  if (best == ISA_AVX2 && __builtin_cpu_supports("avx512f")) best = ISA_AVX512;
+#endif
+  const char* cap = getenv("SDC_DIGEST_ISA");
+  if (cap && strcmp(cap, "plain") == 0) best = ISA_PLAIN;
+  else if (cap && strcmp(cap, "avx2") == 0 && best > ISA_AVX2) best = ISA_AVX2;
+  isa = best;
+  return isa;
+}
+
+/* The exported entry points (ctypes): same signature for every width. */
+int sdc_digest_isa(void) { return best_isa(); }
+
+void sdc_digest_u8(const uint8_t* p, int64_t n, uint64_t* out) { plain_u8(p, n, out); }
+
+void sdc_digest_i16(const int16_t* p, int64_t n, uint64_t* out) {
+#ifdef SDC_X86
+  if (best_isa() >= ISA_AVX2) { avx2_i16(p, n, out); return; }
+#endif
+  plain_i16(p, n, out);
+}
+
+void sdc_digest_i32(const int32_t* p, int64_t n, uint64_t* out) {
+#ifdef SDC_X86
+  if (best_isa() == ISA_AVX512) { avx512_i32(p, n, out); return; }
+  if (best_isa() == ISA_AVX2) { avx2_i32(p, n, out); return; }
+#endif
+  plain_i32(p, n, out);
+}
+
+/* An importable module too, so `python -c "import sdc.digest._native"` says it was built. */
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "sdc's CPU digest kernels (called through ctypes)", -1, NULL};
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
