@@ -9,12 +9,13 @@ dcgm-exporter puts on its series (``UUID``, ``gpu``, ``modelName``, ``Hostname``
 - ``sdc_chip_drains`` 1 if the chip takes its node out of service (quarantined or retired and
   still in the machine), 0 otherwise; ``sdc_chip_breaker_held`` 1 if it is suspect only
   because the circuit breaker held a quarantine back;
-- ``sdc_chip_verdict{kind,severity}`` 1 for each verdict of the latest analysis that judged
-  the chip: why it is flagged, also for wrong and inconsistent verdicts, which have no score;
+- ``sdc_chip_verdict{kind,severity}`` 1 for each verdict of the fleet's latest analysis
+  (``sdc.quarantine.latest``) about the chip: why it is flagged, also for wrong and
+  inconsistent verdicts, which have no score;
 - ``sdc_probe_results_total{status}`` probe results stored for the chip, by status;
 - ``sdc_last_sweep_timestamp_seconds`` when the chip was last probed;
-- ``sdc_verdict_score{kind}`` the score of the chip's latest verdict of each kind, where the
-  analysis gives one (slow: the slowdown).
+- ``sdc_verdict_score{kind}`` the score of the chip's verdict of each kind in the fleet's
+  latest analysis, where the analysis gives one (slow: the slowdown).
 
 The file is written atomically (a temporary file renamed into place, so node_exporter never
 reads half a file) with mode 0644 whatever the umask: node_exporter runs as another user.
@@ -28,10 +29,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from sdc.files import atomic_write
 from sdc.handoffs.state import ChipStatus
+from sdc.quarantine.latest import IN_LATEST_ANALYSIS
 from sdc.records import CHIP_STATES
 from sdc.store.models import ChipRow, ProbeResultRow, VerdictRow
 
@@ -61,7 +63,7 @@ def read_metrics(engine: Engine, statuses: Mapping[str, Sequence[ChipStatus]]) -
     verdicts: dict[str, tuple[str, set]] = {}
     with engine.connect() as conn:
         models = dict(conn.execute(select(c.c.chip_id, c.c.model).where(c.c.chip_id.in_(ids))).all())
-        query = select(v.c.chip_id, v.c.analysis_id, v.c.kind, v.c.severity).where(v.c.chip_id.in_(ids))
+        query = select(v.c.chip_id, v.c.analysis_id, v.c.kind, v.c.severity).where(v.c.chip_id.in_(ids), text(IN_LATEST_ANALYSIS))
         for chip_id, analysis_id, kind, severity in conn.execute(query.order_by(v.c.created_at, v.c.verdict_id)):
             if chip_id not in verdicts or verdicts[chip_id][0] != analysis_id:
                 verdicts[chip_id] = (analysis_id, set())
@@ -70,7 +72,7 @@ def read_metrics(engine: Engine, statuses: Mapping[str, Sequence[ChipStatus]]) -
         for chip_id, status, n, at in conn.execute(query.where(r.c.chip_id.in_(ids))):
             counts.setdefault(chip_id, {})[status] = n
             last[chip_id] = max(last.get(chip_id, at), at)
-        query = select(v.c.chip_id, v.c.kind, v.c.score).where(v.c.chip_id.in_(ids), v.c.score.is_not(None))
+        query = select(v.c.chip_id, v.c.kind, v.c.score).where(v.c.chip_id.in_(ids), v.c.score.is_not(None), text(IN_LATEST_ANALYSIS))
         for chip_id, kind, score in conn.execute(query.order_by(v.c.created_at, v.c.verdict_id)):
             scores.setdefault(chip_id, {})[kind] = float(score)
     return [
@@ -93,10 +95,10 @@ class _Collector:
         state = GaugeMetricFamily("sdc_chip_state", "1 for the chip's current quarantine state, 0 otherwise", labels=L + ["state"])
         drains = GaugeMetricFamily("sdc_chip_drains", "1 if the chip takes its node out of service", labels=L)
         held = GaugeMetricFamily("sdc_chip_breaker_held", "1 if the chip is suspect because the circuit breaker held it back", labels=L)
-        verdict = GaugeMetricFamily("sdc_chip_verdict", "1 for each verdict of the latest analysis that judged the chip", labels=L + ["kind", "severity"])
+        verdict = GaugeMetricFamily("sdc_chip_verdict", "1 for each verdict of the fleet's latest analysis about the chip", labels=L + ["kind", "severity"])
         results = CounterMetricFamily("sdc_probe_results", "Probe results stored for the chip, by status", labels=L + ["status"])
         swept = GaugeMetricFamily("sdc_last_sweep_timestamp_seconds", "When the chip was last probed (Unix time)", labels=L)
-        score = GaugeMetricFamily("sdc_verdict_score", "Score of the chip's latest verdict of each kind", labels=L + ["kind"])
+        score = GaugeMetricFamily("sdc_verdict_score", "Score of the chip's verdict of each kind in the fleet's latest analysis", labels=L + ["kind"])
         for m in self.metrics:
             chip = m.status
             ids = [chip.host, chip.chip_id, chip.chip_id, str(chip.index), m.model, chip.host]

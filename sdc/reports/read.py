@@ -15,8 +15,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Iterable
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
+from sdc.quarantine.latest import LATEST_ANALYSIS_SQL
 from sdc.quarantine.states import current_states, is_breaker_hold, is_dry_run
 from sdc.records import utcnow
 from sdc.reports.actions import recommend
@@ -57,8 +58,9 @@ def latest_events(engine: Engine) -> tuple[dict[str, Provenance], dict[str, Prov
 
 
 def _latest_verdicts(engine: Engine, chip_ids: Iterable[str] | None = None) -> dict[str, list[VerdictView]]:
-    """Per chip, its verdicts of the fleet's latest analysis (the newest one that stored any
-    verdict): a verdict an older analysis gave and the latest did not repeat no longer counts."""
+    """Per chip, its verdicts of the fleet's latest analysis (``sdc.quarantine.latest``, also
+    one that found nothing): a verdict an older analysis gave and the latest did not repeat no
+    longer counts."""
     t = VerdictRow.__table__
     query = select(
         t.c.chip_id, t.c.verdict_id, t.c.analysis_id, t.c.kind, t.c.severity, t.c.summary, t.c.k, t.c.n,
@@ -68,16 +70,12 @@ def _latest_verdicts(engine: Engine, chip_ids: Iterable[str] | None = None) -> d
         query = query.where(t.c.chip_id.in_(list(chip_ids)))
     by_chip: dict[str, list[VerdictView]] = defaultdict(list)
     with engine.connect() as conn:
-        latest = conn.execute(select(t.c.analysis_id).order_by(t.c.created_at.desc(), t.c.analysis_id.desc()).limit(1)).scalar()
+        latest = conn.execute(text(LATEST_ANALYSIS_SQL)).scalar()
         if latest is None:
             return {}
         query = query.where(t.c.analysis_id == latest)
         for row in conn.execute(query):
-            chip_id, view = row[0], VerdictView(*row[1:])
-            current = by_chip[chip_id]
-            if current and current[-1].analysis_id != view.analysis_id:
-                current.clear()  # a newer analysis supersedes the older one's verdicts
-            current.append(view)
+            by_chip[row[0]].append(VerdictView(*row[1:]))
     return dict(by_chip)
 
 

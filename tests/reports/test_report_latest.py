@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import timedelta
 
@@ -65,3 +66,36 @@ def test_the_cards_evidence_command_exports_only_that_chip_and_ingests_alone(fau
         assert {getattr(r, "chip_id", chip) for r in iter_records(other.engine())} == {chip}
     finally:
         other.dispose()
+
+
+def test_an_analysis_that_finds_nothing_unflags_the_old_verdicts_everywhere(store):
+    """"Latest" is the fleet's latest analysis run, also one that stored no verdict: after a
+    clean ``sdc analyze`` an old low verdict no longer flags the chip in the report, the
+    ``sdc check`` line or the Prometheus metrics."""
+    store.write(fleet.fleet_records())
+    store.write([fleet.verdict("GPU-node01-03", "slow", "low", analysis_id="a-old")])
+    run = CliRunner()
+    before = run.invoke(cli, ["--db", store.url, "report", "--format", "json"])
+    assert before.exit_code == 1, before.output
+    assert "GPU-node01-03" in {c["chip_id"] for c in json.loads(before.output)["chips"] if c["verdicts"]}
+    verdict_lines = lambda out: [line for line in out.splitlines() if line.startswith(("sdc_chip_verdict{", "sdc_verdict_score{"))]
+    assert verdict_lines(run.invoke(cli, ["--db", store.url, "export", "prometheus", "--all-hosts"]).output)
+
+    analysed = run.invoke(cli, ["--db", store.url, "analyze", "--since", fleet.T0.isoformat()])
+    assert analysed.exit_code == 0, analysed.output
+    after = run.invoke(cli, ["--db", store.url, "report", "--format", "json"])
+    assert after.exit_code == 0, after.output
+    assert [c["chip_id"] for c in json.loads(after.output)["chips"] if c["verdicts"]] == []
+    check = run.invoke(cli, ["--db", store.url, "check", "--host", "node01"])
+    assert check.exit_code == 0 and "slow" not in check.output, check.output
+    metrics = run.invoke(cli, ["--db", store.url, "export", "prometheus", "--all-hosts"])
+    assert metrics.exit_code == 0, metrics.output
+    assert verdict_lines(metrics.output) == []
+
+
+def test_a_dry_run_analysis_is_not_the_latest(store):
+    store.write(fleet.fleet_records())
+    store.write([fleet.verdict("GPU-node01-03", "slow", "low", analysis_id="a-old")])
+    run = CliRunner()
+    assert run.invoke(cli, ["--db", store.url, "analyze", "--dry-run", "--since", fleet.T0.isoformat()]).exit_code == 0
+    assert run.invoke(cli, ["--db", store.url, "report"]).exit_code == 1
