@@ -190,3 +190,33 @@ def test_the_store_order_decides_the_state_not_a_wrong_clock(store):
     # Re-ingesting the 2099 event is a no-op: it does not move to the end of the order.
     store.write([future])
     assert check(store, "node00")[0] == 1
+
+
+def test_hostile_host_names_never_reach_sinfo_nor_the_terminal(store, tmp_path):
+    """A host with ESC, a newline or a leading ``-`` is left alone: it is not even asked about
+    (``sinfo --nodes=...``), and an error from sinfo reaches the terminal as one clean line."""
+    hosts = ["h\x1b[31most", "h\nost", "-oProxyCommand=x", "n1"]
+    store.write([fleet.chip(h, 0, chip_id=f"GPU-host{i}") for i, h in enumerate(hosts)])
+    store.write([ev(f"GPU-host{i}", "quarantined", kind="wrong", severity="critical") for i in range(len(hosts))])
+    bin_dir, log = tmp_path / "bin", tmp_path / "sinfo.args"
+    bin_dir.mkdir()
+    sinfo = bin_dir / "sinfo"
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    export = [str(_sdc_bin()), "--db", store.url, "export", "slurm"]
+
+    sinfo.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {log}\nprintf 'n1|idle|none\\n'\n")
+    sinfo.chmod(0o755)
+    plan = subprocess.run(export, capture_output=True, text=True, env=env, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    asked = log.read_text()
+    assert "--nodes=n1\n" in asked and "ost" not in asked and "ProxyCommand" not in asked
+    assert "scontrol update NodeName=n1 State=DRAIN" in plan.stdout
+    assert plan.stdout.count("left alone: the host name has characters outside the safe set") == 3
+    assert "\x1b" not in plan.stdout and "-oProxy" not in plan.stdout
+
+    # sinfo fails and echoes back what it was given, control characters and all.
+    sinfo.write_text("#!/bin/sh\nprintf 'sinfo: error: bad \\033[31mnode\\007 %s\\n' \"$*\" >&2\nexit 1\n")
+    failed = subprocess.run(export, capture_output=True, text=True, env=env, timeout=120)
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("sdc: ") and failed.stderr.count("\n") == 1, failed.stderr
+    assert "\x1b" not in failed.stderr and "\x07" not in failed.stderr
