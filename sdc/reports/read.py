@@ -199,6 +199,7 @@ def _last_sweep(engine: Engine) -> datetime | None:
 
 def build_report(engine: Engine, source: str = "", now: datetime | None = None, hosts: Iterable[str] | None = None) -> FleetReport:
     """Read the store and assemble the report (for ``hosts`` only, if given)."""
+    generated_at = now or utcnow()
     identities = _identities(engine)
     applied, dry = latest_events(engine)
     verdicts = _latest_verdicts(engine)
@@ -217,6 +218,8 @@ def build_report(engine: Engine, source: str = "", now: datetime | None = None, 
         if proposal and event and proposal.at < event.at:
             proposal = None  # an applied transition came after the dry run
         views = tuple(verdicts.get(chip_id, ()))
+        if event and state in ("healthy", "released"):
+            views = _after_decision(views, event.at, generated_at)
         proposed = bool(proposal) and state in ("healthy", "released")
         action = recommend(
             chip_id, ident.host, ident.index, ident.vendor, proposal.to_state if proposed else state, [v.severity for v in views]
@@ -234,7 +237,20 @@ def build_report(engine: Engine, source: str = "", now: datetime | None = None, 
         if report.flagged:
             report = _with_evidence(engine, report)
         chips.append(report)
-    return FleetReport(generated_at=now or utcnow(), source=source, chips=tuple(chips), last_sweep_at=_last_sweep(engine))
+    return FleetReport(generated_at=generated_at, source=source, chips=tuple(chips), last_sweep_at=_last_sweep(engine))
+
+
+def _after_decision(views: tuple[VerdictView, ...], decided_at: datetime, now: datetime) -> tuple[VerdictView, ...]:
+    """The verdicts that reach into evidence newer than the chip's latest transition.
+
+    A decision sticks until new evidence: a chip released (or returned to healthy) is judged
+    only on what was gathered after that, as the quarantine policy does. The analysis right
+    after a release re-derives the old verdicts from the old evidence; they were weighed
+    already and neither flag the chip nor make ``sdc report`` exit 1. A transition stamped in
+    the future (a wrong clock) counts as now.
+    """
+    cutoff = min(decided_at, now)
+    return tuple(v for v in views if v.last_seen is None or v.last_seen > cutoff)
 
 
 def _with_evidence(engine: Engine, report: ChipReport) -> ChipReport:

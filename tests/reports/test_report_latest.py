@@ -99,3 +99,42 @@ def test_a_dry_run_analysis_is_not_the_latest(store):
     run = CliRunner()
     assert run.invoke(cli, ["--db", store.url, "analyze", "--dry-run", "--since", fleet.T0.isoformat()]).exit_code == 0
     assert run.invoke(cli, ["--db", store.url, "report"]).exit_code == 1
+
+
+def _wrong_chip_fleet(chip_id="GPU-node00-00"):
+    records = fleet.fleet_records(hosts=12)  # two quarantines in 48 chips: under the breaker's 5 %
+    return [replace(r, status="mismatch", digest="d-bad") if isinstance(r, ProbeResult) and r.chip_id == chip_id else r for r in records]
+
+
+def test_a_release_sticks_in_the_report_until_new_evidence(store):
+    """Quarantine, release, analyse again on the same evidence: the report shows the chip
+    released with nothing to do and exits 0; a faulty result after the release flags it again."""
+    chip = "GPU-node00-00"
+    store.write(_wrong_chip_fleet(chip))
+    run = CliRunner()
+    since = ["--since", fleet.T0.isoformat()]
+
+    def report():
+        result = run.invoke(cli, ["--db", store.url, "report", "--format", "json"])
+        return result.exit_code, next(c for c in json.loads(result.output)["chips"] if c["chip_id"] == chip)
+
+    assert run.invoke(cli, ["--db", store.url, "analyze", *since]).exit_code == 1
+    code, card = report()
+    assert code == 1 and card["state"] == "quarantined" and card["verdicts"]
+    released = run.invoke(cli, ["--db", store.url, "quarantine", "release", chip, "--by", "alice", "--reason", "reseated"])
+    assert released.exit_code == 0, released.output
+    assert run.invoke(cli, ["--db", store.url, "analyze", *since]).exit_code == 0
+    code, card = report()
+    assert code == 0, card
+    assert card["state"] == "released" and card["verdicts"] == [] and card["action"]["kind"] == "none"
+
+    # New evidence after the release: the chip is flagged (and quarantined) again.
+    from sdc.records import Sweep, new_id, utcnow
+
+    at = utcnow()
+    sweep = Sweep(new_id(), "node00", "quick", at, "complete", "0.1", finished_at=at)
+    store.write([sweep] + [fleet.result(sweep.sweep_id, f"GPU-node00-0{i}", at, "mismatch" if i == 0 else "ok",
+                                        "d-bad" if i == 0 else "d-good") for i in range(4)])
+    assert run.invoke(cli, ["--db", store.url, "analyze", *since]).exit_code == 1
+    code, card = report()
+    assert code == 1 and card["state"] == "quarantined" and card["verdicts"]
