@@ -138,3 +138,16 @@ def test_a_release_sticks_in_the_report_until_new_evidence(store):
     assert run.invoke(cli, ["--db", store.url, "analyze", *since]).exit_code == 1
     code, card = report()
     assert code == 1 and card["state"] == "quarantined" and card["verdicts"]
+
+
+def test_quarantine_show_lists_the_verdicts_of_the_latest_analysis_once(store):
+    chip = "GPU-node00-00"
+    store.write(_wrong_chip_fleet(chip))
+    run = CliRunner()
+    for _ in range(3):  # the same evidence judged three times: one verdict to read, not three
+        assert run.invoke(cli, ["--db", store.url, "analyze", "--since", fleet.T0.isoformat()]).exit_code in (0, 1)
+    shown = run.invoke(cli, ["--db", store.url, "--json", "quarantine", "show", chip])
+    assert shown.exit_code == 0, shown.output
+    assert [(v["kind"], v["severity"]) for v in json.loads(shown.output)["verdicts"]] == [("wrong", "critical")]
+    text = run.invoke(cli, ["--db", store.url, "quarantine", "show", chip]).output
+    assert text.count("critical wrong") == 1 and "verdicts of the latest analysis:" in text
