@@ -18,9 +18,9 @@ from typing import Any, Iterable
 from sqlalchemy import Engine, func, select, text
 
 from sdc.quarantine.latest import LATEST_ANALYSIS_SQL
-from sdc.quarantine.states import current_states, is_breaker_hold, is_dry_run
+from sdc.quarantine.states import current_states, is_breaker_hold, is_dry_run, is_replaced
 from sdc.records import utcnow
-from sdc.reports.actions import recommend
+from sdc.reports.actions import Action, recommend
 from sdc.reports.model import (
     CaseEvidence,
     ChipReport,
@@ -50,7 +50,9 @@ def latest_events(engine: Engine) -> tuple[dict[str, Provenance], dict[str, Prov
     events = quarantine_events(engine)
 
     def provenance(e, is_dry: bool) -> Provenance:
-        return Provenance(e.actor, e.at, e.from_state, e.to_state, e.reason, is_dry, e.verdict_id, is_breaker_hold(e.details))
+        return Provenance(
+            e.actor, e.at, e.from_state, e.to_state, e.reason, is_dry, e.verdict_id, is_breaker_hold(e.details), is_replaced(e.details)
+        )
 
     applied = {chip: provenance(s.event, False) for chip, s in current_states(events).items()}
     dry = {e.chip_id: provenance(e, True) for e in events if is_dry_run(e.details)}
@@ -224,6 +226,8 @@ def build_report(engine: Engine, source: str = "", now: datetime | None = None, 
         action = recommend(
             chip_id, ident.host, ident.index, ident.vendor, proposal.to_state if proposed else state, [v.severity for v in views]
         )
+        if event and event.replaced:
+            action = Action("none", "replaced: the chip has left the machine")
         if proposed and action.kind != "none":
             action = replace(action, why=f"if the dry run is applied: {action.why}")
         report = ChipReport(

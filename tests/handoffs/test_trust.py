@@ -3,6 +3,7 @@ its node go, hostile ids already in the store are harmless in every line, reason
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from datetime import timedelta
@@ -220,3 +221,24 @@ def test_hostile_host_names_never_reach_sinfo_nor_the_terminal(store, tmp_path):
     assert failed.returncode == 2
     assert failed.stderr.startswith("sdc: ") and failed.stderr.count("\n") == 1, failed.stderr
     assert "\x1b" not in failed.stderr and "\x07" not in failed.stderr
+
+
+def test_a_replaced_chip_neither_warns_nor_flags_the_report(store):
+    """After ``sdc quarantine replace`` (the card is physically gone) the node's check is OK
+    and the report has nothing left to act on: exit 0 for both, for good."""
+    store.write(fleet.fleet_records(hosts=1))
+    chip = "GPU-node00-02"
+    store.write([ev(chip, "quarantined", kind="wrong", severity="critical")])
+    run = CliRunner()
+    assert check(store, "node00")[0] == 1
+    replaced = run.invoke(cli, ["--db", store.url, "quarantine", "replace", chip, "--by", "alice", "--reason", "RMA 4711"])
+    assert replaced.exit_code == 0, replaced.output
+    for fmt, word in (("text", "OK: "), ("nhc", "OK: sdc: ")):
+        code, line = check(store, "node00", "--format", fmt)
+        assert (code, line) == (0, f"{word}3 chips healthy on node00"), line
+    assert check(store, "node00", "--format", "npd") == (0, "3 chips healthy on node00")
+    report = run.invoke(cli, ["--db", store.url, "report", "--format", "json"])
+    assert report.exit_code == 0, report.output
+    card = next(c for c in json.loads(report.output)["chips"] if c["chip_id"] == chip)
+    assert card["state"] == "retired" and card["provenance"]["replaced"] and card["action"]["kind"] == "none"
+    assert run.invoke(cli, ["--db", store.url, "report"]).exit_code == 0
