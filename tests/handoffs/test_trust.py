@@ -242,3 +242,17 @@ def test_a_replaced_chip_neither_warns_nor_flags_the_report(store):
     card = next(c for c in json.loads(report.output)["chips"] if c["chip_id"] == chip)
     assert card["state"] == "retired" and card["provenance"]["replaced"] and card["action"]["kind"] == "none"
     assert run.invoke(cli, ["--db", store.url, "report"]).exit_code == 0
+
+
+def test_hostile_ids_reach_no_terminal_raw_in_markdown_html_or_json(hostile_store):
+    """``sdc report --format markdown|html|json`` print to stdout like the table does: ESC and
+    BEL from a chip id never reach the terminal raw (nor the ticket or page they are pasted in)."""
+    store, ids, marker, host = hostile_store
+    runner = CliRunner()
+    for args in (["report", "--format", "markdown"], ["report", "--format", "html"], ["report", "--format", "json"],
+                 ["--json", "quarantine", "list"], ["status"]):
+        result = runner.invoke(cli, ["--db", store.url, *args])
+        assert result.exit_code in (0, 1), (args, result.output)
+        assert "\x1b" not in result.output and "\x07" not in result.output, args
+    page = runner.invoke(cli, ["--db", store.url, "report", "--format", "markdown"]).output
+    assert "GPU-?\\]0;pwned?" in page  # still recognisable: controls shown as ?, markdown escaped
