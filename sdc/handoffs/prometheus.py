@@ -11,7 +11,8 @@ dcgm-exporter puts on its series (``UUID``, ``gpu``, ``modelName``, ``Hostname``
   because the circuit breaker held a quarantine back;
 - ``sdc_chip_verdict{kind,severity}`` 1 for each verdict of the fleet's latest analysis
   (``sdc.quarantine.latest``) about the chip: why it is flagged, also for wrong and
-  inconsistent verdicts, which have no score;
+  inconsistent verdicts, which have no score; for a released or healthy chip only verdicts
+  on evidence newer than its latest transition (``reaches_past_decision``);
 - ``sdc_probe_results_total{status}`` probe results stored for the chip, by status;
 - ``sdc_last_sweep_timestamp_seconds`` when the chip was last probed;
 - ``sdc_verdict_score{kind}`` the score of the chip's verdict of each kind in the fleet's
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -33,7 +34,7 @@ from sqlalchemy import Engine, func, select, text
 
 from sdc.files import atomic_write
 from sdc.handoffs.state import ChipStatus
-from sdc.quarantine.latest import IN_LATEST_ANALYSIS
+from sdc.quarantine.latest import IN_LATEST_ANALYSIS, reaches_past_decision
 from sdc.records import CHIP_STATES
 from sdc.store.models import ChipRow, ProbeResultRow, VerdictRow
 
@@ -56,6 +57,8 @@ class ChipMetrics:
 def read_metrics(engine: Engine, statuses: Mapping[str, Sequence[ChipStatus]]) -> list[ChipMetrics]:
     chips = [c for host in sorted(statuses) for c in statuses[host]]
     ids = [c.chip_id for c in chips]
+    by_id = {c.chip_id: c for c in chips}
+    now = datetime.now(timezone.utc)
     r, v, c = ProbeResultRow.__table__, VerdictRow.__table__, ChipRow.__table__
     counts: dict[str, dict[str, int]] = {}
     last: dict[str, datetime] = {}
@@ -63,23 +66,34 @@ def read_metrics(engine: Engine, statuses: Mapping[str, Sequence[ChipStatus]]) -
     verdicts: dict[str, tuple[str, set]] = {}
     with engine.connect() as conn:
         models = dict(conn.execute(select(c.c.chip_id, c.c.model).where(c.c.chip_id.in_(ids))).all())
-        query = select(v.c.chip_id, v.c.analysis_id, v.c.kind, v.c.severity).where(v.c.chip_id.in_(ids), text(IN_LATEST_ANALYSIS))
-        for chip_id, analysis_id, kind, severity in conn.execute(query.order_by(v.c.created_at, v.c.verdict_id)):
-            if chip_id not in verdicts or verdicts[chip_id][0] != analysis_id:
-                verdicts[chip_id] = (analysis_id, set())
-            verdicts[chip_id][1].add((kind, severity))
+        query = select(v.c.chip_id, v.c.analysis_id, v.c.kind, v.c.severity, v.c.score, v.c.last_seen)
+        for chip_id, analysis_id, kind, severity, score, last_seen in conn.execute(
+            query.where(v.c.chip_id.in_(ids), text(IN_LATEST_ANALYSIS)).order_by(v.c.created_at, v.c.verdict_id)
+        ):
+            status = by_id[chip_id]
+            if not reaches_past_decision(status.state, status.since, _utc(last_seen), now):
+                continue  # weighed before the release: says nothing about the chip now
+            verdicts.setdefault(chip_id, (analysis_id, set()))[1].add((kind, severity))
+            if score is not None:
+                scores.setdefault(chip_id, {})[kind] = float(score)
         query = select(r.c.chip_id, r.c.status, func.count(), func.max(r.c.observed_at)).group_by(r.c.chip_id, r.c.status)
         for chip_id, status, n, at in conn.execute(query.where(r.c.chip_id.in_(ids))):
             counts.setdefault(chip_id, {})[status] = n
             last[chip_id] = max(last.get(chip_id, at), at)
-        query = select(v.c.chip_id, v.c.kind, v.c.score).where(v.c.chip_id.in_(ids), v.c.score.is_not(None), text(IN_LATEST_ANALYSIS))
-        for chip_id, kind, score in conn.execute(query.order_by(v.c.created_at, v.c.verdict_id)):
-            scores.setdefault(chip_id, {})[kind] = float(score)
     return [
         ChipMetrics(c, counts.get(c.chip_id, {}), last.get(c.chip_id), scores.get(c.chip_id, {}),
                     tuple(sorted(verdicts.get(c.chip_id, ("", set()))[1])), models.get(c.chip_id, ""))
         for c in chips
     ]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Aware UTC from the lightweight table clause (SQLite hands back naive UTC, or text)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(str(value))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 class _Collector:

@@ -14,6 +14,8 @@ without importing SQLAlchemy (see ``sdc.handoffs.state``).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 # One column, at most one row: the fleet's latest analysis_id (none in a store never analysed).
 LATEST_ANALYSIS_SQL = (
     "SELECT runs.analysis_id FROM ("
@@ -24,3 +26,17 @@ LATEST_ANALYSIS_SQL = (
 
 # A WHERE condition on a verdicts query: only the latest analysis's verdicts.
 IN_LATEST_ANALYSIS = f"analysis_id = ({LATEST_ANALYSIS_SQL})"
+
+
+def reaches_past_decision(state: str, decided_at: datetime | None, last_seen: datetime | None, now: datetime) -> bool:
+    """Whether a verdict of the latest analysis still speaks about a chip in ``state``.
+
+    A decision sticks until new evidence: a chip released (or returned to healthy) is judged
+    only on what was gathered after its latest transition, as the quarantine policy does. The
+    analysis right after a release re-derives the old verdicts from the old evidence; they were
+    weighed already and flag nothing. Other states keep their verdicts (they say why). A
+    transition stamped in the future (a wrong clock) counts as ``now``.
+    """
+    if state not in ("healthy", "released") or decided_at is None or last_seen is None:
+        return True
+    return last_seen > min(decided_at, now)

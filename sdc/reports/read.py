@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from sqlalchemy import Engine, func, select, text
 
-from sdc.quarantine.latest import LATEST_ANALYSIS_SQL
+from sdc.quarantine.latest import LATEST_ANALYSIS_SQL, reaches_past_decision
 from sdc.quarantine.states import current_states, is_breaker_hold, is_dry_run, is_replaced
 from sdc.records import utcnow
 from sdc.reports.actions import Action, recommend
@@ -220,8 +220,8 @@ def build_report(engine: Engine, source: str = "", now: datetime | None = None, 
         if proposal and event and proposal.at < event.at:
             proposal = None  # an applied transition came after the dry run
         views = tuple(verdicts.get(chip_id, ()))
-        if event and state in ("healthy", "released"):
-            views = _after_decision(views, event.at, generated_at)
+        # After a release only verdicts on newer evidence flag the chip (and make the report exit 1).
+        views = tuple(v for v in views if reaches_past_decision(state, event.at if event else None, v.last_seen, generated_at))
         proposed = bool(proposal) and state in ("healthy", "released")
         action = recommend(
             chip_id, ident.host, ident.index, ident.vendor, proposal.to_state if proposed else state, [v.severity for v in views]
@@ -242,19 +242,6 @@ def build_report(engine: Engine, source: str = "", now: datetime | None = None, 
             report = _with_evidence(engine, report)
         chips.append(report)
     return FleetReport(generated_at=generated_at, source=source, chips=tuple(chips), last_sweep_at=_last_sweep(engine))
-
-
-def _after_decision(views: tuple[VerdictView, ...], decided_at: datetime, now: datetime) -> tuple[VerdictView, ...]:
-    """The verdicts that reach into evidence newer than the chip's latest transition.
-
-    A decision sticks until new evidence: a chip released (or returned to healthy) is judged
-    only on what was gathered after that, as the quarantine policy does. The analysis right
-    after a release re-derives the old verdicts from the old evidence; they were weighed
-    already and neither flag the chip nor make ``sdc report`` exit 1. A transition stamped in
-    the future (a wrong clock) counts as now.
-    """
-    cutoff = min(decided_at, now)
-    return tuple(v for v in views if v.last_seen is None or v.last_seen > cutoff)
 
 
 def _with_evidence(engine: Engine, report: ChipReport) -> ChipReport:

@@ -121,12 +121,17 @@ def test_a_release_sticks_in_the_report_until_new_evidence(store):
     assert run.invoke(cli, ["--db", store.url, "analyze", *since]).exit_code == 1
     code, card = report()
     assert code == 1 and card["state"] == "quarantined" and card["verdicts"]
+    metrics = run.invoke(cli, ["--db", store.url, "export", "prometheus", "--all-hosts"]).output
+    assert [line for line in metrics.splitlines() if line.startswith("sdc_chip_verdict{") and f'UUID="{chip}"' in line]
     released = run.invoke(cli, ["--db", store.url, "quarantine", "release", chip, "--by", "alice", "--reason", "reseated"])
     assert released.exit_code == 0, released.output
     assert run.invoke(cli, ["--db", store.url, "analyze", *since]).exit_code == 0
     code, card = report()
     assert code == 0, card
     assert card["state"] == "released" and card["verdicts"] == [] and card["action"]["kind"] == "none"
+    metrics = run.invoke(cli, ["--db", store.url, "export", "prometheus", "--all-hosts"]).output
+    assert f'sdc_chip_state{{Hostname="node00",UUID="{chip}"' in metrics
+    assert not [line for line in metrics.splitlines() if line.startswith("sdc_chip_verdict{") and f'UUID="{chip}"' in line]
 
     # New evidence after the release: the chip is flagged (and quarantined) again.
     from sdc.records import Sweep, new_id, utcnow
