@@ -143,9 +143,10 @@ def _plain(value: object) -> str:
 @pass_app
 @handles_errors
 def quarantine_show(app: AppContext, chip: str) -> None:
-    """A chip's state, its full transition history and its latest verdicts (CHIP may be a unique prefix)."""
-    from sqlalchemy import select
+    """A chip's state, its full transition history and its verdicts of the fleet's latest analysis (CHIP may be a unique prefix)."""
+    from sqlalchemy import select, text
 
+    from sdc.quarantine.latest import IN_LATEST_ANALYSIS
     from sdc.quarantine.states import current_states, is_breaker_hold
     from sdc.store.models import VerdictRow
     from sdc.store.reader import quarantine_events
@@ -157,7 +158,8 @@ def quarantine_show(app: AppContext, chip: str) -> None:
     with engine.connect() as connection:
         verdicts = connection.execute(
             select(table.c.created_at, table.c.kind, table.c.severity, table.c.k, table.c.n, table.c.summary)
-            .where(table.c.chip_id == chip).order_by(table.c.created_at.desc()).limit(10)
+            .where(table.c.chip_id == chip, text(IN_LATEST_ANALYSIS))
+            .order_by(table.c.created_at.desc(), table.c.verdict_id)
         ).all()
     current = current_states(events).get(chip)
     state = current.state if current else "healthy"
@@ -170,7 +172,7 @@ def quarantine_show(app: AppContext, chip: str) -> None:
     for e in events:
         app.out.print(f"  {e.at:%Y-%m-%d %H:%M}Z {e.from_state} -> {e.to_state} by {_t(e.actor)}: {_t(e.reason[:200])}")
     if verdicts:
-        app.out.print("latest verdicts:")
+        app.out.print("verdicts of the latest analysis:")
     for r in verdicts:
         app.out.print(f"  {r.created_at:%Y-%m-%d %H:%M}Z {r.severity} {r.kind} k={r.k}/{r.n}: {_t(r.summary[:200])}")
     if not events and not verdicts:

@@ -64,7 +64,11 @@ pass_app = click.make_pass_decorator(AppContext, ensure=True)
 
 
 def fail(message: str, code: ExitCode = ExitCode.UNKNOWN) -> None:
-    click.echo(f"sdc: {message}", err=True)
+    """One line on stderr and the exit code; the message may quote record strings or another
+    program's output, so control characters (ESC, BEL, newlines) never reach the terminal."""
+    from sdc.safe_text import terminal_text
+
+    click.echo(f"sdc: {terminal_text(message)}", err=True)
     sys.exit(int(code))
 
 

@@ -9,8 +9,9 @@ Exit codes (the Nagios convention all three understand):
 - 1 (fault, the node should drain) only when a chip *drains* (``ChipStatus.drains``): it is
   quarantined or retired and still in the machine;
 - 0 when every chip is healthy or released, and also when a chip is only suspect (held back
-  by the circuit breaker or not yet confirmed): the line then starts ``WARN:`` and says so,
-  and no health checker drains on it;
+  by the circuit breaker or not yet confirmed) or retired and found gone: the line then starts
+  ``WARN:`` and says so, and no health checker drains on it; a chip recorded as replaced
+  (``sdc quarantine replace``) is gone and not mentioned;
 - 2 (unknown) when no chip of this host is recorded or the store cannot be read.
 
 NHC ``eval``s the message of its ``die``, so the line is built from ``sdc.safe_text``'s safe
@@ -77,10 +78,13 @@ def decide(host: str, chips: list[ChipStatus]) -> CheckResult:
     draining = sorted((c for c in chips if c.drains), key=lambda c: c.rank, reverse=True)
     if draining:
         return CheckResult(ExitCode.FAULT, _describe(draining[0], len(draining) - 1), draining[0].chip_id, "fault")
-    flagged = sorted((c for c in chips if c.state in FAULT_STATES), key=lambda c: c.rank, reverse=True)
-    if flagged:  # suspect, or held only by a chip that has left: report, never drain
+    # Suspect, or retired but found gone by a sweep: report, never drain. A chip recorded as
+    # replaced (an RMA, acknowledged by an operator) is not in the machine: nothing to warn of.
+    flagged = sorted((c for c in chips if c.state in FAULT_STATES and not c.replaced), key=lambda c: c.rank, reverse=True)
+    if flagged:
         return CheckResult(ExitCode.HEALTHY, _describe(flagged[0], len(flagged) - 1), flagged[0].chip_id, "warn")
-    return CheckResult(ExitCode.HEALTHY, f"{len(chips)} chips healthy on {safe_token(host)}")
+    in_service = [c for c in chips if not c.replaced]
+    return CheckResult(ExitCode.HEALTHY, f"{len(in_service)} chips healthy on {safe_token(host)}")
 
 
 def format_line(result: CheckResult, fmt: str = "text", limit: int = MAX_LINE) -> str:

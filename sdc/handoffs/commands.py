@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
 from typing import Sequence
 
-from sdc.safe_text import quoted
+from sdc.safe_text import quoted, terminal_text
 
 
 class HandoffError(RuntimeError):
@@ -44,8 +43,13 @@ def run_tool(argv: Sequence[str], timeout: float = 60.0) -> str:
     try:
         done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        raise HandoffError(f"{shlex.join(argv)}: no answer after {timeout:.0f} s") from None
+        raise HandoffError(f"{_line(argv)}: no answer after {timeout:.0f} s") from None
     if done.returncode != 0:
         said = (done.stderr or done.stdout).strip().splitlines()
-        raise HandoffError(f"{shlex.join(argv)} failed (exit {done.returncode}): {said[0][:200] if said else 'no output'}")
+        raise HandoffError(f"{_line(argv)} failed (exit {done.returncode}): {terminal_text(said[0][:200]) if said else 'no output'}")
     return done.stdout
+
+
+def _line(argv: Sequence[str]) -> str:
+    """The command for an error message: quoted word by word, no control character."""
+    return " ".join(quoted(word) for word in argv)

@@ -9,12 +9,14 @@ dcgm-exporter puts on its series (``UUID``, ``gpu``, ``modelName``, ``Hostname``
 - ``sdc_chip_drains`` 1 if the chip takes its node out of service (quarantined or retired and
   still in the machine), 0 otherwise; ``sdc_chip_breaker_held`` 1 if it is suspect only
   because the circuit breaker held a quarantine back;
-- ``sdc_chip_verdict{kind,severity}`` 1 for each verdict of the latest analysis that judged
-  the chip: why it is flagged, also for wrong and inconsistent verdicts, which have no score;
+- ``sdc_chip_verdict{kind,severity}`` 1 for each verdict of the fleet's latest analysis
+  (``sdc.quarantine.latest``) about the chip: why it is flagged, also for wrong and
+  inconsistent verdicts, which have no score; for a released or healthy chip only verdicts
+  on evidence newer than its latest transition (``reaches_past_decision``);
 - ``sdc_probe_results_total{status}`` probe results stored for the chip, by status;
 - ``sdc_last_sweep_timestamp_seconds`` when the chip was last probed;
-- ``sdc_verdict_score{kind}`` the score of the chip's latest verdict of each kind, where the
-  analysis gives one (slow: the slowdown).
+- ``sdc_verdict_score{kind}`` the score of the chip's verdict of each kind in the fleet's
+  latest analysis, where the analysis gives one (slow: the slowdown).
 
 The file is written atomically (a temporary file renamed into place, so node_exporter never
 reads half a file) with mode 0644 whatever the umask: node_exporter runs as another user.
@@ -24,14 +26,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from sdc.files import atomic_write
 from sdc.handoffs.state import ChipStatus
+from sdc.quarantine.latest import IN_LATEST_ANALYSIS, reaches_past_decision
 from sdc.records import CHIP_STATES
 from sdc.store.models import ChipRow, ProbeResultRow, VerdictRow
 
@@ -54,6 +57,8 @@ class ChipMetrics:
 def read_metrics(engine: Engine, statuses: Mapping[str, Sequence[ChipStatus]]) -> list[ChipMetrics]:
     chips = [c for host in sorted(statuses) for c in statuses[host]]
     ids = [c.chip_id for c in chips]
+    by_id = {c.chip_id: c for c in chips}
+    now = datetime.now(timezone.utc)
     r, v, c = ProbeResultRow.__table__, VerdictRow.__table__, ChipRow.__table__
     counts: dict[str, dict[str, int]] = {}
     last: dict[str, datetime] = {}
@@ -61,23 +66,34 @@ def read_metrics(engine: Engine, statuses: Mapping[str, Sequence[ChipStatus]]) -
     verdicts: dict[str, tuple[str, set]] = {}
     with engine.connect() as conn:
         models = dict(conn.execute(select(c.c.chip_id, c.c.model).where(c.c.chip_id.in_(ids))).all())
-        query = select(v.c.chip_id, v.c.analysis_id, v.c.kind, v.c.severity).where(v.c.chip_id.in_(ids))
-        for chip_id, analysis_id, kind, severity in conn.execute(query.order_by(v.c.created_at, v.c.verdict_id)):
-            if chip_id not in verdicts or verdicts[chip_id][0] != analysis_id:
-                verdicts[chip_id] = (analysis_id, set())
-            verdicts[chip_id][1].add((kind, severity))
+        query = select(v.c.chip_id, v.c.analysis_id, v.c.kind, v.c.severity, v.c.score, v.c.last_seen)
+        for chip_id, analysis_id, kind, severity, score, last_seen in conn.execute(
+            query.where(v.c.chip_id.in_(ids), text(IN_LATEST_ANALYSIS)).order_by(v.c.created_at, v.c.verdict_id)
+        ):
+            status = by_id[chip_id]
+            if not reaches_past_decision(status.state, status.since, _utc(last_seen), now):
+                continue  # weighed before the release: says nothing about the chip now
+            verdicts.setdefault(chip_id, (analysis_id, set()))[1].add((kind, severity))
+            if score is not None:
+                scores.setdefault(chip_id, {})[kind] = float(score)
         query = select(r.c.chip_id, r.c.status, func.count(), func.max(r.c.observed_at)).group_by(r.c.chip_id, r.c.status)
         for chip_id, status, n, at in conn.execute(query.where(r.c.chip_id.in_(ids))):
             counts.setdefault(chip_id, {})[status] = n
             last[chip_id] = max(last.get(chip_id, at), at)
-        query = select(v.c.chip_id, v.c.kind, v.c.score).where(v.c.chip_id.in_(ids), v.c.score.is_not(None))
-        for chip_id, kind, score in conn.execute(query.order_by(v.c.created_at, v.c.verdict_id)):
-            scores.setdefault(chip_id, {})[kind] = float(score)
     return [
         ChipMetrics(c, counts.get(c.chip_id, {}), last.get(c.chip_id), scores.get(c.chip_id, {}),
                     tuple(sorted(verdicts.get(c.chip_id, ("", set()))[1])), models.get(c.chip_id, ""))
         for c in chips
     ]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Aware UTC from the lightweight table clause (SQLite hands back naive UTC, or text)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(str(value))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 class _Collector:
@@ -93,10 +109,10 @@ class _Collector:
         state = GaugeMetricFamily("sdc_chip_state", "1 for the chip's current quarantine state, 0 otherwise", labels=L + ["state"])
         drains = GaugeMetricFamily("sdc_chip_drains", "1 if the chip takes its node out of service", labels=L)
         held = GaugeMetricFamily("sdc_chip_breaker_held", "1 if the chip is suspect because the circuit breaker held it back", labels=L)
-        verdict = GaugeMetricFamily("sdc_chip_verdict", "1 for each verdict of the latest analysis that judged the chip", labels=L + ["kind", "severity"])
+        verdict = GaugeMetricFamily("sdc_chip_verdict", "1 for each verdict of the fleet's latest analysis about the chip", labels=L + ["kind", "severity"])
         results = CounterMetricFamily("sdc_probe_results", "Probe results stored for the chip, by status", labels=L + ["status"])
         swept = GaugeMetricFamily("sdc_last_sweep_timestamp_seconds", "When the chip was last probed (Unix time)", labels=L)
-        score = GaugeMetricFamily("sdc_verdict_score", "Score of the chip's latest verdict of each kind", labels=L + ["kind"])
+        score = GaugeMetricFamily("sdc_verdict_score", "Score of the chip's verdict of each kind in the fleet's latest analysis", labels=L + ["kind"])
         for m in self.metrics:
             chip = m.status
             ids = [chip.host, chip.chip_id, chip.chip_id, str(chip.index), m.model, chip.host]

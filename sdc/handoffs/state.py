@@ -13,7 +13,8 @@ retired, not held back by the circuit breaker (those are suspect), not recorded 
 and still in the machine. A chip has left the machine when the host's latest complete sweep
 found another chip at its index (an RMA swap), or, for a retired chip, did not find it at all.
 The verdict shown is the one behind the chip's current state, else the worst (by severity,
-then kind) of the latest analysis that judged it: never a choice left to row order.
+then kind) of the chip's verdicts in the fleet's latest analysis (``sdc.quarantine.latest``;
+none when that analysis found nothing): never a choice left to row order.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 
+from sdc.quarantine.latest import IN_LATEST_ANALYSIS
 from sdc.quarantine.states import (
     DRAIN_STATES,
     FAULT_STATES,
@@ -79,8 +81,9 @@ class _EventRow(NamedTuple):
 
 
 def _latest_verdicts(verdicts: Iterable) -> dict[str, tuple]:
-    """Per chip, the worst (kind, severity, score) of the latest analysis that judged it, from
-    rows (chip, analysis, kind, severity, score) oldest first."""
+    """Per chip, the worst (kind, severity, score) of the newest analysis among the rows
+    (chip, analysis, kind, severity, score) oldest first; the readers give only the fleet's
+    latest analysis."""
     latest: dict[str, tuple[str, list]] = {}
     for chip_id, analysis_id, kind, severity, score in verdicts:
         held = latest.get(chip_id)
@@ -163,7 +166,11 @@ def node_statuses(engine: Engine, hosts: Iterable[str] | None = None) -> dict[st
     )
     v = table("verdicts", column("chip_id"), column("analysis_id"), column("kind"), column("severity"), column("score"),
               column("created_at"), column("verdict_id"))
-    verdict_query = select(v.c.chip_id, v.c.analysis_id, v.c.kind, v.c.severity, v.c.score).order_by(v.c.created_at, v.c.verdict_id)
+    verdict_query = (
+        select(v.c.chip_id, v.c.analysis_id, v.c.kind, v.c.severity, v.c.score)
+        .where(text(IN_LATEST_ANALYSIS))
+        .order_by(v.c.created_at, v.c.verdict_id)
+    )
     sweep_query = text(LATEST_SWEEP_SQL.format(hosts=""))
     with engine.connect() as conn:
         if wanted is not None:
@@ -197,13 +204,13 @@ def _sqlite_statuses(path: str, wanted: list[str] | None) -> dict[str, list[Chip
         # In the store's own order (migration 0002_qseq), never by the events' clocks.
         event_sql = "SELECT e.chip_id, e.to_state, e.at, e.details FROM quarantine_events e LEFT JOIN quarantine_sequence s ON s.event_id = e.event_id"
         event_order = "ORDER BY s.seq IS NULL, s.seq, e.at, e.event_id"
-        verdict_sql = "SELECT chip_id, analysis_id, kind, severity, score FROM verdicts"
+        verdict_sql = f"SELECT chip_id, analysis_id, kind, severity, score FROM verdicts WHERE {IN_LATEST_ANALYSIS}"
         if wanted is not None:
             chips = conn.execute(f"{chip_sql} WHERE host IN ({','.join('?' * len(wanted))}) ORDER BY host, \"index\", chip_id", wanted).fetchall()
             ids = [row[0] for row in chips]
             marks = ",".join("?" * len(ids))
             events = conn.execute(f"{event_sql} WHERE e.chip_id IN ({marks}) {event_order}", ids).fetchall()
-            verdicts = conn.execute(f"{verdict_sql} WHERE chip_id IN ({marks}) ORDER BY created_at, verdict_id", ids).fetchall()
+            verdicts = conn.execute(f"{verdict_sql} AND chip_id IN ({marks}) ORDER BY created_at, verdict_id", ids).fetchall()
             hosts_sql = f"AND host IN ({','.join('?' * len(wanted))})"
             swept = conn.execute(LATEST_SWEEP_SQL.format(hosts=hosts_sql), wanted).fetchall()
         else:

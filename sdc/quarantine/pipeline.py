@@ -3,8 +3,9 @@
 
 It sits above both the analysis and the quarantine policy, so it lives here: it takes the
 analysis lock, gets verdicts from ``sdc.analysis.pipeline``, applies the pure policy
-(``policy``, ``breaker``) to the chips' current states, and stores what they return
-(nothing on a dry run).
+(``policy``, ``breaker``) to the chips' current states, and stores what they return and a
+row for the run itself in ``analyses`` (nothing on a dry run): the run that found nothing is
+what tells readers an older verdict is no longer current (``sdc.quarantine.latest``).
 """
 
 from __future__ import annotations
@@ -121,9 +122,29 @@ def _analyze(store, settings: Settings, since: datetime | None, dry_run: bool) -
     for e in outcome.events:
         states[e.chip_id] = e.to_state
     report.states = states
-    if not dry_run and (report.verdicts or report.transitions):
-        store.deliver([*report.verdicts, *report.transitions])
+    if not dry_run:
+        if report.verdicts or report.transitions:
+            store.deliver([*report.verdicts, *report.transitions])
+        _record_run(engine, report)
     return report
+
+
+def _record_run(engine, report: AnalysisReport) -> None:
+    """Store the run after its verdicts, so it never names an analysis whose verdicts are missing.
+
+    The analysis holds the store's lock, so the database was reachable a moment ago; if the
+    verdicts went to the outbox all the same, this insert fails like they did and the error
+    reaches the operator (exit 2), and the replayed verdicts are then the latest run.
+    """
+    from sdc.store.models import AnalysisRow
+
+    with engine.begin() as conn:
+        conn.execute(
+            AnalysisRow.__table__.insert().values(
+                analysis_id=report.analysis_id, created_at=report.created_at, chips=report.chips,
+                results=report.results, verdicts=len(report.verdicts), breaker_tripped=report.breaker_tripped,
+            )
+        )
 
 
 def _sweeps_since(ev: Evidence, since_at: dict[str, datetime]):

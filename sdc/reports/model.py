@@ -75,6 +75,7 @@ class Provenance:
     dry_run: bool
     verdict_id: str | None = None
     held_by_breaker: bool = False  # suspect because the circuit breaker held a quarantine back
+    replaced: bool = False  # retired with ``sdc quarantine replace``: the card has left the machine
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class ChipReport:
 
     @property
     def flagged(self) -> bool:
+        if self.provenance and self.provenance.replaced and not self.provenance.dry_run:
+            return False  # physically gone (an RMA): nothing left to act on, nothing to hold
         return self.state in FAULT_STATES or self.proposed_state in FAULT_STATES or bool(self.verdicts)
 
 

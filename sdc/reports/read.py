@@ -15,11 +15,12 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Iterable
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
-from sdc.quarantine.states import current_states, is_breaker_hold, is_dry_run
+from sdc.quarantine.latest import LATEST_ANALYSIS_SQL, reaches_past_decision
+from sdc.quarantine.states import current_states, is_breaker_hold, is_dry_run, is_replaced
 from sdc.records import utcnow
-from sdc.reports.actions import recommend
+from sdc.reports.actions import Action, recommend
 from sdc.reports.model import (
     CaseEvidence,
     ChipReport,
@@ -49,7 +50,9 @@ def latest_events(engine: Engine) -> tuple[dict[str, Provenance], dict[str, Prov
     events = quarantine_events(engine)
 
     def provenance(e, is_dry: bool) -> Provenance:
-        return Provenance(e.actor, e.at, e.from_state, e.to_state, e.reason, is_dry, e.verdict_id, is_breaker_hold(e.details))
+        return Provenance(
+            e.actor, e.at, e.from_state, e.to_state, e.reason, is_dry, e.verdict_id, is_breaker_hold(e.details), is_replaced(e.details)
+        )
 
     applied = {chip: provenance(s.event, False) for chip, s in current_states(events).items()}
     dry = {e.chip_id: provenance(e, True) for e in events if is_dry_run(e.details)}
@@ -57,8 +60,9 @@ def latest_events(engine: Engine) -> tuple[dict[str, Provenance], dict[str, Prov
 
 
 def _latest_verdicts(engine: Engine, chip_ids: Iterable[str] | None = None) -> dict[str, list[VerdictView]]:
-    """Per chip, its verdicts of the fleet's latest analysis (the newest one that stored any
-    verdict): a verdict an older analysis gave and the latest did not repeat no longer counts."""
+    """Per chip, its verdicts of the fleet's latest analysis (``sdc.quarantine.latest``, also
+    one that found nothing): a verdict an older analysis gave and the latest did not repeat no
+    longer counts."""
     t = VerdictRow.__table__
     query = select(
         t.c.chip_id, t.c.verdict_id, t.c.analysis_id, t.c.kind, t.c.severity, t.c.summary, t.c.k, t.c.n,
@@ -68,16 +72,12 @@ def _latest_verdicts(engine: Engine, chip_ids: Iterable[str] | None = None) -> d
         query = query.where(t.c.chip_id.in_(list(chip_ids)))
     by_chip: dict[str, list[VerdictView]] = defaultdict(list)
     with engine.connect() as conn:
-        latest = conn.execute(select(t.c.analysis_id).order_by(t.c.created_at.desc(), t.c.analysis_id.desc()).limit(1)).scalar()
+        latest = conn.execute(text(LATEST_ANALYSIS_SQL)).scalar()
         if latest is None:
             return {}
         query = query.where(t.c.analysis_id == latest)
         for row in conn.execute(query):
-            chip_id, view = row[0], VerdictView(*row[1:])
-            current = by_chip[chip_id]
-            if current and current[-1].analysis_id != view.analysis_id:
-                current.clear()  # a newer analysis supersedes the older one's verdicts
-            current.append(view)
+            by_chip[row[0]].append(VerdictView(*row[1:]))
     return dict(by_chip)
 
 
@@ -201,6 +201,7 @@ def _last_sweep(engine: Engine) -> datetime | None:
 
 def build_report(engine: Engine, source: str = "", now: datetime | None = None, hosts: Iterable[str] | None = None) -> FleetReport:
     """Read the store and assemble the report (for ``hosts`` only, if given)."""
+    generated_at = now or utcnow()
     identities = _identities(engine)
     applied, dry = latest_events(engine)
     verdicts = _latest_verdicts(engine)
@@ -219,10 +220,14 @@ def build_report(engine: Engine, source: str = "", now: datetime | None = None, 
         if proposal and event and proposal.at < event.at:
             proposal = None  # an applied transition came after the dry run
         views = tuple(verdicts.get(chip_id, ()))
+        # After a release only verdicts on newer evidence flag the chip (and make the report exit 1).
+        views = tuple(v for v in views if reaches_past_decision(state, event.at if event else None, v.last_seen, generated_at))
         proposed = bool(proposal) and state in ("healthy", "released")
         action = recommend(
             chip_id, ident.host, ident.index, ident.vendor, proposal.to_state if proposed else state, [v.severity for v in views]
         )
+        if event and event.replaced:
+            action = Action("none", "replaced: the chip has left the machine")
         if proposed and action.kind != "none":
             action = replace(action, why=f"if the dry run is applied: {action.why}")
         report = ChipReport(
@@ -238,7 +243,7 @@ def build_report(engine: Engine, source: str = "", now: datetime | None = None, 
         chips.append(report)
     from sdc.reports.precision import read_precision
 
-    return FleetReport(generated_at=now or utcnow(), source=source, chips=tuple(chips), last_sweep_at=_last_sweep(engine),
+    return FleetReport(generated_at=generated_at, source=source, chips=tuple(chips), last_sweep_at=_last_sweep(engine),
                        precision=read_precision(engine))
 
 

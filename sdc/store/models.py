@@ -14,6 +14,7 @@ from typing import Any, Optional
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -183,6 +184,23 @@ class QuarantineSequenceRow(Base):
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AnalysisRow(Base):
+    """One stored analysis run (migration 0003_analyses), written by ``sdc analyze`` whether or
+    not it found anything: "latest" in reports and hand-offs means the newest of these, so a
+    verdict the latest analysis did not repeat no longer counts. Not a record kind: it stays
+    in the store that ran the analysis (verdicts ingested from elsewhere carry their own
+    ``analysis_id`` and ``created_at``, which readers also consider)."""
+
+    __tablename__ = "analyses"
+
+    analysis_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    chips: Mapped[int] = mapped_column(Integer)
+    results: Mapped[int] = mapped_column(Integer)
+    verdicts: Mapped[int] = mapped_column(Integer)
+    breaker_tripped: Mapped[bool] = mapped_column(Boolean)
 
 
 ROW_TYPES = {

@@ -3,6 +3,7 @@ its node go, hostile ids already in the store are harmless in every line, reason
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from datetime import timedelta
@@ -195,3 +196,68 @@ def test_the_store_order_decides_the_state_not_a_wrong_clock(store):
     # Re-ingesting the 2099 event is a no-op: it does not move to the end of the order.
     store.write([future])
     assert check(store, "node00")[0] == 1
+
+
+def test_hostile_host_names_never_reach_sinfo_nor_the_terminal(store, tmp_path):
+    """A host with ESC, a newline or a leading ``-`` is left alone: it is not even asked about
+    (``sinfo --nodes=...``), and an error from sinfo reaches the terminal as one clean line."""
+    hosts = ["h\x1b[31most", "h\nost", "-oProxyCommand=x", "n1"]
+    store.write([fleet.chip(h, 0, chip_id=f"GPU-host{i}") for i, h in enumerate(hosts)])
+    store.write([ev(f"GPU-host{i}", "quarantined", kind="wrong", severity="critical") for i in range(len(hosts))])
+    bin_dir, log = tmp_path / "bin", tmp_path / "sinfo.args"
+    bin_dir.mkdir()
+    sinfo = bin_dir / "sinfo"
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    export = [str(_sdc_bin()), "--db", store.url, "export", "slurm"]
+
+    sinfo.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {log}\nprintf 'n1|idle|none\\n'\n")
+    sinfo.chmod(0o755)
+    plan = subprocess.run(export, capture_output=True, text=True, env=env, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    asked = log.read_text()
+    assert "--nodes=n1\n" in asked and "ost" not in asked and "ProxyCommand" not in asked
+    assert "scontrol update NodeName=n1 State=DRAIN" in plan.stdout
+    assert plan.stdout.count("left alone: the host name has characters outside the safe set") == 3
+    assert "\x1b" not in plan.stdout and "-oProxy" not in plan.stdout
+
+    # sinfo fails and echoes back what it was given, control characters and all.
+    sinfo.write_text("#!/bin/sh\nprintf 'sinfo: error: bad \\033[31mnode\\007 %s\\n' \"$*\" >&2\nexit 1\n")
+    failed = subprocess.run(export, capture_output=True, text=True, env=env, timeout=120)
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("sdc: ") and failed.stderr.count("\n") == 1, failed.stderr
+    assert "\x1b" not in failed.stderr and "\x07" not in failed.stderr
+
+
+def test_a_replaced_chip_neither_warns_nor_flags_the_report(store):
+    """After ``sdc quarantine replace`` (the card is physically gone) the node's check is OK
+    and the report has nothing left to act on: exit 0 for both, for good."""
+    store.write(fleet.fleet_records(hosts=1))
+    chip = "GPU-node00-02"
+    store.write([ev(chip, "quarantined", kind="wrong", severity="critical")])
+    run = CliRunner()
+    assert check(store, "node00")[0] == 1
+    replaced = run.invoke(cli, ["--db", store.url, "quarantine", "replace", chip, "--by", "alice", "--reason", "RMA 4711"])
+    assert replaced.exit_code == 0, replaced.output
+    for fmt, word in (("text", "OK: "), ("nhc", "OK: sdc: ")):
+        code, line = check(store, "node00", "--format", fmt)
+        assert (code, line) == (0, f"{word}3 chips healthy on node00"), line
+    assert check(store, "node00", "--format", "npd") == (0, "3 chips healthy on node00")
+    report = run.invoke(cli, ["--db", store.url, "report", "--format", "json"])
+    assert report.exit_code == 0, report.output
+    card = next(c for c in json.loads(report.output)["chips"] if c["chip_id"] == chip)
+    assert card["state"] == "retired" and card["provenance"]["replaced"] and card["action"]["kind"] == "none"
+    assert run.invoke(cli, ["--db", store.url, "report"]).exit_code == 0
+
+
+def test_hostile_ids_reach_no_terminal_raw_in_markdown_html_or_json(hostile_store):
+    """``sdc report --format markdown|html|json`` print to stdout like the table does: ESC and
+    BEL from a chip id never reach the terminal raw (nor the ticket or page they are pasted in)."""
+    store, ids, marker, host = hostile_store
+    runner = CliRunner()
+    for args in (["report", "--format", "markdown"], ["report", "--format", "html"], ["report", "--format", "json"],
+                 ["--json", "quarantine", "list"], ["status"]):
+        result = runner.invoke(cli, ["--db", store.url, *args])
+        assert result.exit_code in (0, 1), (args, result.output)
+        assert "\x1b" not in result.output and "\x07" not in result.output, args
+    page = runner.invoke(cli, ["--db", store.url, "report", "--format", "markdown"]).output
+    assert "GPU-?\\]0;pwned?" in page  # still recognisable: controls shown as ?, markdown escaped
