@@ -101,7 +101,8 @@ class RecordError(ValueError):
 # Chip ids and host names end up in shell commands, NHC and Slurm lines and Kubernetes
 # names: only these characters are taken (README "Records", docs/schema).
 SAFE_ID_CHARACTERS = "A-Z a-z 0-9 . _ - : @ + ="
-SAFE_ID_PATTERN = r"^[A-Za-z0-9._:@+=-]+$"
+# No leading "-": an id becomes an argument of the commands sdc prints and would read as an option.
+SAFE_ID_PATTERN = r"^[A-Za-z0-9._:@+=][A-Za-z0-9._:@+=-]*$"
 # Control characters (C0, DEL, C1) are never part of an id, a name or a digest; free text
 # (a message, a summary, a reason) may hold tab and newline. Enforced by validation, which
 # skips the search where the JSON text cannot hold one (see validation.check_record).

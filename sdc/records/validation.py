@@ -184,6 +184,11 @@ def _check_text(name: str, value: str, limit: int | None) -> None:
     base = name.partition("[")[0].partition(".")[0].partition(" ")[0]
     if base in SAFE_ID_FIELDS:
         bad = next((c for c in value if not _SAFE_ID(c)), None)
+        if bad is None and value.startswith("-"):
+            raise RecordError(
+                f"field '{name}' starts with '-', which would read as an option in the commands sdc prints "
+                "(see README, Records)"
+            )
         if bad is None:
             raise RecordError(f"field '{name}' is empty")
         raise RecordError(
