@@ -12,7 +12,7 @@ def test_healthy_job_reports_only_ok(jobs):
     run = jobs["healthy"]
     assert run.events, "checks must become events"
     assert {e.diagnosis for e in run.events} == {"ok"}
-    assert {e.kind for e in run.events} == {"grad_check", "param_check"}
+    assert {e.kind for e in run.events} == {"grad_check", "param_check", "audit"}
     assert len({e.rank for e in run.events}) == 4
     for rank in run.ranks:
         assert all(v["ok"] for v in rank["verdicts"])
