@@ -43,6 +43,7 @@ for command in (
     "quarantine=sdc.cli.analysis:quarantine_group",
     "status=sdc.cli.analysis:status_command",
     "simulate=sdc.cli.analysis:simulate_command",
+    "checkpoint=sdc.cli.checkpoint:checkpoint_group",
 ):
     cli.add(command)
 

@@ -88,6 +88,24 @@ def deterministic_kernels() -> Iterator[list]:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
+@contextmanager
+def without_dropout(model: torch.nn.Module | None) -> Iterator[None]:
+    """Dropout off for the audit: a dropped element would hide a corrupted one from it.
+
+    Only dropout modules are switched to eval mode (BatchNorm keeps using batch statistics,
+    as in the step), and each module's mode is put back afterwards.
+    """
+    dropouts = [m for m in (model.modules() if model is not None else ()) if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    modes = [m.training for m in dropouts]
+    for m in dropouts:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, mode in zip(dropouts, modes):
+            m.training = mode
+
+
 class Auditor:
     """Runs recompute audits over the group; every rank calls ``run`` at the same steps.
 
@@ -98,8 +116,9 @@ class Auditor:
         samples: rows of the owner's batch the audit recomputes.
     """
 
-    def __init__(self, comm: Collectives, replayer: Replayer, peers: Peers, samples: int):
+    def __init__(self, comm: Collectives, replayer: Replayer, peers: Peers, samples: int, model: torch.nn.Module | None = None):
         self.comm, self.replayer, self.peers, self.samples = comm, replayer, peers, samples
+        self.model = model
         self.audits = 0
 
     @property
@@ -117,7 +136,7 @@ class Auditor:
         saved = capture_rng(device)
         try:
             torch.manual_seed(audit_seed(step))
-            with deterministic_kernels() as caught:
+            with deterministic_kernels() as caught, without_dropout(self.model):
                 with buffers_kept(replayer.buffers), torch.enable_grad():
                     loss = replayer.replay_fn(to_device(batch, device))
                     grads = torch.autograd.grad(loss, list(params), allow_unused=True)

@@ -128,7 +128,7 @@ class ReplicaSentinel:
                                  host=self.host, chip_id=self.chip_id, action=self.config.action,
                                  record_ok=self.config.record_ok)
         self.replayer = Replayer(self.comm, params, self.names, self.peers, replay_fn, buffers=list(model.buffers()))
-        self.auditor = Auditor(self.comm, self.replayer, self.peers, self.config.audit_samples)
+        self.auditor = Auditor(self.comm, self.replayer, self.peers, self.config.audit_samples, model)
         self.loss_tracker = LossTracker(self.config.loss_spike_factor, self.config.warmup_steps, self.config.loss_window)
         self.last_verified_step: int | None = None
         self.step = -1

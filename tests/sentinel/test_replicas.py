@@ -109,3 +109,15 @@ def test_hsdp_compares_only_within_the_replicate_dimension(jobs):
     found = [e for e in run.events if e.step == 15 and e.kind == "param_check" and e.diagnosis == "unattributed"]
     assert {e.rank for e in found} == {0, 2}
     assert all(e.details["disagreeing_params"] == ["0.weight"] for e in found)
+
+
+def test_a_replay_failing_on_one_rank_does_not_hang_its_peer(jobs):
+    """Rank 1's replay of the reduction raises at step 15; rank 0 replays fine. Every rank
+    still enters the recomputed all-reduces, so the job finishes and nobody is blamed."""
+    run = jobs["replay_failure"]
+    for rank in range(2):
+        assert len(run.ranks[rank]["verdicts"]) == 50
+        assert run.verdict(rank, 15)["diagnosis"] == "unattributed"
+        assert run.verdict(rank, 15)["suspects"] == []
+    replays = [e for e in run.events if e.step == 15 and e.kind == "replay"]
+    assert replays and {e.diagnosis for e in replays} == {"unattributed"}

@@ -29,6 +29,7 @@ SCENARIOS = {
     "replicas": dict(grad_every=1, param_every=5, local_every=1, action="resync", optimizer_state=True),
     "local": dict(grad_every=1, param_every=5, local_every=1, flags_every=1, action="skip_step", warmup_steps=5),
     "two_ranks": dict(grad_every=1, param_every=5, local_every=1, action="skip_step"),
+    "replay_failure": dict(grad_every=1, param_every=5, local_every=1, action="skip_step"),
     "error": dict(grad_every=1, param_every=5, local_every=1, action="log"),
     "hsdp": dict(grad_every=1, param_every=5, local_every=0, action="log"),
 }
@@ -96,7 +97,7 @@ def run_scenario(scenario: str, steps: int, args: argparse.Namespace) -> dict | 
     if scenario == "hsdp":
         return run_hsdp(steps, args)
     group = None
-    if scenario == "two_ranks":
+    if scenario in ("two_ranks", "replay_failure"):
         group = dist.new_group([0, 1])  # every rank must create it, only 0 and 1 train
         if rank > 1:
             return None
@@ -127,6 +128,18 @@ def run_scenario(scenario: str, steps: int, args: argparse.Namespace) -> dict | 
             return real()
 
         sentinel._grad_fingerprints = broken
+
+    if scenario == "replay_failure" and rank == 1:
+        # The replay of the reduction fails on one rank only: its peer still waits in the
+        # recomputed all-reduces, which the failing rank must enter too.
+        working = sentinel.replay_fn
+
+        def failing(batch):
+            if sentinel.step == 15:
+                raise RuntimeError("planted replay failure")
+            return working(batch)
+
+        sentinel.replay_fn = failing
 
     backward_fault = {"armed": False}
 
@@ -160,7 +173,7 @@ def run_scenario(scenario: str, steps: int, args: argparse.Namespace) -> dict | 
         loss.backward()
         if scenario == "replicas" and rank == 2 and step == 20:
             flip_grad(ddp, "3.weight", flat_index=7, bit=22)
-        if scenario == "two_ranks" and rank == 1 and step == 15:
+        if scenario in ("two_ranks", "replay_failure") and rank == 1 and step == 15:
             flip_grad(ddp, "0.weight", flat_index=3, bit=21)
         sentinel.on_grads_ready()
         persistent.disarm()
