@@ -36,6 +36,7 @@ from sdc.sentinel.checks import ANOMALY_FLAGS, FLAG_NONFINITE_GRAD, flag_names
 from sdc.sentinel.comm import Collectives
 from sdc.sentinel.config import EXIT_RERUN_ELSEWHERE, EXIT_VALIDATION_FAILED, SentinelConfig, due
 from sdc.sentinel.events import EventSink, store_deliver
+from sdc.sentinel.gemm_check import GemmChecks
 from sdc.sentinel.identity import Peers, chip_id_for, default_job_id, model_device
 from sdc.sentinel.losses import LossTracker
 from sdc.sentinel.replayer import Replayer, ReplayFn, capture_rng
@@ -136,8 +137,9 @@ class ReplicaSentinel:
         self.closed = False
         # Set by adapters (attach_ddp) that need local gradients seen before their reduction.
         self.local_tap: LocalGradTap | None = None
-        # Set by the adapters or the user (sdc.sentinel.gemm_check.attach_gemm_checks).
-        self.gemm_checks: Any = None
+        # Sampled GEMM checksums on rotating nn.Linear layers (gemm_check_every=0 turns them off).
+        self.gemm_checks: GemmChecks | None = (
+            GemmChecks(model, self.config.gemm_check_every, self.config.gemm_check_layers) if self.config.gemm_check_every else None)
         self.certifier: Any = None
         self._pending_losses: list[tuple[int, torch.Tensor]] = []
         self._reset_step()

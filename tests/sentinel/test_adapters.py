@@ -92,3 +92,79 @@ def test_hf_trainer_callback(tmp_path, fault_step):
     else:
         assert diagnoses[fault_step] == "transient", diagnoses
         assert {d for s, d in diagnoses.items() if s != fault_step} == {"ok"}
+
+
+def _replays_exactly(sentinel) -> bool:
+    """Does the adapter's replay recompute this step's loss bit for bit?"""
+    from sdc.sentinel.replayer import loss_fingerprint, rng_state
+
+    with rng_state(sentinel.state.rng), torch.enable_grad():
+        again = sentinel.replay_fn(sentinel.state.batch)
+    return loss_fingerprint(again) == loss_fingerprint(sentinel.state.loss)
+
+
+def test_hf_replay_recomputes_the_trainers_loss_exactly(tmp_path):
+    """The Trainer normalises a causal-LM loss by the batch's token count (unshifted labels);
+    ``model(**batch).loss`` averages over shifted tokens instead, so a replay that way differs
+    at every step and every anomaly would read as 'transient'."""
+    transformers = pytest.importorskip("transformers")
+    from sdc.sentinel.adapters.hf import SentinelTrainer, SentinelTrainerCallback
+
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=16))
+    g = torch.Generator().manual_seed(1)
+    rows = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (24, 12), generator=g)]
+    callback = SentinelTrainerCallback(_config(tmp_path))
+    seen = {"exact": [], "naive": []}
+
+    class Probe(transformers.TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            sentinel = callback.sentinel
+            seen["exact"].append(_replays_exactly(sentinel))
+            naive = model(**{k: v for k, v in sentinel.state.batch.items()}).loss
+            seen["naive"].append(bool(torch.equal(naive.detach(), sentinel.state.loss)))
+
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "hf"), max_steps=5, per_device_train_batch_size=4,
+                                          report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True,
+                                          learning_rate=1e-3, disable_tqdm=True)
+    SentinelTrainer(model=model, args=args, train_dataset=rows, sentinel_callback=callback, callbacks=[Probe()]).train()
+    assert seen["exact"] == [True] * 5
+    assert seen["naive"] == [False] * 5  # what the old replay computed
+
+
+def test_lightning_gradient_accumulation_one_check_per_optimizer_step(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch") if _has("lightning") else pytest.importorskip("pytorch_lightning")
+    from sdc.sentinel.adapters.lightning import SentinelCallback
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.mse_loss(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    exact = []
+
+    class Probe(pl.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            exact.append(_replays_exactly(callback.sentinel))
+
+    torch.manual_seed(0)
+    x = torch.randn(96, 8)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4)
+    callback = SentinelCallback(_config(tmp_path))
+    trainer = pl.Trainer(max_steps=10, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
+                         accumulate_grad_batches=2)
+    trainer.callbacks.extend([Probe(), callback])
+    trainer.fit(Tiny(), data)
+    assert [v.step for v in callback.verdicts] == list(range(10))  # one verdict per optimizer step
+    assert all(v.ok for v in callback.verdicts)
+    # Param checks at every other step (param_every=2), once each.
+    assert [v.checks.count("params") for v in callback.verdicts] == [1, 0] * 5
+    assert exact == [True] * 10  # the replay is scaled like the step (loss / accumulate_grad_batches)

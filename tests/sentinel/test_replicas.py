@@ -121,3 +121,17 @@ def test_a_replay_failing_on_one_rank_does_not_hang_its_peer(jobs):
         assert run.verdict(rank, 15)["suspects"] == []
     replays = [e for e in run.events if e.step == 15 and e.kind == "replay"]
     assert replays and {e.diagnosis for e in replays} == {"unattributed"}
+
+
+def test_one_upset_left_unrepaired_is_one_incident(jobs):
+    """action=log: rank 2's received gradient is flipped at step 20 and never repaired, so its
+    parameters stay diverged; every later parameter check still says so in its verdict, but
+    the store gets one incident, not one per check."""
+    run = jobs["log_once"]
+    for rank in range(4):
+        bad = run.not_ok_steps(rank)
+        assert min(bad) == 20 and {25, 30, 45} <= set(bad)
+        assert all([s["rank"] for s in v["suspects"]] == [2] for v in bad.values())
+    incidents = [e for e in run.events if e.diagnosis != "ok"]
+    assert {(e.step, e.kind) for e in incidents} == {(20, "grad_check")}
+    assert len(incidents) == 4  # one event per reporting rank

@@ -31,6 +31,7 @@ SCENARIOS = {
     "two_ranks": dict(grad_every=1, param_every=5, local_every=1, action="skip_step"),
     "replay_failure": dict(grad_every=1, param_every=5, local_every=1, action="skip_step"),
     "error": dict(grad_every=1, param_every=5, local_every=1, action="log"),
+    "log_once": dict(grad_every=1, param_every=5, local_every=1, action="log"),
     "hsdp": dict(grad_every=1, param_every=5, local_every=0, action="log"),
 }
 
@@ -171,7 +172,7 @@ def run_scenario(scenario: str, steps: int, args: argparse.Namespace) -> dict | 
         loss = loss_fn(ddp, batch)
         sentinel.on_loss(loss)
         loss.backward()
-        if scenario == "replicas" and rank == 2 and step == 20:
+        if scenario in ("replicas", "log_once") and rank == 2 and step == 20:
             flip_grad(ddp, "3.weight", flat_index=7, bit=22)
         if scenario in ("two_ranks", "replay_failure") and rank == 1 and step == 15:
             flip_grad(ddp, "0.weight", flat_index=3, bit=21)
