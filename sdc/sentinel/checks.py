@@ -5,6 +5,7 @@ stand out from the others'. Pure: values in, values out."""
 from __future__ import annotations
 
 import math
+import struct
 from typing import Sequence
 
 FLAG_NONFINITE_LOSS, FLAG_LOSS_SPIKE, FLAG_NONFINITE_GRAD = 1, 2, 4
@@ -39,3 +40,12 @@ def norm_outliers(norms: Sequence[float], ratio: float) -> list[int]:
         return bad  # most ranks saw no gradient: a ratio means nothing
     odd = {i for i, n in enumerate(norms) if math.isfinite(n) and (n > ratio * middle or n * ratio < middle)}
     return sorted(set(bad) | odd)
+
+
+def float_bits(value: float) -> int:
+    """A float64 as the int64 with the same bits: MAX over these is MAX over non-negative floats."""
+    return struct.unpack("<q", struct.pack("<d", value))[0]
+
+
+def bits_float(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<q", bits))[0]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import struct
 import weakref
 from typing import Any, Callable, Sequence
 
@@ -32,13 +31,20 @@ from sdc.digest import combine_sums, plan_buckets, squared_norm, tensor_sums, wo
 from sdc.node import devices
 from sdc.records import JobEvent
 from sdc.sentinel.audit import Auditor
-from sdc.sentinel.checks import ANOMALY_FLAGS, FLAG_NONFINITE_GRAD, flag_names
+from sdc.sentinel.checks import (
+    ANOMALY_FLAGS,
+    FLAG_NONFINITE_GRAD,
+    bits_float,
+    flag_names,
+    float_bits,
+)
 from sdc.sentinel.comm import Collectives
 from sdc.sentinel.config import EXIT_RERUN_ELSEWHERE, EXIT_VALIDATION_FAILED, SentinelConfig, due
 from sdc.sentinel.events import EventSink, store_deliver
 from sdc.sentinel.gemm_check import GemmChecks
 from sdc.sentinel.identity import Peers, chip_id_for, default_job_id, model_device
-from sdc.sentinel.losses import LossTracker
+from sdc.sentinel.losses import LossTracker, PendingLosses
+from sdc.sentinel.repair import optimizer_tensors, resync, skip_update
 from sdc.sentinel.replayer import Replayer, ReplayFn, capture_rng
 from sdc.sentinel.reporting import Reporter
 from sdc.sentinel.state import StepState
@@ -47,25 +53,12 @@ from sdc.sentinel.vote import Finding, StepVerdict, majority_vote, step_verdict
 
 log = logging.getLogger(__name__)
 
-# Losses kept on the device between reads (see ``on_loss``): bounds the delay of a local-only
-# report when nothing else makes the sentinel read them.
-MAX_PENDING_LOSSES = 64
-
-
 class SentinelAbort(SystemExit):
     """Raised with action='raise': exit code 16 (rerun elsewhere to disambiguate) or 17 (validation failed)."""
 
     def __init__(self, code: int, verdict: StepVerdict):
         super().__init__(code)
         self.verdict = verdict
-
-
-def _float_bits(value: float) -> int:
-    return struct.unpack("<q", struct.pack("<d", value))[0]
-
-
-def _bits_float(bits: int) -> float:
-    return struct.unpack("<d", struct.pack("<q", bits))[0]
 
 
 def _close_at_exit(ref: "weakref.ref[ReplicaSentinel]") -> None:
@@ -131,6 +124,7 @@ class ReplicaSentinel:
         self.replayer = Replayer(self.comm, params, self.names, self.peers, replay_fn, buffers=list(model.buffers()))
         self.auditor = Auditor(self.comm, self.replayer, self.peers, self.config.audit_samples, model)
         self.loss_tracker = LossTracker(self.config.loss_spike_factor, self.config.warmup_steps, self.config.loss_window)
+        self.losses = PendingLosses(self.loss_tracker)
         self.last_verified_step: int | None = None
         self.step = -1
         self.errors = 0
@@ -141,7 +135,6 @@ class ReplicaSentinel:
         self.gemm_checks: GemmChecks | None = (
             GemmChecks(model, self.config.gemm_check_every, self.config.gemm_check_layers) if self.config.gemm_check_every else None)
         self.certifier: Any = None
-        self._pending_losses: list[tuple[int, torch.Tensor]] = []
         self._reset_step()
         # Events still queued when the interpreter exits are delivered (recipes without close()).
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -187,39 +180,35 @@ class ReplicaSentinel:
     def on_loss(self, loss: torch.Tensor) -> None:
         """Local checks before the reduction: non-finite loss, loss spike.
 
-        The loss stays on its device: reading it costs an accelerator a host sync, so the
-        values of all steps since the last read are read together, at the next step that
-        exchanges flags or every ``MAX_PENDING_LOSSES`` steps.
+        The loss stays on its device: reading it costs an accelerator a host sync. On
+        ``flags_every`` steps its flags are computed on the device and all-reduced
+        asynchronously; the values are read together at the next check step (or after
+        ``MAX_PENDING_LOSSES`` steps), when the tracker learns them.
         """
+        flags = due(self.config.flags_every, self.step)
         try:
             self.state.loss = loss.detach()
-            self._pending_losses.append((self.step, self.state.loss))
-            if due(self.config.flags_every, self.step) or len(self._pending_losses) >= MAX_PENDING_LOSSES:
+            self.losses.add(self.step, self.state.loss)
+            if self.losses.full:
                 self._read_losses()
+            if flags:
+                self._device_flags = self.losses.device_flags(self.state.loss)
         except Exception as exc:
             self._local_error("on_loss", exc)
         finally:
-            if due(self.config.flags_every, self.step):
+            if flags:
                 self._launch_flags()
 
     def _read_losses(self) -> None:
-        """Run the loss tracker over the pending losses, in step order, with one host sync.
-
-        The current step's anomaly becomes this step's flags; an earlier step's was seen on
-        this rank alone, too late to bring the other ranks to a replay, so it is recorded.
-        """
-        if not self._pending_losses:
-            return
-        pending, self._pending_losses = self._pending_losses, []
-        values = torch.stack([loss.reshape(()).float() for _, loss in pending]).tolist()
-        for (step, _), value in zip(pending, values):
-            anomaly = self.loss_tracker.check(value)
-            if step == self.step:
-                self.state.loss_value = value
-                if anomaly:
-                    self.state.flags |= ANOMALY_FLAGS[anomaly]
-            elif anomaly:
-                self._local_only(step, [anomaly], value)
+        """The current step's anomaly becomes this step's flags; an earlier step's was seen on
+        this rank alone, too late to bring the other ranks to a replay, so it is recorded."""
+        for reading in self.losses.read():
+            if reading.step == self.step:
+                self.state.loss_value = reading.value
+                if reading.anomaly:
+                    self.state.flags |= ANOMALY_FLAGS[reading.anomaly]
+            elif reading.anomaly and not due(self.config.flags_every, reading.step):
+                self._local_only(reading.step, [reading.anomaly], reading.value)  # flagged steps were exchanged then
 
     def _local_only(self, step: int, reasons: list[str], loss: float | None) -> None:
         # Seen on this rank only: no collective, no replay, no action (a lone skip or raise
@@ -230,7 +219,11 @@ class ReplicaSentinel:
 
     def _launch_flags(self) -> None:
         if self._flags_work is None:
-            self._flags_work = self.comm.max_async(torch.tensor([self.state.flags, int(self.state.error)], dtype=torch.int64))
+            local = torch.tensor([self.state.flags, int(self.state.error)], dtype=torch.int64)
+            if self._device_flags is not None:
+                local = local.to(self._device_flags.device)
+                local[0] = local[0] | self._device_flags
+            self._flags_work = self.comm.max_async(local)
 
     def observe_local_bucket(self, index: int, buffer: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
         """A local gradient bucket (DDP comm-hook wrapper) or parameter gradient (LocalGradTap)
@@ -245,18 +238,6 @@ class ReplicaSentinel:
             self.state.local_layout[index] = tuple(self._index_of.get(id(p), -1) for p in params)
         except Exception as exc:
             self._local_error("local gradient check", exc)
-
-    def _read_local_buckets(self) -> None:
-        """Bring the local buckets' digests and squared norms to the host, in one go."""
-        on_device = self.state.local_on_device
-        if not on_device:
-            return
-        indices = list(on_device)
-        sums = torch.stack([on_device[i][0] for i in indices]).tolist()
-        squares = torch.stack([on_device[i][1] for i in indices]).tolist()
-        for i, pair, sq in zip(indices, sums, squares):
-            self.state.local_buckets[i] = ((int(pair[0]), int(pair[1])), float(sq))
-        self.state.local_on_device = {}
 
     def on_grads_ready(self) -> StepVerdict:
         """After the data-parallel reduction (and any clipping), right before the optimizer step."""
@@ -294,6 +275,7 @@ class ReplicaSentinel:
     def _reset_step(self) -> None:
         self.state = StepState(self.step)
         self._flags_work: Any = None
+        self._device_flags: torch.Tensor | None = None
         self._findings: list[Finding] = []
         self._checks: list[str] = []
         self._skipped = False
@@ -324,7 +306,7 @@ class ReplicaSentinel:
         try:
             if exchange:
                 self._read_losses()  # this step's loss flags travel with the exchange
-            self._read_local_buckets()
+            self.state.read_local_buckets()
             if check:
                 per_param = self._grad_fingerprints()
                 digest = tuple(int(v) for v in combine_sums(per_param, [word_count(p) for p in self.params]))
@@ -338,12 +320,17 @@ class ReplicaSentinel:
             self._launch_flags()  # normally already done by on_loss
             early = self._flags_work.wait()
             self._flags_work = None
+            if early[0] and self._device_flags is not None:
+                # Some rank raised a flag: now this rank's own flags and loss are worth a sync.
+                self.state.flags |= int(self._device_flags)
+                if self.state.loss_value is None and self.state.loss is not None:
+                    self.state.loss_value = float(self.state.loss.reshape(()).float())
         elif self.state.flags and not exchange:
             # Seen on this rank only, on a step without an exchange: nothing can bring the other
             # ranks to a replay, so record what we saw.
             self._local_only(self.step, flag_names(self.state.flags), self.state.loss_value)
         if exchange:
-            norm_bits = _float_bits(norm) if norm is not None and norm == norm and norm < float("inf") else -1
+            norm_bits = float_bits(norm) if norm is not None and norm == norm and norm < float("inf") else -1
             d = digest
             vector = torch.tensor([d[0], d[1], ~d[0], ~d[1], self.state.flags, norm_bits, ~norm_bits, int(self.state.error)],
                                   dtype=torch.int64)
@@ -360,7 +347,7 @@ class ReplicaSentinel:
             else:
                 self._record(Finding("grad_check", "ok"))
         max_norm, min_norm = reduced[5], ~reduced[6]
-        norm_spread = min_norm > 0 and _bits_float(max_norm) > self.config.grad_norm_ratio * _bits_float(min_norm)
+        norm_spread = min_norm > 0 and bits_float(max_norm) > self.config.grad_norm_ratio * bits_float(min_norm)
         if reduced[4] or norm_spread:
             self._local_anomalies()
         return self._partial()
@@ -401,36 +388,20 @@ class ReplicaSentinel:
             self._skip()
 
     def _skip(self) -> None:
-        for p in self.params:
-            p.grad = None
+        skip_update(self.params)
         self._skipped = True
 
     def _resync(self, src_index: int, grads: bool) -> None:
-        with torch.no_grad():
-            if grads:
-                for p in self.params:
-                    if p.grad is not None:
-                        self.comm.broadcast_(p.grad, src_index)
-            else:
-                for p in self.params:
-                    self.comm.broadcast_(p.data, src_index)
-                for tensor in self._optimizer_tensors().values():
-                    self.comm.broadcast_(tensor, src_index)
+        resync(self.comm, self.params, self._optimizer_tensors(), src_index, grads=grads)
         self._resynced = True
         self.reporter.emit(self.step, "resync", "ok", (), {"source_rank": self.comm.ranks[src_index], "what": "grads" if grads else "params"})
 
     # ------------------------------------------------------------------ parameters and audits
 
     def _optimizer_tensors(self) -> dict[str, torch.Tensor]:
-        if self.optimizer is None or not self.config.optimizer_state:
+        if not self.config.optimizer_state:
             return {}
-        out = {}
-        for i, p in enumerate(self.params):
-            param = getattr(p, "_param", p)  # an FSDP shard view keys the optimizer by its DTensor
-            for key, value in sorted(self.optimizer.state.get(param, {}).items()):
-                if isinstance(value, torch.Tensor) and value.numel() > 0:
-                    out[f"{self.names[i]}:{key}"] = value.to_local() if hasattr(value, "to_local") else value
-        return out
+        return optimizer_tensors(self.optimizer, self.params, self.names)
 
     def _param_state_names(self) -> list[str]:
         return self.names + list(self._optimizer_tensors())
@@ -465,6 +436,7 @@ class ReplicaSentinel:
                 self._record(finding)
         if self.gemm_checks is not None:
             for finding in self.gemm_checks.collect(self.comm, self.peers):
+                self._checks.append("gemm")
                 self._record(finding)
         verdict = self._partial()
         if verdict.ok and self._checks and not self.state.error:

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 
-from sdc.sentinel.checks import median
+import torch
+
+from sdc.sentinel.checks import FLAG_LOSS_SPIKE, FLAG_NONFINITE_LOSS, median
+
+# Losses kept on the device between reads: bounds the delay of a local-only report when
+# nothing else makes the sentinel read them.
+MAX_PENDING_LOSSES = 64
 
 
 class LossTracker:
@@ -27,6 +34,13 @@ class LossTracker:
         self.recent: deque[float] = deque(maxlen=max(1, window))
         self.seen = 0
 
+    def threshold(self) -> float:
+        """The magnitude above which a loss is a spike now (inf while warming up)."""
+        if self.seen < max(self.warmup_steps, 1) or not self.recent:
+            return float("inf")
+        middle = median(self.recent)
+        return self.factor * middle if middle > 0 else float("inf")
+
     def check(self, loss: float) -> str | None:
         """The anomaly this loss shows ('nonfinite_loss', 'loss_spike'), or None; then learns it."""
         if not math.isfinite(loss):
@@ -39,3 +53,42 @@ class LossTracker:
         self.seen += 1
         self.recent.append(magnitude)
         return None
+
+
+@dataclass(frozen=True)
+class LossReading:
+    """One loss read back from the device: its step, value and anomaly (or None)."""
+
+    step: int
+    value: float
+    anomaly: str | None
+
+
+class PendingLosses:
+    """A rank's losses kept on their device; read back in one host sync when asked, or when
+    ``MAX_PENDING_LOSSES`` have piled up, and run through the tracker in step order."""
+
+    def __init__(self, tracker: LossTracker):
+        self.tracker = tracker
+        self.pending: list[tuple[int, torch.Tensor]] = []
+
+    @property
+    def full(self) -> bool:
+        return len(self.pending) >= MAX_PENDING_LOSSES
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        self.pending.append((step, loss))
+
+    def device_flags(self, loss: torch.Tensor) -> torch.Tensor:
+        """This loss's anomaly flags as an int64 on its device, against the current threshold
+        (no host sync: the flags travel to the other ranks before anyone reads them)."""
+        value = loss.reshape(()).float()
+        return ((~torch.isfinite(value)).to(torch.int64) * FLAG_NONFINITE_LOSS
+                + (value.abs() > self.tracker.threshold()).to(torch.int64) * FLAG_LOSS_SPIKE)
+
+    def read(self) -> list[LossReading]:
+        if not self.pending:
+            return []
+        pending, self.pending = self.pending, []
+        values = torch.stack([loss.reshape(()).float() for _, loss in pending]).tolist()
+        return [LossReading(step, value, self.tracker.check(value)) for (step, _), value in zip(pending, values)]

@@ -37,3 +37,14 @@ class StepState:
         if not self.local_buckets or any(-1 in ids for ids in self.local_layout.values()):
             return None
         return [self.local_layout[i] for i in sorted(self.local_layout)]
+
+    def read_local_buckets(self) -> None:
+        """Bring the local buckets' digests and squared norms to the host, in one sync."""
+        if not self.local_on_device:
+            return
+        indices = list(self.local_on_device)
+        sums = torch.stack([self.local_on_device[i][0] for i in indices]).tolist()
+        squares = torch.stack([self.local_on_device[i][1] for i in indices]).tolist()
+        for i, pair, sq in zip(indices, sums, squares):
+            self.local_buckets[i] = ((int(pair[0]), int(pair[1])), float(sq))
+        self.local_on_device = {}

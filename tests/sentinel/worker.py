@@ -33,6 +33,8 @@ SCENARIOS = {
     "error": dict(grad_every=1, param_every=5, local_every=1, action="log"),
     "log_once": dict(grad_every=1, param_every=5, local_every=1, action="log"),
     "hsdp": dict(grad_every=1, param_every=5, local_every=0, action="log"),
+    "fsdp_gemm": dict(gemm_check_every=1, gemm_check_layers=2, action="log"),
+    "hsdp_gemm": dict(grad_every=1, param_every=5, local_every=0, gemm_check_every=1, gemm_check_layers=2, action="log"),
 }
 
 
@@ -92,11 +94,53 @@ def run_hsdp(steps: int, args: argparse.Namespace) -> dict:
     return {"rank": rank, "world": 4, "verdicts": verdicts, "group": sentinel.comm.ranks, "errors": sentinel.errors}
 
 
+def run_fsdp_gemm(scenario: str, steps: int, args: argparse.Namespace) -> dict:
+    """FSDP2 (plain, or HSDP on 2x2) with one rank's output-layer GEMM computing one element
+    wrong from step 10 on: only the GEMM checksum can see it (no replica computes that shard)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from sdc.faults import Corruption, Timing
+    from sdc.sentinel.adapters.fsdp import fsdp_sentinel, hsdp_sentinel
+    from sdc.sentinel.inject import ComputeFault
+
+    rank = dist.get_rank()
+    hsdp = scenario == "hsdp_gemm"
+    mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("replicate", "shard")) if hsdp else init_device_mesh("cpu", (4,))
+    torch.manual_seed(0)
+    model = build_model(MODEL_CONFIG)
+    fault = ComputeFault(model[3], Corruption("bitflip", index=2, bit=27), Timing("persistent")) if rank == 2 else None
+    fully_shard(model, mesh=mesh)
+    torch.manual_seed(100 + rank)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    config = SentinelConfig(job_id=f"test-{scenario}", database_url=args.database_url, outbox_dir=args.outbox, **SCENARIOS[scenario])
+    sentinel = (hsdp_sentinel if hsdp else fsdp_sentinel)(model, optimizer, mesh, config=config)
+    verdicts = []
+    for step in range(steps):
+        batch = tuple(t.cpu() for t in batch_for(rank, step))
+        if fault is not None and step == 10:
+            fault.arm()
+        optimizer.zero_grad(set_to_none=True)
+        sentinel.on_step_begin(step, batch)
+        loss = loss_fn(model, batch)
+        sentinel.on_loss(loss)
+        loss.backward()
+        sentinel.on_grads_ready()
+        optimizer.step()
+        verdict = sentinel.on_step_end(step)
+        verdicts.append({"step": step, "diagnosis": verdict.diagnosis, "ok": verdict.ok,
+                         "suspects": [s.to_dict() for s in verdict.suspects], "checks": list(verdict.checks)})
+    sentinel.close()
+    return {"rank": rank, "world": 4, "verdicts": verdicts, "group": sentinel.comm.ranks, "errors": sentinel.errors}
+
+
 def run_scenario(scenario: str, steps: int, args: argparse.Namespace) -> dict | None:
     """Train one small job under ``scenario``; None on ranks outside its process group."""
     rank, world = dist.get_rank(), dist.get_world_size()
     if scenario == "hsdp":
         return run_hsdp(steps, args)
+    if scenario in ("fsdp_gemm", "hsdp_gemm"):
+        return run_fsdp_gemm(scenario, steps, args)
     group = None
     if scenario in ("two_ranks", "replay_failure"):
         group = dist.new_group([0, 1])  # every rank must create it, only 0 and 1 train
