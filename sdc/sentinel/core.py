@@ -428,7 +428,7 @@ class ReplicaSentinel:
         self.step = step
         if due(self.config.param_every, step):
             self._param_check()
-        if due(self.config.audit_every, step) and self.replay_fn is not None:
+        if due(self.config.audit_every, step) and self.replayer.replay_fn is not None:
             findings = self.auditor.run(step, self.state.batch, self.config.audit_every)
             if findings:
                 self._checks.append("audit")

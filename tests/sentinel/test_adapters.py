@@ -168,3 +168,65 @@ def test_lightning_gradient_accumulation_one_check_per_optimizer_step(tmp_path):
     # Param checks at every other step (param_every=2), once each.
     assert [v.checks.count("params") for v in callback.verdicts] == [1, 0] * 5
     assert exact == [True] * 10  # the replay is scaled like the step (loss / accumulate_grad_batches)
+
+
+def test_lightning_checkpoints_are_certified_and_verified(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch") if _has("lightning") else pytest.importorskip("pytorch_lightning")
+    from click.testing import CliRunner
+
+    from sdc.cli import cli
+    from sdc.sentinel.adapters.lightning import SentinelCallback
+    from sdc.sentinel.certify import read_manifest
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.mse_loss(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    torch.manual_seed(0)
+    x = torch.randn(200, 8)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4)
+    config = SentinelConfig(database_url=f"sqlite:///{tmp_path / 'none' / 'sdc.db'}", outbox_dir=str(tmp_path / "outbox"))
+    saver = pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), every_n_train_steps=10, save_top_k=-1)
+    trainer = pl.Trainer(max_steps=45, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[SentinelCallback(config), saver])
+    trainer.fit(Tiny(), data)
+    saved = sorted((tmp_path / "ckpt").glob("*.ckpt"))
+    statuses = {p.name: read_manifest(p)["status"] for p in saved}
+    assert statuses == {"epoch=0-step=10.ckpt": "certified", "epoch=0-step=20.ckpt": "certified",
+                        "epoch=0-step=30.ckpt": "certified", "epoch=0-step=40.ckpt": "candidate"}, statuses
+    result = CliRunner().invoke(cli, ["checkpoint", "verify", str(tmp_path / "ckpt")])
+    assert result.exit_code == 0, result.output
+    assert "resume from:" in result.output and "step=30.ckpt" in result.output.splitlines()[-1]
+
+
+def test_hf_checkpoints_are_certified_and_verified(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from click.testing import CliRunner
+
+    from sdc.cli import cli
+    from sdc.sentinel.adapters.hf import SentinelTrainer, SentinelTrainerCallback
+    from sdc.sentinel.certify import read_manifest
+
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=16))
+    g = torch.Generator().manual_seed(1)
+    rows = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (200, 12), generator=g)]
+    config = SentinelConfig(database_url=f"sqlite:///{tmp_path / 'none' / 'sdc.db'}", outbox_dir=str(tmp_path / "outbox"))
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "hf"), max_steps=45, per_device_train_batch_size=4,
+                                          report_to=[], save_strategy="steps", save_steps=10, logging_strategy="no",
+                                          use_cpu=True, learning_rate=1e-3, disable_tqdm=True)
+    SentinelTrainer(model=model, args=args, train_dataset=rows, sentinel_callback=SentinelTrainerCallback(config)).train()
+    statuses = {p.name: read_manifest(p)["status"] for p in sorted((tmp_path / "hf").glob("checkpoint-*"))}
+    assert statuses["checkpoint-10"] == "certified" and statuses["checkpoint-30"] == "certified"
+    assert statuses["checkpoint-40"] == "candidate"
+    result = CliRunner().invoke(cli, ["checkpoint", "verify", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1].startswith(f"resume from: {tmp_path / 'hf' / 'checkpoint-30'}")

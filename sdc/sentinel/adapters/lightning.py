@@ -43,6 +43,7 @@ class SentinelCallback(pl.Callback):
         self._accumulate = 1
         self._open = False  # a sentinel step has begun and its optimizer step not yet run
         self._stepped = False
+        self._placed: set[str] = set()
 
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
@@ -72,10 +73,22 @@ class SentinelCallback(pl.Callback):
         self._stepped = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._place_checkpoint(trainer)
         if not self._stepped:
             return  # an accumulation micro-batch: the optimizer has not stepped yet
         self._open = False
         self.verdicts.append(self.sentinel.on_step_end(self.sentinel.step))
+
+    def _place_checkpoint(self, trainer) -> None:
+        """Lightning names the file only after ``on_save_checkpoint``: find it once written."""
+        certifier = self.sentinel.certifier if self.sentinel is not None else None
+        if certifier is None or all(c.path is not None for c in certifier.candidates):
+            return
+        saver = trainer.checkpoint_callback
+        path = getattr(saver, "_last_checkpoint_saved", None) or getattr(saver, "last_model_path", None)
+        if path and path not in self._placed:
+            self._placed.add(path)
+            certifier.place(path)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         """Record the checkpoint's step and parameter digests (a candidate until certified)."""
@@ -86,4 +99,5 @@ class SentinelCallback(pl.Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.sentinel is not None:
+            self._place_checkpoint(trainer)
             self.sentinel.close()
