@@ -23,7 +23,9 @@ tolerance, recorded as ``comparison: tolerance``.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
@@ -106,6 +108,15 @@ def without_dropout(model: torch.nn.Module | None) -> Iterator[None]:
             m.training = mode
 
 
+def warm_up_deterministic_mode() -> None:
+    """The first ``torch.use_deterministic_algorithms(True)`` of a process takes seconds (it
+    loads compiler configuration); pay it when the sentinel is built, not at the first audit."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 class Auditor:
     """Runs recompute audits over the group; every rank calls ``run`` at the same steps.
 
@@ -120,16 +131,31 @@ class Auditor:
         self.comm, self.replayer, self.peers, self.samples = comm, replayer, peers, samples
         self.model = model
         self.audits = 0
+        self.rounds = 0  # audits attempted, the same count on every rank: rotates the owner
+        self.next_step = 0  # with a budget: the first step the next audit may run at
+        self.step_seconds = 0.0  # measured time of a training step (set by the sentinel)
 
     @property
     def names(self) -> list[str]:
         return self.replayer.names + ["loss"]
 
     def owner(self, step: int, every: int) -> int:
-        return (step // max(every, 1)) % self.comm.size
+        return self.rounds % self.comm.size
 
-    def _compute(self, batch: Any, step: int) -> tuple[torch.Tensor, list[int], torch.Tensor, bool]:
-        """(per-tensor digests, their word counts, per-tensor float norms, nondeterministic) here."""
+    def due(self, step: int, every: int, budget: float) -> bool:
+        """Every ``every`` steps; with a cost budget, no sooner than the ranks agreed last time."""
+        if every <= 0:
+            return False
+        return step >= self.next_step if budget > 0 else step % every == 0
+
+    def _gap(self, seconds: float, every: int, budget: float) -> int:
+        """Steps until the next audit so that it costs at most ``budget`` of the training time."""
+        if budget <= 0 or self.step_seconds <= 0:
+            return every
+        return max(every, math.ceil(seconds / (budget * self.step_seconds)))
+
+    def _compute(self, batch: Any, step: int) -> tuple[torch.Tensor, list[int], list[torch.Tensor], bool]:
+        """(per-tensor digests, their word counts, the tensors, nondeterministic) of the audit here."""
         replayer = self.replayer
         params = replayer.params
         device = replayer.device
@@ -144,12 +170,13 @@ class Auditor:
             _set_rng(saved)
         tensors = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads)] + [loss.detach().reshape(1)]
         nondeterministic = any(any(w in str(c.message) for w in _NONDETERMINISTIC) for c in caught)
-        norms = torch.stack([t.double().norm() for t in tensors]).cpu()
-        return tensor_sums(tensors), [word_count(t) for t in tensors], norms, nondeterministic
+        return tensor_sums(tensors), [word_count(t) for t in tensors], tensors, nondeterministic
 
-    def run(self, step: int, batch: Any, every: int) -> list[Finding]:
+    def run(self, step: int, batch: Any, every: int, budget: float = 0.0) -> list[Finding]:
         """One audit at ``step``: the owner's slice of ``batch``, recomputed by everyone."""
         owner = self.owner(step, every)
+        self.rounds += 1
+        self.next_step = step + every
         piece = None
         if self.comm.index == owner and batch is not None:
             try:
@@ -159,17 +186,21 @@ class Auditor:
         piece = self.comm.broadcast_object(piece, owner)
         if piece is None:
             return []  # decided from the broadcast value: every rank skips together
+        started = time.perf_counter()
         first = self._attempt(piece, step)
-        sums, lengths, norms, nondet, error = first
+        sums, lengths, tensors, nondet, error = first
+        gap = self._gap(time.perf_counter() - started, every, budget)
         digest = (0, 0) if error else tuple(int(v) for v in combine_sums(sums, lengths))
-        reduced = self.comm.max_(torch.tensor([digest[0], digest[1], ~digest[0], ~digest[1], int(error), int(nondet)],
+        reduced = self.comm.max_(torch.tensor([digest[0], digest[1], ~digest[0], ~digest[1], int(error), int(nondet), gap],
                                               dtype=torch.int64)).tolist()
+        self.next_step = step + reduced[6]  # the slowest rank's gap: every rank agrees on it
         if reduced[4]:
             log.warning("sdc sentinel: step %s: a rank could not run the audit; skipped by all", step)
             return []
         self.audits += 1
         base = {"owner_rank": self.peers.rank(owner), "samples": self.samples, "audits": self.audits}
         if reduced[5]:
+            norms = torch.stack([t.double().norm() for t in tensors]).cpu() if tensors else torch.zeros(len(self.names), dtype=torch.float64)
             return [self._tolerance_vote(step, norms, base)]
         if reduced[0] == ~reduced[2] and reduced[1] == ~reduced[3]:
             return [Finding("audit", "ok", (), {**base, "comparison": "bit-exact"})]
@@ -184,15 +215,15 @@ class Auditor:
                                                        "first_param": result.unattributed[0]})
         return [split, self._second_opinion(step, piece, sums, base, result.unattributed)]
 
-    def _attempt(self, piece: Any, step: int) -> tuple[torch.Tensor, list[int], torch.Tensor, bool, bool]:
+    def _attempt(self, piece: Any, step: int) -> tuple[torch.Tensor, list[int], list[torch.Tensor], bool, bool]:
         """The audit here; a failure becomes the error flag (the collectives still run)."""
         n = len(self.names)
         try:
-            sums, lengths, norms, nondet = self._compute(piece, step)
-            return sums, lengths, norms, nondet, False
+            sums, lengths, tensors, nondet = self._compute(piece, step)
+            return sums, lengths, tensors, nondet, False
         except Exception:
             log.exception("sdc sentinel: audit failed on this rank at step %s", step)
-            return torch.zeros((n, 2), dtype=torch.int64), [1] * n, torch.zeros(n, dtype=torch.float64), False, True
+            return torch.zeros((n, 2), dtype=torch.int64), [1] * n, [], False, True
 
     def _second_opinion(self, step: int, piece: Any, first: torch.Tensor, base: dict, params: Sequence[str]) -> Finding:
         """No strict majority: every rank recomputes; a rank that does not reproduce itself is named."""

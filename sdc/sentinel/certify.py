@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "sdc-manifest.json"
 FORMAT = 1
-# A certifying cycle has compared everything replicas hold and recomputed a piece of work.
+# A certifying cycle has compared everything replicas hold and recomputed a piece of work
+# (the audit, where the sentinel has a replay function to run one with).
 CERTIFYING_CHECKS = {"params", "audit"}
 
 
@@ -82,6 +83,7 @@ class Candidate:
     step: int
     digests: dict[str, str]
     status: str = "candidate"
+    passed: set[str] = field(default_factory=set)  # checks passed since the checkpoint
 
 
 @dataclass
@@ -125,21 +127,23 @@ class Certifier:
             log.exception("sdc sentinel: could not write the manifest of %s", candidate.path)
 
     def on_verdict(self, sentinel: Any, verdict: Any) -> None:
-        """Certify candidates older than a clean complete cycle; reject them on a disagreement."""
+        """Certify a candidate once every certifying check has passed after its step, with no
+        disagreement in between; reject it on a disagreement first."""
         if not verdict.ok:
             for c in self.candidates:
                 if c.status == "candidate":
                     c.status = "rejected"
                     self._write(c, verdict.step)
+            self.candidates = [c for c in self.candidates if c.path is None]
             return
-        complete = CERTIFYING_CHECKS <= set(verdict.checks) or (
-            "params" in verdict.checks and not sentinel.config.audit_every)
-        if not complete:
-            return
+        audits = bool(sentinel.config.audit_every) and sentinel.replayer.replay_fn is not None
+        needed = CERTIFYING_CHECKS if audits else {"params"}
         for c in self.candidates:
-            if c.status == "candidate" and c.path is not None and c.step < verdict.step:
-                c.status = "certified"
-                self._write(c, verdict.step)
+            if c.status == "candidate" and c.step < verdict.step:
+                c.passed |= set(verdict.checks)
+                if needed <= c.passed and c.path is not None:
+                    c.status = "certified"
+                    self._write(c, verdict.step)
         self.candidates = [c for c in self.candidates if c.status == "candidate"]
 
 

@@ -37,7 +37,11 @@ class SentinelConfig:
             backward of the same slice of one rank's batch under deterministic kernels and
             compare the digests of the loss and every local gradient (0: never). Needs a
             replay function (the adapters set one).
-        audit_samples: rows of the owner's batch the audit recomputes.
+        audit_samples: rows of the owner's batch the audit recomputes (2: BatchNorm needs
+            more than one row in training mode).
+        audit_budget: if > 0, the share of training time audits may take: the period grows
+            past ``audit_every`` when the measured audit time needs it (the ranks agree on it
+            through the audit's all-reduce). 0 (default): exactly every ``audit_every`` steps.
         gemm_check_every: every N steps, a sampled GEMM checksum on a rotating subset of the
             model's ``nn.Linear`` layers, forward and backward (0: never).
         gemm_check_layers: how many Linear layers one checked step covers.
@@ -64,6 +68,7 @@ class SentinelConfig:
     flags_every: int = 1
     audit_every: int = 20
     audit_samples: int = 2
+    audit_budget: float = 0.0
     gemm_check_every: int = 50
     gemm_check_layers: int = 1
     action: Action = "log"
@@ -90,6 +95,8 @@ class SentinelConfig:
         for name in ("loss_spike_factor", "grad_norm_ratio"):
             if not getattr(self, name) > 1.0:
                 raise SentinelConfigError(f"SentinelConfig.{name}: must be above 1.0, got {getattr(self, name)!r}")
+        if not (isinstance(self.audit_budget, (int, float)) and 0.0 <= self.audit_budget < 1.0):
+            raise SentinelConfigError(f"SentinelConfig.audit_budget: must be a share in [0, 1), got {self.audit_budget!r}")
         for name in ("audit_samples", "loss_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import time
 import weakref
 from typing import Any, Callable, Sequence
 
@@ -30,7 +31,7 @@ from torch import nn
 from sdc.digest import combine_sums, plan_buckets, squared_norm, tensor_sums, word_count
 from sdc.node import devices
 from sdc.records import JobEvent
-from sdc.sentinel.audit import Auditor
+from sdc.sentinel.audit import Auditor, warm_up_deterministic_mode
 from sdc.sentinel.checks import (
     ANOMALY_FLAGS,
     FLAG_NONFINITE_GRAD,
@@ -123,12 +124,15 @@ class ReplicaSentinel:
                                  record_ok=self.config.record_ok)
         self.replayer = Replayer(self.comm, params, self.names, self.peers, replay_fn, buffers=list(model.buffers()))
         self.auditor = Auditor(self.comm, self.replayer, self.peers, self.config.audit_samples, model)
+        if self.config.audit_every:
+            warm_up_deterministic_mode()
         self.loss_tracker = LossTracker(self.config.loss_spike_factor, self.config.warmup_steps, self.config.loss_window)
         self.losses = PendingLosses(self.loss_tracker)
         self.last_verified_step: int | None = None
         self.step = -1
         self.errors = 0
         self.closed = False
+        self._last_step_end: float | None = None
         # Set by adapters (attach_ddp) that need local gradients seen before their reduction.
         self.local_tap: LocalGradTap | None = None
         # Sampled GEMM checksums on rotating nn.Linear layers (gemm_check_every=0 turns them off).
@@ -428,8 +432,9 @@ class ReplicaSentinel:
         self.step = step
         if due(self.config.param_every, step):
             self._param_check()
-        if due(self.config.audit_every, step) and self.replayer.replay_fn is not None:
-            findings = self.auditor.run(step, self.state.batch, self.config.audit_every)
+        self._time_step()
+        if self.replayer.replay_fn is not None and self.auditor.due(step, self.config.audit_every, self.config.audit_budget):
+            findings = self.auditor.run(step, self.state.batch, self.config.audit_every, self.config.audit_budget)
             if findings:
                 self._checks.append("audit")
             for finding in findings:
@@ -445,6 +450,15 @@ class ReplicaSentinel:
             self.certifier.on_verdict(self, verdict)
         self._maybe_raise(verdict)
         return verdict
+
+    def _time_step(self) -> None:
+        """A running mean of the training step's wall time, for the audits' cost budget."""
+        now = time.perf_counter()
+        if self._last_step_end is not None:
+            elapsed = now - self._last_step_end
+            mean = self.auditor.step_seconds
+            self.auditor.step_seconds = elapsed if mean == 0 else 0.9 * mean + 0.1 * elapsed
+        self._last_step_end = now
 
     # ------------------------------------------------------------------ verdicts
 

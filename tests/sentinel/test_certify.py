@@ -94,6 +94,32 @@ def test_a_disagreement_rejects_the_candidate(tmp_path):
     class Sentinel:
         config = SentinelConfig()
 
+        class replayer:
+            replay_fn = staticmethod(lambda batch: None)
+
     certifier.on_verdict(Sentinel, StepVerdict(10, "divergence", checks=("params",)))
     certifier.on_verdict(Sentinel, StepVerdict(20, "ok", checks=("params", "audit")))
     assert read_manifest(tmp_path / "a.pt")["status"] == "rejected"
+
+
+def test_a_sentinel_without_audits_certifies_on_parameter_checks(tmp_path):
+    """No replay function (e.g. the plain HF callback): no audits run, so a clean parameter
+    check completes the cycle; checks spread over several steps count together."""
+    from sdc.sentinel.certify import Certifier
+    from sdc.sentinel.vote import StepVerdict
+
+    model = nn.Linear(2, 1)
+    torch.save(model.state_dict(), tmp_path / "a.pt")
+    certifier = Certifier(writes=True, job_id="j")
+    certifier.saved(tmp_path / "a.pt", 5, model)
+
+    class Sentinel:
+        config = SentinelConfig()
+
+        class replayer:
+            replay_fn = None
+
+    certifier.on_verdict(Sentinel, StepVerdict(10, "ok", checks=("grads",)))
+    assert read_manifest(tmp_path / "a.pt")["status"] == "candidate"
+    certifier.on_verdict(Sentinel, StepVerdict(20, "ok", checks=("grads", "params")))
+    assert read_manifest(tmp_path / "a.pt")["status"] == "certified"
