@@ -67,7 +67,8 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
 
     plain, plain_opt = make()
     guarded, guarded_opt = make()
-    overrides = {"flags_every": args.flags_every} if args.flags_every is not None else {}
+    overrides = {k: v for k, v in (("flags_every", args.flags_every), ("audit_every", args.audit_every),
+                                   ("audit_budget", args.audit_budget), ("gemm_check_every", args.gemm_check_every)) if v is not None}
     config = SentinelConfig(job_id="bench", database_url=f"sqlite:///{tmp}/sdc.db", outbox_dir=f"{tmp}/outbox", **overrides)
     loss_fn = lambda module, batch: nn.functional.mse_loss(module(batch[0]), batch[1])  # noqa: E731
     sentinel = ReplicaSentinel(guarded, guarded_opt, config=config, deliver=(lambda batch: None) if args.no_events else None)
@@ -238,6 +239,9 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: every rank on the GPUs there are, shared if fewer")
     parser.add_argument("--backend", default="gloo", help="gloo, or nccl with one GPU per rank")
     parser.add_argument("--flags-every", type=int, default=None, help="override SentinelConfig.flags_every")
+    parser.add_argument("--audit-every", type=int, default=None, help="override SentinelConfig.audit_every (0: no audits)")
+    parser.add_argument("--audit-budget", type=float, default=None, help="override SentinelConfig.audit_budget")
+    parser.add_argument("--gemm-check-every", type=int, default=None, help="override SentinelConfig.gemm_check_every")
     parser.add_argument("--no-events", action="store_true", help="drop events instead of writing them to SQLite")
     parser.add_argument("--no-hook", action="store_true", help="leave DDP's built-in C++ reduction (no local bucket checks)")
     args = parser.parse_args()

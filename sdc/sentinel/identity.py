@@ -49,8 +49,11 @@ def chip_id_for(device: torch.device, global_rank: int) -> str:
     """The chip id of ``device`` as sdc's device discovery names it; virtual CPU chip per rank."""
     if device.type == "cpu":
         return devices.cpu_chip(global_rank).chip.chip_id
-    index = device.index if device.index is not None else _current_index(device.type)
-    return devices.accelerator_chip(device.type, index).chip.chip_id
+    try:
+        index = device.index if device.index is not None else _current_index(device.type)
+        return devices.accelerator_chip(device.type, index).chip.chip_id
+    except Exception:  # a backend that cannot describe itself still trains; name it by position
+        return f"host:{devices.hostname()}:{device.type}:{device.index if device.index is not None else global_rank}"
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,11 @@ def test_hf_replay_recomputes_the_trainers_loss_exactly(tmp_path):
     args = transformers.TrainingArguments(output_dir=str(tmp_path / "hf"), max_steps=5, per_device_train_batch_size=4,
                                           report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True,
                                           learning_rate=1e-3, disable_tqdm=True)
-    SentinelTrainer(model=model, args=args, train_dataset=rows, sentinel_callback=callback, callbacks=[Probe()]).train()
+    trainer = SentinelTrainer(model=model, args=args, train_dataset=rows, sentinel_callback=callback, callbacks=[Probe()])
+    # The sentinel's callback runs last: a callback that changes gradients runs before the check.
+    order = [type(c).__name__ for c in trainer.callback_handler.callbacks]
+    assert order.index("SentinelTrainerCallback") > order.index("Probe")
+    trainer.train()
     assert seen["exact"] == [True] * 5
     assert seen["naive"] == [False] * 5  # what the old replay computed
 

@@ -82,3 +82,32 @@ def test_a_cost_budget_stretches_the_audit_period():
     stretched = audited_steps(0.05)
     # The first audit has no step time to weigh against; every later gap is stretched.
     assert stretched[0] == 0 and len(stretched) <= 5 and all(b - a >= 10 for a, b in zip(stretched[1:], stretched[2:]))
+
+
+def test_without_deterministic_kernels_the_audit_compares_within_a_tolerance():
+    """An op with no deterministic variant ran: the replicas' gradient norms are compared within
+    a relative tolerance instead of bit for bit, and an outlier is still named."""
+    from sdc.sentinel.audit import TOLERANCE, Auditor
+    from sdc.sentinel.identity import Peers
+
+    class Replicas:  # the gather of four ranks' norms
+        size, index = 4, 0
+
+        def __init__(self, rows):
+            self.rows = rows
+
+        def gather(self, tensor):
+            return torch.stack([torch.tensor(r, dtype=torch.float64) for r in self.rows])
+
+    class Replayer:
+        names = ["w", "b"]
+
+    peers = Peers(tuple((r, "h", f"chip{r}") for r in range(4)))
+    close = [[1.0, 2.0], [1.0 + TOLERANCE / 10, 2.0], [1.0, 2.0 - TOLERANCE / 10], [1.0, 2.0]]
+    auditor = Auditor(Replicas(close), Replayer(), peers, samples=2)
+    ok = auditor._tolerance_vote(0, torch.zeros(3), {})
+    assert ok.diagnosis == "ok" and ok.details["comparison"] == "tolerance"
+    off = [[1.0, 2.0], [1.0, 2.0], [1.0, 2.0], [1.3, 2.0]]
+    found = Auditor(Replicas(off), Replayer(), peers, samples=2)._tolerance_vote(0, torch.zeros(3), {})
+    assert found.diagnosis == "divergence" and [s.rank for s in found.suspects] == [3]
+    assert found.suspects[0].params == ("w",)

@@ -48,3 +48,11 @@ def test_the_sentinel_records_the_parameters_chip(monkeypatch):
         assert sentinel.peers.rows[0][2] == "XPU-uuid-1"
     finally:
         sentinel.close()
+
+
+def test_a_backend_that_cannot_describe_itself_gets_a_positional_id(monkeypatch):
+    def broken(backend, index):
+        raise RuntimeError("no properties")
+
+    monkeypatch.setattr(devices, "accelerator_chip", broken)
+    assert chip_id_for(torch.device("privateuseone", 2), global_rank=0) == f"host:{devices.hostname()}:privateuseone:2"
