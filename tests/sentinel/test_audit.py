@@ -17,14 +17,17 @@ from sdc.sentinel.audit import audit_slice, deterministic_kernels
 @pytest.mark.parametrize("before", [False, True])
 def test_deterministic_mode_is_scoped_to_the_audit(before):
     torch.use_deterministic_algorithms(before)
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before, not before
     try:
         with deterministic_kernels():
             assert torch.are_deterministic_algorithms_enabled()
-            assert torch.backends.cudnn.deterministic
+            assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
         assert torch.are_deterministic_algorithms_enabled() is before
-        assert torch.backends.cudnn.deterministic is False
+        assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == (before, not before)
     finally:
         torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
 def test_the_slice_takes_the_first_rows_of_every_tensor():
