@@ -123,3 +123,16 @@ def test_a_sentinel_without_audits_certifies_on_parameter_checks(tmp_path):
     assert read_manifest(tmp_path / "a.pt")["status"] == "candidate"
     certifier.on_verdict(Sentinel, StepVerdict(20, "ok", checks=("grads", "params")))
     assert read_manifest(tmp_path / "a.pt")["status"] == "certified"
+
+
+def test_a_distributed_checkpoint_directory_is_verified(tmp_path):
+    import torch.distributed.checkpoint as dcp
+
+    from sdc.sentinel.certify import Certifier, verify
+
+    model = nn.Linear(3, 2)
+    target = tmp_path / "dcp-step-7"
+    dcp.save(model.state_dict(), checkpoint_id=str(target))
+    Certifier(writes=True, job_id="j").saved(target, 7, model)
+    result = verify(target)
+    assert result.intact and result.compared == 2 and result.step == 7
