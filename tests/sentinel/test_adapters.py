@@ -234,3 +234,39 @@ def test_hf_checkpoints_are_certified_and_verified(tmp_path):
     result = CliRunner().invoke(cli, ["checkpoint", "verify", str(tmp_path / "hf")])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1].startswith(f"resume from: {tmp_path / 'hf' / 'checkpoint-30'}")
+
+
+def test_hf_two_ranks_diagnose_transient_persistent_and_data(tmp_path):
+    """Two gloo ranks under the HF Trainer: an upset on rank 1 that a replay does not reproduce
+    is transient, one that reproduces there but not on rank 0 is persistent, and a poisoned batch
+    on rank 0 that rank 1 reproduces is the data's (correct) — which only works because the
+    replay recomputes exactly the Trainer's loss."""
+    pytest.importorskip("transformers")
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.sentinel.conftest import free_port
+
+    worker = Path(__file__).with_name("hf_worker.py")
+    results = {}
+    for scenario in ("transient", "persistent", "data"):
+        port = free_port()
+        procs = [subprocess.Popen([sys.executable, str(worker), scenario, str(tmp_path), f"sqlite:///{tmp_path / 'none' / 'x.db'}"],
+                                  env=dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                                           MASTER_PORT=str(port), OMP_NUM_THREADS="1"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
+        for p in procs:
+            output, _ = p.communicate(timeout=300)
+            assert p.returncode == 0, output[-3000:]
+        results[scenario] = [json.loads((tmp_path / f"{scenario}-rank{r}.json").read_text()) for r in range(2)]
+    for rank in range(2):
+        bad = {v["step"]: v for v in results["transient"][rank] if v["diagnosis"] != "ok"}
+        assert {s: (v["diagnosis"], v["suspects"]) for s, v in bad.items()} == {6: ("transient", [1])}
+        bad = {v["step"]: v for v in results["persistent"][rank] if v["diagnosis"] != "ok"}
+        assert {s: (v["diagnosis"], v["suspects"]) for s, v in bad.items()} == {6: ("persistent", [1])}
+        data = results["data"][rank]
+        assert ["replay", "correct"] in data[6]["findings"] and data[6]["suspects"] == []
+        assert all(v["diagnosis"] in ("ok", "correct") for v in data)  # never blamed on a chip
