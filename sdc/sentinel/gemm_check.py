@@ -11,14 +11,15 @@ does.
 
 The sentinel creates one when ``gemm_check_every > 0`` (the default). On checked steps hooks are put on ``gemm_check_layers`` Linear layers,
 rotating through the model, and removed afterwards; other steps pay nothing. Works on any
-PyTorch backend (plain tensor ops). The result is exchanged at the step's end, so every rank
+PyTorch backend (plain tensor ops). The forward check is a forward hook that changes nothing;
+the backward check is a hook on the layer's own matrix-product node in the autograd graph
+(``AddmmBackward``/``MmBackward``), so in-place ops after the layer keep working. The result is exchanged at the step's end, so every rank
 reaches the same verdict: the failing rank is named (``kind: gemm_check``).
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any, Sequence
 
 import torch
@@ -27,10 +28,6 @@ from torch import nn
 from sdc.sentinel.vote import Finding
 
 log = logging.getLogger(__name__)
-
-# The first Linear's input needs no gradient, so its backward hook sees none and torch warns
-# at every checked step; there is nothing to check there and nothing for the user to do.
-warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs")
 
 # Roundoff allowance: the bound's multiple of eps. Generous: an upset that matters is orders
 # of magnitude above it, while accumulation-order differences stay well below.
@@ -60,6 +57,20 @@ def checksum_gap(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: t
     if not torch.isfinite(direct).all() and torch.isfinite(x2).all() and torch.isfinite(w).all():
         return float("inf")  # a non-finite output from finite operands
     return float(worst)
+
+
+def _gemm_node(node: Any) -> Any:
+    """The autograd node of a Linear's matrix product (through the reshape of a >2-D input)."""
+    for _ in range(3):
+        if node is None:
+            return None
+        name = node.name()
+        if name.startswith(("AddmmBackward", "MmBackward")):
+            return node
+        if not name.startswith(("ViewBackward", "UnsafeViewBackward", "ReshapeAliasBackward", "AliasBackward")):
+            return None
+        node = node.next_functions[0][0] if node.next_functions else None
+    return None
 
 
 class GemmChecks:
@@ -96,7 +107,6 @@ class GemmChecks:
             return
         for name, module in self.chosen(step):
             self._handles.append(module.register_forward_hook(self._forward(name)))
-            self._handles.append(module.register_full_backward_hook(self._backward(name)))
             self._checked.append(name)
 
     def disarm(self) -> None:
@@ -105,27 +115,35 @@ class GemmChecks:
         self._handles = []
 
     def _forward(self, name: str):
+        # A forward hook that returns nothing wraps nothing: in-place ops on the output (an
+        # in-place ReLU after the layer) stay legal, unlike with a module backward hook.
         def hook(module: nn.Linear, inputs: Sequence[Any], output: torch.Tensor) -> None:
             if not torch.is_grad_enabled() or not isinstance(output, torch.Tensor):
-                return  # replays and audits run under their own checks
+                return
             try:
-                gap = checksum_gap(output.detach(), inputs[0].detach(), _full(module.weight).detach(),
+                weight = _full(module.weight).detach()
+                gap = checksum_gap(output.detach(), inputs[0].detach(), weight,
                                    None if module.bias is None else _full(module.bias).detach(), self.generator)
                 if gap > 1.0:
                     self._failures.append((name, "forward", gap))
+                node = _gemm_node(output.grad_fn)
+                if node is not None:
+                    node.register_hook(self._backward(name, weight, node.name()))
             except Exception:
                 log.exception("sdc sentinel: GEMM checksum of %s failed", name)
 
         return hook
 
-    def _backward(self, name: str):
-        def hook(module: nn.Linear, grad_input: Sequence[Any], grad_output: Sequence[Any]) -> None:
-            dx, dy = grad_input[0], grad_output[0]
+    def _backward(self, name: str, weight: torch.Tensor, kind: str):
+        """A hook on the layer's own GEMM node: its input gradient ``dX = dY W``."""
+        def hook(grad_inputs: Sequence[Any], grad_outputs: Sequence[Any]) -> None:
+            # addmm(bias, X, Wᵀ) -> (d bias, dX, d Wᵀ); mm(X, Wᵀ) -> (dX, d Wᵀ)
+            dx = grad_inputs[1] if kind.startswith("Addmm") else grad_inputs[0]
+            dy = grad_outputs[0]
             if dx is None or dy is None:
-                return
+                return  # the first layer: no gradient for its input
             try:
-                # dX = dY W: the same identity with W in place of Wᵀ and no bias.
-                gap = checksum_gap(dx.detach(), dy.detach(), _full(module.weight).detach().t(), None, self.generator)
+                gap = checksum_gap(dx.detach(), dy.detach(), weight.t(), None, self.generator)
                 if gap > 1.0:
                     self._failures.append((name, "backward", gap))
             except Exception:

@@ -46,7 +46,12 @@ def _train(fault_where: str | None, steps: int = 12):
     elif fault_where == "backward":
         # The middle layer's backward GEMM (dX = dY W) gets one element wrong.
         upset = Corruption("bitflip", index=5, bit=28)
-        model[2].register_full_backward_hook(lambda module, gi, go: (upset.apply(gi[0]),))
+
+        def plant(module, inputs, output):  # corrupt dX inside the layer's own GEMM node
+            node = output.grad_fn  # AddmmBackward0: (d bias, dX, d Wᵀ)
+            node.register_hook(lambda gi, go: (gi[0], upset.apply(gi[1]), gi[2]))
+
+        model[2].register_forward_hook(plant)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     config = SentinelConfig(gemm_check_every=1, gemm_check_layers=3, audit_every=0)
     sentinel = ReplicaSentinel(model, optimizer, config=config, deliver=lambda e: None)
@@ -92,3 +97,42 @@ def test_rotation_covers_every_linear_layer():
     covered = {name for step in range(0, 60, 10) for name, _ in checks.chosen(step)}
     assert covered == {"0", "1", "2", "3", "4"}
     assert GemmChecks(model, every=0).due(0) is False
+
+
+def test_in_place_ops_after_a_checked_layer_keep_working():
+    """An in-place ReLU right after a checked Linear (common in real models) must not break."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 8), nn.ReLU(inplace=True), nn.Linear(8, 1))
+    sentinel = ReplicaSentinel(model, config=SentinelConfig(gemm_check_every=1, gemm_check_layers=3, audit_every=0),
+                               deliver=lambda e: None)
+    for step in range(3):
+        x = torch.randn(5, 4)
+        sentinel.on_step_begin(step, x)
+        loss = model(x).pow(2).mean()
+        sentinel.on_loss(loss)
+        loss.backward()
+        sentinel.on_grads_ready()
+        verdict = sentinel.on_step_end(step)
+        assert verdict.ok and "gemm" in verdict.checks
+    assert sentinel.errors == 0
+    sentinel.close()
+
+
+def test_a_three_dimensional_input_is_checked_both_ways():
+    """Sequence inputs (batch, tokens, features): the backward check finds the layer's GEMM node
+    through the reshape."""
+    layer = nn.Linear(8, 8)
+    checks = GemmChecks(nn.Sequential(layer), every=1)
+    checks.arm(0)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    layer(x).pow(2).sum().backward()
+    assert checks._failures == []
+    upset = Corruption("bitflip", index=5, bit=28)
+    def plant(module, inputs, out):  # through the reshape, onto the layer's own GEMM node
+        out.grad_fn.next_functions[0][0].register_hook(lambda gi, go: (gi[0], upset.apply(gi[1]), gi[2]))
+
+    handle = layer.register_forward_hook(plant)
+    checks.arm(1)  # re-registers the check after the fault's hook
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    layer(x).pow(2).sum().backward()
+    handle.remove()
+    assert [(n, where) for n, where, _ in checks._failures] == [("0", "backward")]
