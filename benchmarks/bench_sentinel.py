@@ -1,6 +1,7 @@
-"""Training overhead of the replica sentinel at its defaults: steps per second with the
-sentinel divided by without, on a 4-rank gloo DDP job with a ~10M-parameter model and a
-batch that makes one step take 100 ms or more (target >= 0.98).
+"""Training overhead of the replica sentinel at its defaults (recompute audits and GEMM
+checksums on): steps per second with the sentinel divided by without, on a 4-rank gloo DDP
+job with a ~10M-parameter model and a batch that makes one step take 100 ms or more (target
+>= 0.99 on a GPU; on the CPU, the share of time inside the sentinel <= 1%).
 
 Both variants run in the same processes, in alternating blocks, so a noisy neighbour slows
 both alike; the ratio of whole-run throughputs is reported with the blocks' spread. Where the
@@ -8,6 +9,11 @@ baseline's own blocks differ by more than 10% (a shared 2-core VM running 4 rank
 swung 4x within a minute), the time spent inside the sentinel's hooks is the verdict instead.
 
     .venv/bin/python benchmarks/bench_sentinel.py [--ranks 4] [--blocks 4] [--steps 25] [--batch 16]
+
+The fault-injection campaign at the defaults, printing the localization rate (every fault
+model of sdc.faults on every target, transient / intermittent / persistent; healthy runs):
+
+    .venv/bin/python benchmarks/bench_sentinel.py --campaign [--ranks 4] [--healthy 30] [--steps 50]
 
 On a GPU (the sentinel's digests then run on the device, and any host sync it adds shows):
 
@@ -61,7 +67,8 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
 
     plain, plain_opt = make()
     guarded, guarded_opt = make()
-    overrides = {"flags_every": args.flags_every} if args.flags_every is not None else {}
+    overrides = {k: v for k, v in (("flags_every", args.flags_every), ("audit_every", args.audit_every),
+                                   ("audit_budget", args.audit_budget), ("gemm_check_every", args.gemm_check_every)) if v is not None}
     config = SentinelConfig(job_id="bench", database_url=f"sqlite:///{tmp}/sdc.db", outbox_dir=f"{tmp}/outbox", **overrides)
     loss_fn = lambda module, batch: nn.functional.mse_loss(module(batch[0]), batch[1])  # noqa: E731
     sentinel = ReplicaSentinel(guarded, guarded_opt, config=config, deliver=(lambda batch: None) if args.no_events else None)
@@ -83,6 +90,17 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
 
     for name in ("on_step_begin", "on_loss", "on_grads_ready", "on_step_end", "observe_local_bucket"):
         setattr(sentinel, name, timed(name, getattr(sentinel, name)))
+    # Inside on_step_end: the audit's share on its own (counted once, in on_step_end's total).
+    audit_run = sentinel.auditor.run
+
+    def audit(*a, **k):
+        t = time.perf_counter()
+        try:
+            return audit_run(*a, **k)
+        finally:
+            per_hook["(audit)"] = per_hook.get("(audit)", 0.0) + time.perf_counter() - t
+
+    sentinel.auditor.run = audit
     if args.no_hook:
         sentinel.replay_fn = lambda batch: loss_fn(guarded.module, batch)
     else:
@@ -141,7 +159,9 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
         where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         print(f"{world} ranks ({args.backend}, {where}), {params / 1e6:.1f}M parameters, batch {args.batch}, "
               f"{'defaults' if not overrides else 'settings'}: grad_every={config.grad_every} param_every={config.param_every} "
-              f"local_every={config.local_every} flags_every={config.flags_every}{' (no comm hook)' if args.no_hook else ''}, "
+              f"local_every={config.local_every} flags_every={config.flags_every} audit_every={config.audit_every} "
+              f"audit_samples={config.audit_samples} gemm_check_every={config.gemm_check_every} "
+              f"optimizer_state={config.optimizer_state}{' (no comm hook)' if args.no_hook else ''}, "
               f"{args.blocks} blocks of {args.steps} steps each")
         print(f"without sentinel {p:.3f} steps/s ({1000 / p:.0f} ms/step); blocks {rates['plain']}")
         print(f"with sentinel    {s:.3f} steps/s ({1000 / s:.0f} ms/step); blocks {rates['guarded']}")
@@ -156,19 +176,60 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
         print("  per hook, ms/step: " + ", ".join(f"{k} {1000 * v / steps:.1f}" for k, v in per_hook.items()))
         ratio = s / p
         print(f"end-to-end ratio {ratio:.3f}; block-to-block spread of the baseline {spread:.2f}..1")
-        if spread >= 0.9 or implied is None:
-            print(f"target >= 0.98: {'met' if ratio >= 0.98 else 'NOT met'} (end-to-end ratio {ratio:.3f})")
+        if implied is None:
+            print(f"target >= 0.99: {'met' if ratio >= 0.99 else 'NOT met'} (end-to-end ratio {ratio:.3f})")
         else:
-            # The baseline alone swings more than the 2% being measured: the end-to-end ratio
-            # says nothing here, the sentinel's own time does (an upper bound on its cost,
-            # inflated when ranks share cores).
-            print(f"target >= 0.98: {'met' if implied >= 0.98 else 'NOT met'} by the time inside the sentinel "
-                  f"({implied:.3f}); the end-to-end ratio cannot resolve 2% on this machine")
+            # On a shared CPU the baseline alone swings more than the 1% being measured: the
+            # sentinel's own time is the verdict (an upper bound, inflated when ranks share cores).
+            print(f"target <= 1% of the step inside the sentinel: {'met' if implied >= 0.99 else 'NOT met'} "
+                  f"({100 * (1 - implied):.2f}%); end-to-end ratio {ratio:.3f} with baseline spread {spread:.2f}")
     dist.destroy_process_group()
+
+
+def campaign(args: argparse.Namespace) -> None:
+    """Run tests/sentinel/campaign.py on ``--ranks`` gloo processes and print the localization rate."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent.parent / "tests" / "sentinel"
+    sys.path.insert(0, str(here))
+    from campaign_score import score
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, str(here / "campaign.py"), "--out", tmp, "--steps", str(args.campaign_steps),
+                                   "--healthy", str(args.healthy), "--full"],
+                                  env=dict(os.environ, RANK=str(r), WORLD_SIZE=str(args.ranks), MASTER_ADDR="127.0.0.1",
+                                           MASTER_PORT=str(port), OMP_NUM_THREADS="1"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for r in range(args.ranks)]
+        if any(p.wait() for p in procs):
+            raise SystemExit("campaign: a rank failed (run tests/sentinel/campaign.py by hand to see why)")
+        outcomes = score(Path(tmp))
+    faulty = [o for o in outcomes if o.target]
+    healthy = [o for o in outcomes if not o.target]
+    print(f"{args.ranks} ranks, {len(faulty)} faults, {len(healthy)} healthy runs, {args.campaign_steps} steps each, "
+          f"defaults ({time.perf_counter() - started:.0f} s)")
+    for timing in ("transient", "intermittent", "persistent"):
+        group = [o for o in faulty if o.timing == timing]
+        print(f"  {timing:12s} localized {sum(o.named for o in group)}/{len(group)}, unattributed "
+              f"{sum(o.unattributed and not o.named for o in group)}, wrong rank {sum(o.wrong for o in group)}")
+    for target in ("activation", "local_grad", "param", "optimizer"):
+        group = [o for o in faulty if o.target == target]
+        print(f"  {target:12s} localized {sum(o.named for o in group)}/{len(group)}")
+    named = sum(o.named for o in faulty)
+    print(f"localization rate {named / len(faulty):.3f} ({named}/{len(faulty)}; the competing tool on the independent "
+          f"campaign: 50/67 = 0.746); false alarms {sum(o.first is not None for o in healthy)}/{len(healthy)} healthy runs")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--campaign", action="store_true", help="run the fault-injection campaign instead")
+    parser.add_argument("--healthy", type=int, default=30, help="campaign: healthy runs")
+    parser.add_argument("--campaign-steps", type=int, default=50, help="campaign: steps per run")
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--steps", type=int, default=25, help="steps per block; blocks x steps >= param_every includes a parameter check")
@@ -178,9 +239,15 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: every rank on the GPUs there are, shared if fewer")
     parser.add_argument("--backend", default="gloo", help="gloo, or nccl with one GPU per rank")
     parser.add_argument("--flags-every", type=int, default=None, help="override SentinelConfig.flags_every")
+    parser.add_argument("--audit-every", type=int, default=None, help="override SentinelConfig.audit_every (0: no audits)")
+    parser.add_argument("--audit-budget", type=float, default=None, help="override SentinelConfig.audit_budget")
+    parser.add_argument("--gemm-check-every", type=int, default=None, help="override SentinelConfig.gemm_check_every")
     parser.add_argument("--no-events", action="store_true", help="drop events instead of writing them to SQLite")
     parser.add_argument("--no-hook", action="store_true", help="leave DDP's built-in C++ reduction (no local bucket checks)")
     args = parser.parse_args()
+    if args.campaign:
+        campaign(args)
+        return
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -15,6 +15,11 @@ or in ``SDC_INJECT`` (several separated by ``;``)::
 Every kind accepts ``probe=NAME`` and ``case=NAME`` to limit it to some cases. Random choices
 come from a generator seeded by chip, probe, case and repeat, so a drill is reproducible.
 ``flip_bit`` is the one primitive everything uses; the sentinel's drills import it too.
+
+Compute corruption models for in-training drills (``Corruption``, ``Timing``): what happens to
+the values (one bit, several bits of one word, the sign, a scale, set to a value, noise, or
+a warp-aligned pattern hitting every 32nd element) and when (transient: once; intermittent:
+each time with a probability; persistent: every time), as the hardware studies see them.
 """
 
 from __future__ import annotations
@@ -95,6 +100,99 @@ def round_mantissa(tensor: torch.Tensor, bits: int) -> torch.Tensor:
     mantissa, exponent = torch.frexp(tensor.double())
     scale = 2.0 ** (bits + 1)  # frexp's mantissa is in [0.5, 1): one bit more before the point
     return torch.ldexp(torch.round(mantissa * scale) / scale, exponent.double()).to(tensor.dtype)
+
+
+CORRUPTIONS = ("bitflip", "multibit", "sign", "scale", "set", "noise", "warp")
+TIMINGS = ("transient", "intermittent", "persistent")
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """What a faulty unit does to a tensor's values.
+
+    Args:
+        model: ``bitflip`` (bit ``bit`` of element ``index``), ``multibit`` (``bits`` adjacent
+            bits from ``bit`` down, in one word), ``sign`` (negate element ``index``),
+            ``scale`` (multiply it by ``factor``), ``set`` (set it to ``value``), ``noise``
+            (add Gaussian noise of ``sigma`` times the tensor's RMS to every element) or
+            ``warp`` (flip bit ``bit`` of every ``stride``-th element from ``index``: a lane of
+            a 32-wide warp that computes wrong).
+    """
+
+    model: str
+    index: int = 0
+    bit: int = 30
+    bits: int = 3
+    factor: float = 8.0
+    value: float = 0.0
+    sigma: float = 0.5
+    stride: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in CORRUPTIONS:
+            raise FaultSpecError(f"corruption '{self.model}': choose one of {', '.join(CORRUPTIONS)}")
+
+    def apply(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A corrupted copy of ``tensor`` (the original is left alone)."""
+        out = tensor.detach().clone().contiguous()
+        flat = out.reshape(-1)
+        if flat.numel() == 0:
+            return out
+        i = self.index % flat.numel()
+        width = 8 * out.element_size()
+        bit = min(self.bit, width - 1)
+        if self.model == "bitflip":
+            flip_bit(out, i, bit)
+        elif self.model == "multibit":
+            for b in range(bit, max(bit - self.bits, -1), -1):
+                flip_bit(out, i, b)
+        elif self.model == "sign":
+            flat[i] = -flat[i] if flat[i] != 0 else -1.0
+        elif self.model == "scale":
+            flat[i] = flat[i] * self.factor if flat[i] != 0 else self.factor
+        elif self.model == "set":
+            flat[i] = self.value if flat[i] != self.value else self.value + 1.0
+        elif self.model == "noise":
+            g = torch.Generator(device="cpu").manual_seed(self.seed)
+            rms = float(flat.double().pow(2).mean().sqrt()) or 1.0
+            flat.add_((torch.randn(flat.shape, generator=g, dtype=torch.float64) * self.sigma * rms).to(flat.dtype).to(flat.device))
+        elif self.model == "warp":
+            for j in range(i % self.stride, flat.numel(), self.stride):
+                flip_bit(out, j, bit)
+        return out
+
+
+@dataclass
+class Timing:
+    """When a fault fires, counted in calls of the faulty unit once it is armed.
+
+    ``transient``: the first call only. ``intermittent``: each call with probability ``rate``
+    (from a generator seeded by ``seed``, so a drill is reproducible). ``persistent``: every call.
+    """
+
+    kind: str
+    rate: float = 0.5
+    seed: int = 0
+    fired: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in TIMINGS:
+            raise FaultSpecError(f"timing '{self.kind}': choose one of {', '.join(TIMINGS)}")
+        if not 0.0 <= self.rate <= 1.0:
+            raise FaultSpecError(f"timing rate {self.rate}: must be between 0 and 1")
+        self._rng = random.Random(self.seed)
+
+    def fires(self) -> bool:
+        """Whether this call is corrupted (counts it)."""
+        if self.kind == "transient":
+            hit = self.fired == 0
+        elif self.kind == "intermittent":
+            hit = self._rng.random() < self.rate
+        else:
+            hit = True
+        self.fired += int(hit)
+        return hit
 
 
 @dataclass(frozen=True)

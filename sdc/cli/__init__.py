@@ -57,6 +57,7 @@ for command in (
     "simulate=sdc.cli.analysis:simulate_command",
     "harvest=sdc.cli.precision:harvest_command",
     "precision=sdc.cli.precision:precision_command",
+    "checkpoint=sdc.cli.checkpoint:checkpoint_group",
 ):
     cli.add(command)
 

@@ -20,26 +20,39 @@ class SentinelConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SentinelConfig:
-    """Settings of a ReplicaSentinel. The defaults cost under 2% of a 100 ms step.
+    """Settings of a ReplicaSentinel. The defaults are measured in docs/sentinel.md (costs).
 
     Args:
         grad_every: compare the reduced gradients across replicas every N steps (0: never).
-        param_every: compare parameters every N steps (0: never).
+        param_every: compare parameters (and optimizer state) every N steps (0: never); by
+            default on every gradient check, so a state fault is named within one period.
         optimizer_state: also compare optimizer state tensors at parameter checks.
-        flags_every: exchange the local loss flags every N steps (an async all-reduce of two
-            int64s overlapped with the backward pass), so an anomaly on any such step is
-            replayed. 0 (default): only on check steps (``grad_every``/``local_every``), which
-            ride on the check's own all-reduce; an anomaly on another step is recorded as a
-            ``local_check`` event of this rank alone, without replay or action.
-        local_every: digest each local gradient bucket before its reduction (DDP comm hook)
-            every N steps, for the local norm/non-finite checks and replay (0: never).
+        flags_every: exchange the local anomaly flags every N steps (an async all-reduce of two
+            int64s overlapped with the backward pass), so a NaN or a loss spike on any such
+            step is replayed and named. 1 (default): every step. 0: only on check steps; an
+            anomaly on another step is then a ``local_check`` event of this rank alone.
+        local_every: digest each local gradient before its reduction every N steps, for the
+            local norm/non-finite checks and replay (0: never).
+        audit_every: run a recompute audit every N steps: all replicas recompute forward and
+            backward of the same slice of one rank's batch under deterministic kernels and
+            compare the digests of the loss and every local gradient (0: never). Needs a
+            replay function (the adapters set one).
+        audit_samples: rows of the owner's batch the audit recomputes (2: BatchNorm needs
+            more than one row in training mode).
+        audit_budget: if > 0, the share of training time audits may take: the period grows
+            past ``audit_every`` when the measured audit time needs it (the ranks agree on it
+            through the audit's all-reduce). 0 (default): exactly every ``audit_every`` steps.
+        gemm_check_every: every N steps, a sampled GEMM checksum on a rotating subset of the
+            model's ``nn.Linear`` layers, forward and backward (0: never).
+        gemm_check_layers: how many Linear layers one checked step covers.
         action: what to do on a finding: ``log``, ``skip_step`` (drop this step's update),
             ``resync`` (copy parameters and optimizer state from a majority rank) or
             ``raise`` (exit 16 when no chip can be named, 17 when one is).
-        loss_spike_factor: a loss above this factor times the running maximum is a spike.
+        loss_spike_factor: a loss above this factor times the median of the recent losses is a spike.
+        loss_window: how many recent losses that median is taken over.
         warmup_steps: steps before loss spikes count (early losses fall fast).
         grad_norm_ratio: a local gradient norm this many times away from the ranks' median
-            is an outlier.
+            is an outlier (replayed; a replay that reproduces on a buddy is the data's).
         replay: re-run the step on a local anomaly or an unattributed disagreement.
         job_id: names the job in events (default: $SDC_JOB_ID, $SLURM_JOB_ID, $TORCHELASTIC_RUN_ID).
         database_url / outbox_dir: where events go (default: sdc settings).
@@ -49,14 +62,20 @@ class SentinelConfig:
     """
 
     grad_every: int = 20
-    param_every: int = 100
-    optimizer_state: bool = False
+    param_every: int = 20
+    optimizer_state: bool = True
     local_every: int = 20
-    flags_every: int = 0
+    flags_every: int = 1
+    audit_every: int = 20
+    audit_samples: int = 2
+    audit_budget: float = 0.0
+    gemm_check_every: int = 50
+    gemm_check_layers: int = 1
     action: Action = "log"
     loss_spike_factor: float = 10.0
+    loss_window: int = 50
     warmup_steps: int = 20
-    grad_norm_ratio: float = 50.0
+    grad_norm_ratio: float = 3.0
     replay: bool = True
     job_id: Optional[str] = None
     database_url: Optional[str] = None
@@ -68,13 +87,20 @@ class SentinelConfig:
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise SentinelConfigError(f"SentinelConfig.action: {self.action!r} is not one of {', '.join(ACTIONS)}")
-        for name in ("grad_every", "param_every", "local_every", "flags_every", "warmup_steps"):
+        for name in ("grad_every", "param_every", "local_every", "flags_every", "warmup_steps", "audit_every",
+                     "gemm_check_every", "gemm_check_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise SentinelConfigError(f"SentinelConfig.{name}: must be an integer >= 0 (0 turns it off), got {value!r}")
         for name in ("loss_spike_factor", "grad_norm_ratio"):
             if not getattr(self, name) > 1.0:
                 raise SentinelConfigError(f"SentinelConfig.{name}: must be above 1.0, got {getattr(self, name)!r}")
+        if not (isinstance(self.audit_budget, (int, float)) and 0.0 <= self.audit_budget < 1.0):
+            raise SentinelConfigError(f"SentinelConfig.audit_budget: must be a share in [0, 1), got {self.audit_budget!r}")
+        for name in ("audit_samples", "loss_window"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise SentinelConfigError(f"SentinelConfig.{name}: must be an integer >= 1, got {value!r}")
         if self.bucket_bytes <= 0:
             raise SentinelConfigError(f"SentinelConfig.bucket_bytes: must be positive, got {self.bucket_bytes!r}")
 

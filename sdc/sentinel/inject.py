@@ -1,6 +1,7 @@
-"""Fault injection for tests and drills: flip one bit in one rank's gradients after the
-reduction, in its parameters after the step, or in its forward activations, once (transient)
-or on every forward while armed (persistent)."""
+"""Fault injection for tests and drills on one rank, with the fault models of ``sdc.faults``:
+corrupt forward activations of a module or the local gradient of a parameter (``ComputeFault``,
+armed from a step on, transient / intermittent / persistent), the reduced gradient, a
+parameter or an optimizer-state tensor (``flip_grad``, ``flip_param``, ``corrupt_state``)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from sdc.faults import flip_bit
+from sdc.faults import Corruption, Timing, flip_bit
 
-__all__ = ["ActivationFault", "flip_bit", "flip_grad", "flip_param"]
+__all__ = ["ActivationFault", "ComputeFault", "corrupt_state", "flip_bit", "flip_grad", "flip_param"]
 
 
 def _param(model: nn.Module, name: str) -> nn.Parameter:
@@ -34,18 +35,34 @@ def flip_param(model: nn.Module, name: str, flat_index: int = 0, bit: int = 20) 
     flip_bit(_param(model, name).data, flat_index, bit)
 
 
-class ActivationFault:
-    """Flips a bit in a module's forward output on this rank while armed.
+def corrupt_state(tensor: torch.Tensor, corruption: Corruption) -> None:
+    """Corrupt a stored tensor in place (a parameter, an optimizer moment): memory, not compute."""
+    with torch.no_grad():
+        tensor.copy_(corruption.apply(tensor))
 
-    ``persistent=False``: fires on the next forward only (a transient upset).
-    ``persistent=True``: fires on every forward until ``disarm()`` (a bad unit).
+
+class ComputeFault:
+    """A faulty unit on this rank: corrupts a module's forward output (``where="forward"``) or a
+    parameter's local gradient as backward computes it (``where="backward"``, before any
+    data-parallel reduction), whenever ``timing`` says so while armed.
+
+    Replays and audits run the same module, so a persistent unit corrupts them too, as real
+    hardware would; an unarmed fault does nothing.
     """
 
-    def __init__(self, module: nn.Module, flat_index: int = 0, bit: int = 30, persistent: bool = False):
-        self.flat_index, self.bit, self.persistent = flat_index, bit, persistent
+    def __init__(self, target: nn.Module | torch.Tensor, corruption: Corruption, timing: Timing, where: str = "forward"):
+        self.corruption, self.timing, self.where = corruption, timing, where
         self.armed = False
-        self.fired = 0
-        self._handle = module.register_forward_hook(self._hook)
+        if where == "forward":
+            self._handle = target.register_forward_hook(self._forward)
+        elif where == "backward":
+            self._handle = target.register_hook(self._backward)
+        else:
+            raise ValueError(f"ComputeFault: where={where!r}; choose forward or backward")
+
+    @property
+    def fired(self) -> int:
+        return self.timing.fired
 
     def arm(self) -> None:
         self.armed = True
@@ -56,12 +73,33 @@ class ActivationFault:
     def remove(self) -> None:
         self._handle.remove()
 
-    def _hook(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
-        if not self.armed:
+    def _hit(self) -> bool:
+        return self.armed and self.timing.fires()
+
+    def _forward(self, module: nn.Module, inputs: Any, output: Any) -> Any:
+        if not isinstance(output, torch.Tensor) or not self._hit():
             return output
+        # Corrupt the values, keep the autograd graph: backward runs through the unit as before.
         corrupted = output.clone()
-        flip_bit(corrupted, self.flat_index % corrupted.numel(), self.bit)
-        self.fired += 1
+        corrupted.detach().copy_(self.corruption.apply(output))
+        return corrupted
+
+    def _backward(self, grad: torch.Tensor) -> torch.Tensor:
+        return self.corruption.apply(grad) if self._hit() else grad
+
+
+class ActivationFault(ComputeFault):
+    """Flips bit ``bit`` of element ``flat_index`` in a module's forward output while armed:
+    on the next forward only (``persistent=False``) or on every forward until ``disarm()``."""
+
+    def __init__(self, module: nn.Module, flat_index: int = 0, bit: int = 30, persistent: bool = False):
+        self.persistent = persistent
+        super().__init__(module, Corruption("bitflip", index=flat_index, bit=bit), Timing("persistent"), "forward")
+
+    def _hit(self) -> bool:
+        if not self.armed:
+            return False
+        self.timing.fires()
         if not self.persistent:
             self.armed = False
-        return corrupted
+        return True

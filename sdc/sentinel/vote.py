@@ -1,9 +1,9 @@
-"""Pure decisions of the sentinel: majority vote over replicas' fingerprints, outliers among
-ranks' local gradient norms, loss spikes. Values in, values out: no torch.distributed here."""
+"""Pure decisions of the sentinel about replicas: who is blamed (``Suspect``), what one
+check found (``Finding``), what a step came to (``StepVerdict``), and the majority vote over
+replicas' fingerprints. Values in, values out: no torch.distributed here."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Hashable, Sequence
@@ -26,7 +26,17 @@ class Suspect:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Finding:
+    """What one check (grad_check, param_check, audit, replay, local_check ...) found at a step."""
+
+    kind: str
+    diagnosis: str
+    suspects: tuple[Suspect, ...] = ()
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepVerdict:
     """What the sentinel concluded about one step (``ok`` also when the data, not a chip, was at fault)."""
 
     step: int
@@ -46,12 +56,39 @@ def worst(diagnoses: Sequence[str]) -> str:
     return max(diagnoses, key=SEVERITY.__getitem__, default="ok")
 
 
+def step_verdict(step: int, findings: Sequence[Finding], *, checks: Sequence[str] = (), skipped: bool = False,
+                 resynced: bool = False) -> StepVerdict:
+    """A step's verdict from its findings: the worst diagnosis, every blamed rank once."""
+    overall = worst([f.diagnosis for f in findings])
+    # A later replay or second opinion that attributes a disagreement supersedes 'unattributed'.
+    if overall == "unattributed" and any(f.kind in ("replay", "audit") and f.diagnosis in ("divergence", "transient")
+                                         for f in findings):
+        overall = worst([f.diagnosis for f in findings if f.diagnosis != "unattributed"])
+    suspects: dict[int, Suspect] = {}
+    for finding in findings:
+        if finding.diagnosis in ("ok", "correct"):
+            continue
+        for s in finding.suspects:
+            prior = suspects.get(s.rank)
+            params = tuple(dict.fromkeys((prior.params if prior else ()) + s.params))
+            suspects[s.rank] = Suspect(s.rank, s.host, s.chip_id, params)
+    return StepVerdict(
+        step=step,
+        diagnosis=overall,
+        suspects=tuple(suspects[r] for r in sorted(suspects)),
+        checks=tuple(checks),
+        skipped=skipped,
+        resynced=resynced,
+        details={"findings": [(f.kind, f.diagnosis) for f in findings]},
+    )
+
+
 @dataclass(frozen=True)
 class VoteResult:
     """Majority vote over W replicas: which ranks (indices into the vote) disagree, on what."""
 
     diagnosis: str  # ok | divergence (minority named) | unattributed (no strict majority)
-    minority: dict[int, tuple[str, ...]]  # replica index -> names it disagrees on
+    minority: dict[int, tuple[str, ...]]  # replica index -> names it disagrees on, in order
     unattributed: tuple[str, ...]  # names with no strict majority
     majority_replica: int | None  # a replica index that holds the majority value everywhere
 
@@ -93,39 +130,3 @@ def majority_vote(fingerprints: Sequence[Sequence[Hashable]], names: Sequence[st
         unattributed=tuple(unattributed),
         majority_replica=min(in_majority) if in_majority else None,
     )
-
-
-def norm_outliers(norms: Sequence[float], ratio: float) -> list[int]:
-    """Indices of local gradient norms more than ``ratio`` times away from the median.
-
-    Non-finite norms are always outliers. Needs three or more ranks to say who is odd.
-    """
-    finite = sorted(n for n in norms if math.isfinite(n))
-    bad = [i for i, n in enumerate(norms) if not math.isfinite(n)]
-    if len(norms) < 3 or not finite:
-        return bad
-    median = finite[len(finite) // 2] if len(finite) % 2 else 0.5 * (finite[len(finite) // 2 - 1] + finite[len(finite) // 2])
-    if median <= 0:
-        return bad  # most ranks saw no gradient: a ratio means nothing
-    return sorted(set(bad) | {i for i, n in enumerate(norms) if math.isfinite(n) and (n > ratio * median or n * ratio < median)})
-
-
-class LossTracker:
-    """Flags a non-finite loss, or one above ``factor`` times the running maximum after warm-up."""
-
-    def __init__(self, factor: float, warmup_steps: int):
-        self.factor = factor
-        self.warmup_steps = warmup_steps
-        self.seen = 0
-        self.running_max = 0.0
-
-    def check(self, loss: float) -> str | None:
-        """The anomaly this loss shows ('nonfinite_loss', 'loss_spike'), or None; then learns it."""
-        if not math.isfinite(loss):
-            return "nonfinite_loss"
-        magnitude = abs(loss)
-        if self.seen >= self.warmup_steps and self.running_max > 0 and magnitude > self.factor * self.running_max:
-            return "loss_spike"  # not learnt: one spike must not raise the bar for the next
-        self.seen += 1
-        self.running_max = max(self.running_max, magnitude)
-        return None

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sdc.sentinel import ReplicaSentinel, SentinelConfig
-from sdc.sentinel.core import MAX_PENDING_LOSSES
+from sdc.sentinel.losses import MAX_PENDING_LOSSES
 
 NEVER = dict(grad_every=0, param_every=0, local_every=0, flags_every=0)
 
@@ -30,7 +30,7 @@ def test_losses_between_checks_are_read_late_but_reported_with_their_step():
         sentinel.on_grads_ready()
         sentinel.on_step_end(step)
         # Never more than the cap waits on the device: one read per MAX_PENDING_LOSSES steps.
-        assert len(sentinel._pending_losses) == (step + 1) % MAX_PENDING_LOSSES
+        assert len(sentinel.losses.pending) == (step + 1) % MAX_PENDING_LOSSES
     assert sentinel.loss_tracker.seen == MAX_PENDING_LOSSES - 1  # every finite loss read so far
     sentinel.close()  # reads the rest
     assert sentinel.loss_tracker.seen == steps - 1
@@ -79,3 +79,27 @@ def test_no_host_sync_on_steps_without_a_check_on_the_gpu():
             torch.cuda.set_sync_debug_mode("default")
     assert sentinel.errors == 0
     sentinel.close()
+
+
+def test_at_the_defaults_a_nan_on_any_step_is_replayed():
+    """flags_every=1 by default: a NaN on step 7 (no check due) is exchanged, replayed and
+    reported at step 7 — not left as a rank-local note."""
+    events: list = []
+    model = nn.Linear(4, 1)
+    sentinel = ReplicaSentinel(model, config=SentinelConfig(), deliver=events.extend,
+                               replay_fn=lambda x: model(x).pow(2).mean())
+    verdicts = []
+    for step in range(10):
+        x = torch.full((2, 4), float("nan")) if step == 7 else torch.ones(2, 4)
+        sentinel.on_step_begin(step, x)
+        loss = model(x).pow(2).mean()
+        sentinel.on_loss(loss)
+        loss.backward()
+        sentinel.on_grads_ready()
+        model.zero_grad()
+        verdicts.append(sentinel.on_step_end(step))
+    sentinel.close()
+    assert [v.step for v in verdicts if not v.ok] == [7]
+    replays = [e for e in events if e.kind == "replay"]
+    assert [(e.step, e.details["reasons"], e.details["replayed"]) for e in replays] == [(7, ["nonfinite_loss"], True)]
+    assert not [e for e in events if e.details.get("local_only")]

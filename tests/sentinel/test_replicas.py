@@ -12,7 +12,7 @@ def test_healthy_job_reports_only_ok(jobs):
     run = jobs["healthy"]
     assert run.events, "checks must become events"
     assert {e.diagnosis for e in run.events} == {"ok"}
-    assert {e.kind for e in run.events} == {"grad_check", "param_check"}
+    assert {e.kind for e in run.events} == {"grad_check", "param_check", "audit", "gemm_check"}
     assert len({e.rank for e in run.events}) == 4
     for rank in run.ranks:
         assert all(v["ok"] for v in rank["verdicts"])
@@ -109,3 +109,47 @@ def test_hsdp_compares_only_within_the_replicate_dimension(jobs):
     found = [e for e in run.events if e.step == 15 and e.kind == "param_check" and e.diagnosis == "unattributed"]
     assert {e.rank for e in found} == {0, 2}
     assert all(e.details["disagreeing_params"] == ["0.weight"] for e in found)
+
+
+def test_a_replay_failing_on_one_rank_does_not_hang_its_peer(jobs):
+    """Rank 1's replay of the reduction raises at step 15; rank 0 replays fine. Every rank
+    still enters the recomputed all-reduces, so the job finishes and nobody is blamed."""
+    run = jobs["replay_failure"]
+    for rank in range(2):
+        assert len(run.ranks[rank]["verdicts"]) == 50
+        assert run.verdict(rank, 15)["diagnosis"] == "unattributed"
+        assert run.verdict(rank, 15)["suspects"] == []
+    replays = [e for e in run.events if e.step == 15 and e.kind == "replay"]
+    assert replays and {e.diagnosis for e in replays} == {"unattributed"}
+
+
+def test_one_upset_left_unrepaired_is_one_incident(jobs):
+    """action=log: rank 2's received gradient is flipped at step 20 and never repaired, so its
+    parameters stay diverged; every later parameter check still says so in its verdict, but
+    the store gets one incident, not one per check."""
+    run = jobs["log_once"]
+    for rank in range(4):
+        bad = run.not_ok_steps(rank)
+        assert min(bad) == 20 and {25, 30, 45} <= set(bad)
+        assert all([s["rank"] for s in v["suspects"]] == [2] for v in bad.values())
+    incidents = [e for e in run.events if e.diagnosis != "ok"]
+    assert {(e.step, e.kind) for e in incidents} == {(20, "grad_check")}
+    assert len(incidents) == 4  # one event per reporting rank
+
+
+@pytest.mark.parametrize("scenario, group_of_2", [("fsdp_gemm", [0, 1, 2, 3]), ("hsdp_gemm", [0, 2])])
+def test_a_corrupted_shard_gemm_is_named_by_its_checksum(jobs, scenario, group_of_2):
+    """Rank 2's output-layer GEMM computes one element wrong from step 10 on. Plain FSDP has no
+    replica of that computation and HSDP's replicas receive the same reduced shard, so only
+    the sampled GEMM checksum sees it; every rank of the group names rank 2."""
+    run = jobs[scenario]
+    for r in run.ranks:
+        if r["group"] != group_of_2:
+            assert run.not_ok_steps(r["rank"]) == {}  # the other replicate group computes correctly
+            continue
+        bad = run.not_ok_steps(r["rank"])
+        assert min(bad) == 10 and set(bad) == set(range(10, 50)), sorted(bad)
+        assert all([s["rank"] for s in v["suspects"]] == [2] and v["diagnosis"] == "divergence" for v in bad.values())
+        assert all("gemm" in v["checks"] for v in r["verdicts"])
+    found = [e for e in run.events if e.kind == "gemm_check" and e.diagnosis == "divergence"]
+    assert found and all(e.details["suspects"][0]["params"] == ["3"] for e in found)

@@ -9,7 +9,9 @@ import torch
 
 from sdc.sentinel import SentinelConfig, SentinelConfigError
 from sdc.sentinel.inject import flip_bit
-from sdc.sentinel.vote import LossTracker, majority_vote, norm_outliers, worst
+from sdc.sentinel.checks import norm_outliers
+from sdc.sentinel.losses import LossTracker
+from sdc.sentinel.vote import majority_vote, worst
 
 
 def test_minority_replica_is_named_with_its_parameters():
@@ -76,3 +78,19 @@ def test_flip_bit_flips_exactly_one_bit_and_back(dtype, bit):
     assert torch.equal(t, before)
     with pytest.raises(ValueError, match="bit"):
         flip_bit(t, 0, t.element_size() * 8)
+
+
+def test_late_loss_spike_is_seen_against_the_recent_median():
+    """Losses fall from 100 to ~1; a jump to 50 is 20x the recent losses (a running maximum
+    since step 0, at 100, would never see it)."""
+    tracker = LossTracker(factor=10, warmup_steps=5, window=20)
+    falling = [100.0 * 0.9**i for i in range(45)]
+    assert all(tracker.check(v) is None for v in falling)
+    assert tracker.check(50.0) == "loss_spike"
+    assert tracker.check(falling[-1]) is None
+
+
+def test_a_3x_gradient_norm_outlier_is_named_at_the_default_ratio():
+    ratio = SentinelConfig().grad_norm_ratio
+    assert norm_outliers([1.0, 1.2, 0.9, 3.5], ratio) == [3]
+    assert norm_outliers([1.0, 1.3, 0.8, 1.6], ratio) == []  # healthy spread between micro-batches

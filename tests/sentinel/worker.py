@@ -29,8 +29,12 @@ SCENARIOS = {
     "replicas": dict(grad_every=1, param_every=5, local_every=1, action="resync", optimizer_state=True),
     "local": dict(grad_every=1, param_every=5, local_every=1, flags_every=1, action="skip_step", warmup_steps=5),
     "two_ranks": dict(grad_every=1, param_every=5, local_every=1, action="skip_step"),
+    "replay_failure": dict(grad_every=1, param_every=5, local_every=1, action="skip_step"),
     "error": dict(grad_every=1, param_every=5, local_every=1, action="log"),
+    "log_once": dict(grad_every=1, param_every=5, local_every=1, action="log"),
     "hsdp": dict(grad_every=1, param_every=5, local_every=0, action="log"),
+    "fsdp_gemm": dict(gemm_check_every=1, gemm_check_layers=2, action="log"),
+    "hsdp_gemm": dict(grad_every=1, param_every=5, local_every=0, gemm_check_every=1, gemm_check_layers=2, action="log"),
 }
 
 
@@ -90,13 +94,55 @@ def run_hsdp(steps: int, args: argparse.Namespace) -> dict:
     return {"rank": rank, "world": 4, "verdicts": verdicts, "group": sentinel.comm.ranks, "errors": sentinel.errors}
 
 
+def run_fsdp_gemm(scenario: str, steps: int, args: argparse.Namespace) -> dict:
+    """FSDP2 (plain, or HSDP on 2x2) with one rank's output-layer GEMM computing one element
+    wrong from step 10 on: only the GEMM checksum can see it (no replica computes that shard)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from sdc.faults import Corruption, Timing
+    from sdc.sentinel.adapters.fsdp import fsdp_sentinel, hsdp_sentinel
+    from sdc.sentinel.inject import ComputeFault
+
+    rank = dist.get_rank()
+    hsdp = scenario == "hsdp_gemm"
+    mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("replicate", "shard")) if hsdp else init_device_mesh("cpu", (4,))
+    torch.manual_seed(0)
+    model = build_model(MODEL_CONFIG)
+    fault = ComputeFault(model[3], Corruption("bitflip", index=2, bit=27), Timing("persistent")) if rank == 2 else None
+    fully_shard(model, mesh=mesh)
+    torch.manual_seed(100 + rank)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    config = SentinelConfig(job_id=f"test-{scenario}", database_url=args.database_url, outbox_dir=args.outbox, **SCENARIOS[scenario])
+    sentinel = (hsdp_sentinel if hsdp else fsdp_sentinel)(model, optimizer, mesh, config=config)
+    verdicts = []
+    for step in range(steps):
+        batch = tuple(t.cpu() for t in batch_for(rank, step))
+        if fault is not None and step == 10:
+            fault.arm()
+        optimizer.zero_grad(set_to_none=True)
+        sentinel.on_step_begin(step, batch)
+        loss = loss_fn(model, batch)
+        sentinel.on_loss(loss)
+        loss.backward()
+        sentinel.on_grads_ready()
+        optimizer.step()
+        verdict = sentinel.on_step_end(step)
+        verdicts.append({"step": step, "diagnosis": verdict.diagnosis, "ok": verdict.ok,
+                         "suspects": [s.to_dict() for s in verdict.suspects], "checks": list(verdict.checks)})
+    sentinel.close()
+    return {"rank": rank, "world": 4, "verdicts": verdicts, "group": sentinel.comm.ranks, "errors": sentinel.errors}
+
+
 def run_scenario(scenario: str, steps: int, args: argparse.Namespace) -> dict | None:
     """Train one small job under ``scenario``; None on ranks outside its process group."""
     rank, world = dist.get_rank(), dist.get_world_size()
     if scenario == "hsdp":
         return run_hsdp(steps, args)
+    if scenario in ("fsdp_gemm", "hsdp_gemm"):
+        return run_fsdp_gemm(scenario, steps, args)
     group = None
-    if scenario == "two_ranks":
+    if scenario in ("two_ranks", "replay_failure"):
         group = dist.new_group([0, 1])  # every rank must create it, only 0 and 1 train
         if rank > 1:
             return None
@@ -128,6 +174,18 @@ def run_scenario(scenario: str, steps: int, args: argparse.Namespace) -> dict | 
 
         sentinel._grad_fingerprints = broken
 
+    if scenario == "replay_failure" and rank == 1:
+        # The replay of the reduction fails on one rank only: its peer still waits in the
+        # recomputed all-reduces, which the failing rank must enter too.
+        working = sentinel.replay_fn
+
+        def failing(batch):
+            if sentinel.step == 15:
+                raise RuntimeError("planted replay failure")
+            return working(batch)
+
+        sentinel.replay_fn = failing
+
     backward_fault = {"armed": False}
 
     def corrupt_grad(grad: torch.Tensor) -> torch.Tensor:
@@ -158,9 +216,9 @@ def run_scenario(scenario: str, steps: int, args: argparse.Namespace) -> dict | 
         loss = loss_fn(ddp, batch)
         sentinel.on_loss(loss)
         loss.backward()
-        if scenario == "replicas" and rank == 2 and step == 20:
+        if scenario in ("replicas", "log_once") and rank == 2 and step == 20:
             flip_grad(ddp, "3.weight", flat_index=7, bit=22)
-        if scenario == "two_ranks" and rank == 1 and step == 15:
+        if scenario in ("two_ranks", "replay_failure") and rank == 1 and step == 15:
             flip_grad(ddp, "0.weight", flat_index=3, bit=21)
         sentinel.on_grads_ready()
         persistent.disarm()

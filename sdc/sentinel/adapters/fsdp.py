@@ -6,9 +6,11 @@ reduced gradient shard, so their local shards must be bit-identical: the sentine
 the local shards (``DTensor.to_local()``) and votes within that group.
 
 Plain FSDP (a 1-D mesh, everything sharded) has no redundant copy of gradients or
-parameters: no replica can outvote another. Only the local checks (non-finite and spiking
-loss) and replay apply there; ``hsdp_sentinel`` refuses a mesh without a replicate
-dimension of size 2 or more rather than pretend to compare.
+parameters: no replica can outvote another, and ``hsdp_sentinel`` refuses a mesh without a
+replicate dimension of size 2 or more rather than pretend to compare. ``fsdp_sentinel``
+watches such a job with what needs no replica: the sampled GEMM checksums on the Linear
+layers (forward and backward, on the unsharded weights FSDP gathers for the computation)
+and the local loss flags, shared over the whole mesh so every rank reaches the same verdict.
 """
 
 from __future__ import annotations
@@ -53,6 +55,29 @@ def hsdp_sentinel(
     whole mesh); a local anomaly is reported as ``unattributed``.
     """
     sentinel = ReplicaSentinel(model, optimizer, group=replicate_group(mesh, dim), config=config, **kwargs)
+    sentinel.params = [_ShardView(p) for p in sentinel.params]  # type: ignore[assignment]
+    return sentinel
+
+
+def fsdp_sentinel(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    mesh: Any,
+    *,
+    config: SentinelConfig | None = None,
+    **kwargs: Any,
+) -> ReplicaSentinel:
+    """A sentinel for plain FSDP: GEMM checksums and local flags over the mesh's group.
+
+    The replica comparisons (gradients, parameters, audits) are turned off: every rank holds
+    a different shard, so their digests differ by design.
+    """
+    from dataclasses import replace
+
+    base = config or SentinelConfig()
+    config = replace(base, grad_every=0, param_every=0, audit_every=0, local_every=0,
+                     gemm_check_every=base.gemm_check_every or 1)
+    sentinel = ReplicaSentinel(model, optimizer, group=mesh.get_group(), config=config, **kwargs)
     sentinel.params = [_ShardView(p) for p in sentinel.params]  # type: ignore[assignment]
     return sentinel
 

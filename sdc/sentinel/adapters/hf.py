@@ -1,10 +1,18 @@
 """Hugging Face adapter: a ``TrainerCallback`` that drives a ReplicaSentinel.
 
-    trainer = Trainer(..., callbacks=[SentinelTrainerCallback(SentinelConfig(...))])
+    callback = SentinelTrainerCallback(SentinelConfig(...))
+    trainer = SentinelTrainer(model=..., args=..., sentinel_callback=callback)
 
-The Trainer exposes no hook between the loss and the backward pass, so the loss check and
-replay need ``SentinelTrainer`` (a Trainer whose ``compute_loss`` reports to the sentinel);
-with the plain callback the cross-replica gradient and parameter checks still run.
+The Trainer exposes no hook between the loss and the backward pass, so the loss check,
+replay and audits need ``SentinelTrainer`` (a Trainer whose ``compute_loss`` reports to the
+sentinel); with the plain callback the cross-replica gradient and parameter checks still run.
+
+Replay calls the Trainer's own ``compute_loss`` on the unwrapped model with the step's
+``num_items_in_batch``, so it recomputes exactly the loss the step computed (the Trainer
+normalises by the token count of the whole batch and multiplies by the number of processes;
+``model(**batch).loss`` does neither). The sentinel's callback runs after every other
+callback, so its gradient check sees the gradients the optimizer will use: the Trainer has
+already clipped them when its ``on_pre_optimizer_step`` hooks run.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from transformers import Trainer, TrainerCallback
 
 from sdc.sentinel.config import SentinelConfig
 from sdc.sentinel.core import ReplicaSentinel
-from sdc.sentinel.vote import Verdict
+from sdc.sentinel.vote import StepVerdict
 
 
 class SentinelTrainerCallback(TrainerCallback):
@@ -24,7 +32,7 @@ class SentinelTrainerCallback(TrainerCallback):
         self.group = group
         self.kwargs = kwargs
         self.sentinel: ReplicaSentinel | None = None
-        self.verdicts: list[Verdict] = []
+        self.verdicts: list[StepVerdict] = []
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         if self.sentinel is None:
@@ -40,31 +48,51 @@ class SentinelTrainerCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self.verdicts.append(self.sentinel.on_step_end(self.sentinel.step))
 
+    def on_save(self, args, state, control, **kwargs):
+        """Write the checkpoint's manifest (candidate until a later clean check certifies it)."""
+        from sdc.sentinel.certify import certifier_for
+
+        if self.sentinel is not None:
+            path = f"{args.output_dir}/checkpoint-{state.global_step}"
+            certifier_for(self.sentinel).saved(path, state.global_step, self.sentinel.model)
+
     def on_train_end(self, args, state, control, **kwargs):
         if self.sentinel is not None:
             self.sentinel.close()
 
 
 class SentinelTrainer(Trainer):
-    """A Trainer that also gives the sentinel each batch (for replay) and each loss."""
+    """A Trainer that also gives the sentinel each batch (for replay and audits) and each loss."""
 
     def __init__(self, *args: Any, sentinel_callback: SentinelTrainerCallback, **kwargs: Any):
-        super().__init__(*args, callbacks=[sentinel_callback, *(kwargs.pop("callbacks", None) or [])], **kwargs)
+        # Last, so that a callback that changes the gradients runs before the check.
+        super().__init__(*args, callbacks=[*(kwargs.pop("callbacks", None) or []), sentinel_callback], **kwargs)
         self.sentinel_callback = sentinel_callback
+        self._replaying = False
+        self._num_items: Any = None
 
-    def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+    def _replay_loss(self, batch: dict) -> Any:
+        """The step's loss recomputed the way the Trainer computed it, without DDP's hooks."""
+        self._replaying = True
+        try:
+            return super().compute_loss(self.model, dict(batch), num_items_in_batch=self._num_items)
+        finally:
+            self._replaying = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None, **kwargs):
         sentinel = self.sentinel_callback.sentinel
-        if sentinel is not None and model.training and torch_grad_enabled():
+        watching = sentinel is not None and model.training and torch_grad_enabled() and not self._replaying
+        if watching:
             if sentinel.step != self.state.global_step:
                 sentinel.on_step_begin(self.state.global_step, inputs)
             else:
-                sentinel._batch, sentinel._rng = inputs, _rng()
-            if sentinel.replay_fn is None:
-                unwrapped = self.model
-                sentinel.replay_fn = lambda batch: unwrapped(**batch).loss
-        result = super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+                sentinel.remember_batch(dict(inputs))
+            self._num_items = num_items_in_batch
+            if sentinel.replayer.replay_fn is None:
+                sentinel.replay_fn = self._replay_loss
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch, **kwargs)
         loss = result[0] if return_outputs else result
-        if sentinel is not None and model.training and torch_grad_enabled():
+        if watching:
             sentinel.on_loss(loss)
         return result
 
@@ -73,9 +101,3 @@ def torch_grad_enabled() -> bool:
     import torch
 
     return torch.is_grad_enabled()
-
-
-def _rng() -> dict:
-    from sdc.sentinel.replay import capture_rng
-
-    return capture_rng()

@@ -1,0 +1,167 @@
+"""Sampled GEMM checksums (algorithm-based fault tolerance) for compute that has no replica:
+FSDP/ZeRO-3 shards and tensor-parallel pieces, where no second copy can outvote a wrong one.
+
+For an ``nn.Linear`` computing ``Y = X Wᵀ + b``, a random vector ``r`` gives two ways to the
+same numbers: ``Y r`` and ``X (Wᵀ r) + b·r``. A unit that computed one element of ``Y`` wrong
+moves the first and not the second. The backward pass is checked the same way:
+``dX = dY W``, so ``dX s = dY (W s)``. The two sides differ by roundoff only, bounded from the
+operands' magnitudes and the dtype's unit roundoff (``|X| (|W|ᵀ |r|)``, times ``eps`` and a
+safety factor), so a healthy run never trips it and an exponent or high-mantissa upset always
+does.
+
+The sentinel creates one when ``gemm_check_every > 0`` (the default). On checked steps hooks are put on ``gemm_check_layers`` Linear layers,
+rotating through the model, and removed afterwards; other steps pay nothing. Works on any
+PyTorch backend (plain tensor ops). The forward check is a forward hook that changes nothing;
+the backward check is a hook on the layer's own matrix-product node in the autograd graph
+(``AddmmBackward``/``MmBackward``), so in-place ops after the layer keep working. The result is exchanged at the step's end, so every rank
+reaches the same verdict: the failing rank is named (``kind: gemm_check``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from sdc.sentinel.vote import Finding
+
+log = logging.getLogger(__name__)
+
+# Roundoff allowance: the bound's multiple of eps. Generous: an upset that matters is orders
+# of magnitude above it, while accumulation-order differences stay well below.
+SAFETY = 64.0
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def checksum_gap(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 generator: torch.Generator) -> float:
+    """How far ``Y r`` is from ``X (Wᵀ r) + b·r``, in units of the roundoff bound (> 1: wrong)."""
+    acc = torch.float64 if y.device.type == "cpu" else torch.float32
+    r = torch.rand(weight.shape[0], generator=generator, dtype=acc).to(y.device) + 0.5
+    y2, x2 = y.reshape(-1, y.shape[-1]).to(acc), x.reshape(-1, x.shape[-1]).to(acc)
+    w = weight.to(acc)
+    direct = y2 @ r
+    rebuilt = x2 @ (w.t() @ r)
+    magnitude = x2.abs() @ (w.abs().t() @ r.abs()) + y2.abs() @ r.abs()
+    if bias is not None:
+        rebuilt = rebuilt + bias.to(acc) @ r
+    eps = torch.finfo(y.dtype).eps if y.dtype.is_floating_point else 0.0
+    bound = SAFETY * eps * magnitude + 1e-30
+    gap = ((direct - rebuilt).abs() / bound)
+    worst = gap.max() if gap.numel() else torch.zeros((), device=y.device)
+    if not torch.isfinite(direct).all() and torch.isfinite(x2).all() and torch.isfinite(w).all():
+        return float("inf")  # a non-finite output from finite operands
+    return float(worst)
+
+
+def _gemm_node(node: Any) -> Any:
+    """The autograd node of a Linear's matrix product (through the reshape of a >2-D input)."""
+    for _ in range(3):
+        if node is None:
+            return None
+        name = node.name()
+        if name.startswith(("AddmmBackward", "MmBackward")):
+            return node
+        if not name.startswith(("ViewBackward", "UnsafeViewBackward", "ReshapeAliasBackward", "AliasBackward")):
+            return None
+        node = node.next_functions[0][0] if node.next_functions else None
+    return None
+
+
+class GemmChecks:
+    """Rotating ABFT checks on a model's ``nn.Linear`` layers (create on every rank alike).
+
+    Args:
+        model: the module whose Linear layers are checked.
+        every: check every N steps (0: never).
+        layers: how many Linear layers one checked step covers.
+        seed: the checksum vectors' generator seed.
+    """
+
+    def __init__(self, model: nn.Module, every: int, layers: int = 1, seed: int = 0):
+        self.linears: list[tuple[str, nn.Linear]] = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        self.every, self.layers = every, max(1, layers)
+        self.generator = torch.Generator().manual_seed(seed)
+        self._handles: list[Any] = []
+        self._failures: list[tuple[str, str, float]] = []
+        self._checked: list[str] = []
+        self.step = -1
+
+    def due(self, step: int) -> bool:
+        return self.every > 0 and bool(self.linears) and step % self.every == 0
+
+    def chosen(self, step: int) -> list[tuple[str, nn.Linear]]:
+        start = (step // max(self.every, 1)) * self.layers
+        return [self.linears[(start + i) % len(self.linears)] for i in range(min(self.layers, len(self.linears)))]
+
+    def arm(self, step: int) -> None:
+        """Hook the layers due at ``step`` (called by the sentinel at the step's beginning)."""
+        self.disarm()
+        self.step, self._failures, self._checked = step, [], []
+        if not self.due(step):
+            return
+        for name, module in self.chosen(step):
+            self._handles.append(module.register_forward_hook(self._forward(name)))
+            self._checked.append(name)
+
+    def disarm(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _forward(self, name: str):
+        # A forward hook that returns nothing wraps nothing: in-place ops on the output (an
+        # in-place ReLU after the layer) stay legal, unlike with a module backward hook.
+        def hook(module: nn.Linear, inputs: Sequence[Any], output: torch.Tensor) -> None:
+            if not torch.is_grad_enabled() or not isinstance(output, torch.Tensor):
+                return
+            try:
+                weight = _full(module.weight).detach()
+                gap = checksum_gap(output.detach(), inputs[0].detach(), weight,
+                                   None if module.bias is None else _full(module.bias).detach(), self.generator)
+                if gap > 1.0:
+                    self._failures.append((name, "forward", gap))
+                node = _gemm_node(output.grad_fn)
+                if node is not None:
+                    node.register_hook(self._backward(name, weight, node.name()))
+            except Exception:
+                log.exception("sdc sentinel: GEMM checksum of %s failed", name)
+
+        return hook
+
+    def _backward(self, name: str, weight: torch.Tensor, kind: str):
+        """A hook on the layer's own GEMM node: its input gradient ``dX = dY W``."""
+        def hook(grad_inputs: Sequence[Any], grad_outputs: Sequence[Any]) -> None:
+            # addmm(bias, X, Wᵀ) -> (d bias, dX, d Wᵀ); mm(X, Wᵀ) -> (dX, d Wᵀ)
+            dx = grad_inputs[1] if kind.startswith("Addmm") else grad_inputs[0]
+            dy = grad_outputs[0]
+            if dx is None or dy is None:
+                return  # the first layer: no gradient for its input
+            try:
+                gap = checksum_gap(dx.detach(), dy.detach(), weight.t(), None, self.generator)
+                if gap > 1.0:
+                    self._failures.append((name, "backward", gap))
+            except Exception:
+                log.exception("sdc sentinel: GEMM checksum of %s (backward) failed", name)
+
+        return hook
+
+    def collect(self, comm: Any, peers: Any) -> list[Finding]:
+        """At the step's end, on every rank: exchange who failed and turn it into findings."""
+        if not self.due(self.step):
+            return []
+        self.disarm()
+        failed = torch.tensor([int(bool(self._failures))], dtype=torch.int64)
+        if not comm.max_(failed).tolist()[0]:
+            return [Finding("gemm_check", "ok", (), {"layers": list(self._checked)})]
+        rows = comm.gather_objects([(n, where, g) for n, where, g in self._failures])
+        bad = [i for i, r in enumerate(rows) if r]
+        suspects = tuple(peers.suspect(i, tuple(dict.fromkeys(n for n, _, _ in rows[i]))) for i in bad)
+        details = {"layers": list(self._checked),
+                   "failures": {str(peers.rank(i)): [{"layer": n, "pass": w, "gap": g} for n, w, g in rows[i]] for i in bad}}
+        return [Finding("gemm_check", "divergence", suspects, details)]
