@@ -2,8 +2,8 @@
 
 Every non-CUDA accelerator used to be recorded as a virtual CPU chip (``host:vm:cpu:1``), so
 sentinel evidence never joined the sweep evidence of the same chip (issue 15, item 4). The
-sweep side is here (``discover()`` names ``host:<host>:testdev:<i>``); the sentinel side is the
-sentinel's own change, so this test is skipped until it lands and is then to be enabled.
+sweep names ``host:<host>:testdev:<i>`` (``discover()``); each rank of a job whose parameters
+live on a testdev device must name the same chip.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ import json, os, sys
 import torch, torch.distributed as dist
 import tests.testdev.backend
 from sdc.node.devices import discover
-from sdc.sentinel.core import local_chip_id
+from sdc.sentinel.identity import chip_id_for, model_device
 rank, world, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
 torch.testdev.set_device(rank % 2)
+params = list(torch.nn.Linear(4, 4).to(f"testdev:{rank % 2}").parameters())
 ids = [None] * world
-dist.all_gather_object(ids, local_chip_id(rank))
+dist.all_gather_object(ids, chip_id_for(model_device(params), rank))
 if rank == 0:
     print(json.dumps({"sentinel": ids, "sweep": [h.chip.chip_id for h in discover()]}))
 dist.destroy_process_group()
@@ -41,7 +42,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skip(reason="issue 15 item 4 (the sentinel's chip identity on non-CUDA accelerators) belongs to the sentinel helper; enable once local_chip_id() names PrivateUse1 chips")
 @pytest.mark.parametrize("world", [2, 3])
 def test_sentinel_ranks_name_the_same_chips_as_the_sweep(world):
     if why_unavailable():
