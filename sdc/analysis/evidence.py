@@ -143,8 +143,8 @@ class EvidenceBuilder:
                 "digest": np.asarray(
                     [NO_DIGEST if d is None else self.digest_enc.code(d) for d in digest], dtype=np.int32
                 ),
-                "repeats": np.asarray(repeats, dtype=np.int16),
-                "distinct": np.asarray(distinct, dtype=np.int16),
+                "repeats": np.asarray(repeats, dtype=np.int32),
+                "distinct": np.asarray(distinct, dtype=np.int32),
                 "throughput": np.asarray([np.nan if t is None else t for t in throughput], dtype=np.float64),
                 "result_id": np.asarray(result_id, dtype="S64"),
             }

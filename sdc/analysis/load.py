@@ -1,9 +1,14 @@
 """The analysis's evidence read from the store: probe results as columns, job events, throttle reasons.
 
-Reading two million probe results must stay well under 30 s and 2 GB, so the database
-does the string work (integer codes for chips, sweeps and cases via temporary tables), rows
-stream in partitions into numpy arrays, and the time of a result is its sweep's start, so no
-per-row datetime is parsed.
+Reading two million probe results must stay well under 30 s and 2 GB, so the database packs
+each sweep's results into one row and numpy parses the numbers in bulk; the time of a result
+is its sweep's start, so no per-row datetime is parsed.
+
+No field is split on a separator character: a record's strings may hold any character
+(ingest accepts them), and one chip id or digest holding the separator must not shift every
+later value by a slot. Strings travel concatenated with their lengths beside them (numbers,
+split on commas), and the few distinct case keys are length-prefixed, so every value is cut
+out at its own boundaries whatever it contains.
 """
 
 from __future__ import annotations
@@ -16,61 +21,96 @@ from typing import Iterable, Sequence
 import numpy as np
 from sqlalchemy import Engine, select, text
 
-from sdc.analysis.evidence import NO_DIGEST, Encoder, Evidence, JobEvidence
+from sdc.analysis.evidence import NO_DIGEST, STATUS_CODES, Encoder, Evidence, JobEvidence
 from sdc.analysis.stats import unique_inverse
 from sdc.store.models import ChipRow, JobEventRow, ProbeResultRow, SweepRow
 
-PARTITION = 50_000
-
-
 GROUPS_PER_PARTITION = 500
-US, RS = "\x1f", "\x1e"  # unit and record separators: never inside ids, JSON keys or digests
+# Results that are loaded: judged ones (evidence of wrong, slow, inconsistent) and the
+# errors and timeouts the unreliable test counts; skipped cases say nothing about a chip.
+LOADED_STATUSES = ("ok", "mismatch", "error", "timeout")
+COUNTS = ("status", "repeats", "distinct", "throughput", "chip_len", "key_len", "digest_len")
 
 
-def load_evidence(engine: Engine, since: datetime | None = None) -> Evidence:
-    """Probe results of complete sweeps (observed at or after ``since``) as columns.
+def load_evidence(engine: Engine, since: datetime | None = None, until: datetime | None = None) -> Evidence:
+    """Probe results of complete sweeps (observed at or after ``since``; of sweeps started at
+    or before ``until``) as columns.
 
     Turning millions of database values into Python objects is what costs, so the database
-    packs each sweep — a host's chips times the suite's cases — into one row of concatenated
-    fields (walking the sweep index, no sort), and numpy parses the numbers in bulk. Result ids stay in the store; they are looked up
-    for the few results a verdict names (``result_ids_for``).
+    packs each sweep — a host's chips times the suite's cases — into one row (walking the
+    sweep index, no sort), and numpy parses the numbers in bulk. Result ids stay in the
+    store; they are looked up for the few results a verdict names (``result_ids_for``).
     """
     with engine.connect() as connection:
         chips = connection.execute(select(ChipRow.chip_id, ChipRow.host, ChipRow.model).order_by(ChipRow.chip_id)).all()
-        sweeps = connection.execute(
-            select(SweepRow.sweep_id, SweepRow.started_at).where(SweepRow.status == "complete").order_by(SweepRow.sweep_id)
-        ).all()
-        query = _packed_query(connection.dialect.name, since is not None)
+        query = select(SweepRow.sweep_id, SweepRow.started_at).where(SweepRow.status == "complete")
+        if until is not None:
+            query = query.where(SweepRow.started_at <= until)
+        sweeps = connection.execute(query.order_by(SweepRow.sweep_id)).all()
+        packed = _packed_query(connection.dialect.name, since is not None)
         params = {"since": since} if since is not None else {}
-        result = connection.execute(query.execution_options(stream_results=True, yield_per=GROUPS_PER_PARTITION), params)
+        result = connection.execute(packed.execution_options(stream_results=True, yield_per=GROUPS_PER_PARTITION), params)
         return _unpack(chips, sweeps, result.partitions(GROUPS_PER_PARTITION))
 
 
 def _packed_query(dialect: str, with_since: bool):
+    """One row per sweep: each string field concatenated bare, with its lengths as numbers."""
     if dialect == "postgresql":
-        def agg(expr: str, sep: str) -> str:
+        def agg(expr: str, sep: str = "','") -> str:
             return f"string_agg({expr}, {sep} ORDER BY result_id)"
 
-        key = ("probe || chr(31) || probe_version::text || chr(31) || case_key || chr(31) || stack_hash || chr(31) || seed::text")
-        fields = [
-            agg("chip_id", "chr(30)"), agg(key, "chr(30)"), agg("coalesce(digest, '')", "chr(30)"),
-            agg("CASE WHEN status = 'mismatch' THEN '1' ELSE '0' END", "','"), agg("repeats::text", "','"),
-            agg("distinct_repeat_digests::text", "','"), agg("coalesce(throughput::text, 'nan')", "','"),
-        ]
+        def num(expr: str) -> str:
+            return f"({expr})::text"
+
+        # Length-prefixed: probe and stack hash carry their lengths, version and seed are
+        # numbers ended by ':', the case key is the rest.
+        key = ("length(probe)::text || ':' || probe || length(stack_hash)::text || ':' || stack_hash"
+               " || probe_version::text || ':' || seed::text || ':' || case_key")
+        throughput = "coalesce(throughput::text, 'nan')"
     else:
-        def agg(expr: str, sep: str) -> str:
+        def agg(expr: str, sep: str = "','") -> str:
             return f"group_concat({expr}, {sep})"
 
-        key = "probe || char(31) || probe_version || char(31) || case_key || char(31) || stack_hash || char(31) || seed"
-        fields = [
-            agg("chip_id", "char(30)"), agg(key, "char(30)"), agg("coalesce(digest, '')", "char(30)"),
-            agg("CASE WHEN status = 'mismatch' THEN 1 ELSE 0 END", "','"), agg("repeats", "','"),
-            agg("distinct_repeat_digests", "','"), agg("coalesce(throughput, 'nan')", "','"),
-        ]
-    where = "status IN ('ok', 'mismatch')" + (" AND observed_at >= :since" if with_since else "")
-    return text(
-        f"SELECT sweep_id, {', '.join(fields)} FROM probe_results WHERE {where} GROUP BY sweep_id"
-    )
+        def num(expr: str) -> str:
+            return expr
+
+        key = ("length(probe) || ':' || probe || length(stack_hash) || ':' || stack_hash"
+               " || probe_version || ':' || seed || ':' || case_key")
+        throughput = "coalesce(throughput, 'nan')"
+    status = "CASE status " + " ".join(f"WHEN '{s}' THEN {STATUS_CODES[s]}" for s in LOADED_STATUSES) + " END"
+    fields = [
+        agg("chip_id", "''"), agg(f"({key})", "''"), agg("coalesce(digest, '')", "''"),
+        agg(num(status)), agg(num("repeats")), agg(num("distinct_repeat_digests")), agg(throughput),
+        agg(num("length(chip_id)")), agg(num(f"length({key})")), agg(num("length(coalesce(digest, ''))")),
+    ]
+    statuses = ", ".join(f"'{s}'" for s in LOADED_STATUSES)
+    where = f"status IN ({statuses})" + (" AND observed_at >= :since" if with_since else "")
+    return text(f"SELECT sweep_id, {', '.join(fields)} FROM probe_results WHERE {where} GROUP BY sweep_id")
+
+
+def _cut(packed: Sequence[str], lengths: np.ndarray) -> list[str]:
+    """The values concatenated in ``packed`` (one string per sweep), cut at their lengths."""
+    joined = "".join(packed)
+    ends = np.cumsum(lengths)
+    starts = (ends - lengths).tolist()
+    return [joined[a:b] for a, b in zip(starts, ends.tolist())]
+
+
+def _numbers(values: Sequence[str], dtype) -> np.ndarray:
+    joined = ",".join(values)
+    if not joined:
+        return np.zeros(0, dtype=dtype)
+    return np.array(joined.split(","), dtype=np.float64).astype(dtype)
+
+
+def parse_case_key(key: str) -> tuple[str, int, str, str, int]:
+    """(probe, version, case_key, stack_hash, seed) from the length-prefixed key of the query."""
+    n, rest = key.split(":", 1)
+    probe, rest = rest[: int(n)], rest[int(n) :]
+    n, rest = rest.split(":", 1)
+    stack, rest = rest[: int(n)], rest[int(n) :]
+    version, seed, case_key = rest.split(":", 2)
+    return probe, int(version), case_key, stack, int(seed)
 
 
 def _unpack(chips, sweeps, partitions) -> Evidence:
@@ -78,30 +118,31 @@ def _unpack(chips, sweeps, partitions) -> Evidence:
     sweep_code = {s: i for i, (s, _) in enumerate(sweeps)}
     case_enc, digest_enc = Encoder(), Encoder()
     digest_enc.codes[""] = NO_DIGEST
-    cols: dict[str, list[np.ndarray]] = {n: [] for n in ("chip", "sweep", "case", "status", "digest", "repeats", "distinct", "throughput")}
+    dtypes = {"chip": np.int32, "sweep": np.int32, "case": np.int32, "status": np.int8, "digest": np.int32,
+              "repeats": np.int32, "distinct": np.int32, "throughput": np.float64}
+    cols: dict[str, list[np.ndarray]] = {n: [] for n in dtypes}
     for groups in partitions:
         # Only complete sweeps are evidence; a sweep not in the table is not complete.
         groups = [g for g in groups if g[0] in sweep_code]
         if not groups:
             continue
-        sweep_id, chip_ids, keys, digests, status, repeats, distinct, throughput = zip(*groups)
-        chips_of_rows = [RS.join(chip_ids).split(RS)]
-        counts = np.asarray([c.count(RS) + 1 for c in chip_ids], dtype=np.int64)
-        cols["chip"].append(np.asarray([chip_code.get(c, -1) for c in chips_of_rows[0]], dtype=np.int32))
-        cols["sweep"].append(np.repeat(np.asarray([sweep_code[s] for s in sweep_id], dtype=np.int32), counts))
-        cols["case"].append(np.asarray(case_enc.many(RS.join(keys).split(RS)), dtype=np.int32))
+        sweep_id, chip_ids, keys, digests, *numbers = zip(*groups)
+        n = dict(zip(COUNTS, numbers))
+        chip_len, key_len, digest_len = (_numbers(n[f], np.int64) for f in ("chip_len", "key_len", "digest_len"))
+        per_sweep = np.asarray([v.count(",") + 1 for v in n["status"]], dtype=np.int64)
+        cols["chip"].append(np.asarray([chip_code.get(c, -1) for c in _cut(chip_ids, chip_len)], dtype=np.int32))
+        cols["sweep"].append(np.repeat(np.asarray([sweep_code[s] for s in sweep_id], dtype=np.int32), per_sweep))
+        cols["case"].append(np.asarray(case_enc.many(_cut(keys, key_len)), dtype=np.int32))
         codes = digest_enc.codes
-        cols["digest"].append(np.asarray([codes[d] if d in codes else codes.setdefault(d, len(codes) - 1) for d in RS.join(digests).split(RS)], dtype=np.int32))
-        for name, values, dtype in (("status", status, np.int8), ("repeats", repeats, np.int16), ("distinct", distinct, np.int16), ("throughput", throughput, np.float64)):
-            cols[name].append(np.array(",".join(values).split(","), dtype=np.float64).astype(dtype) if name != "throughput"
-                              else np.array(",".join(values).split(","), dtype=np.float64))
-    dtypes = {"chip": np.int32, "sweep": np.int32, "case": np.int32, "status": np.int8, "digest": np.int32, "repeats": np.int16, "distinct": np.int16, "throughput": np.float64}
+        cols["digest"].append(np.asarray([codes[d] if d in codes else codes.setdefault(d, len(codes) - 1)
+                                          for d in _cut(digests, digest_len)], dtype=np.int32))
+        for name in ("status", "repeats", "distinct", "throughput"):
+            cols[name].append(_numbers(n[name], dtypes[name]))
     arrays = {n: np.concatenate(v) if v else np.zeros(0, dtype=dtypes[n]) for n, v in cols.items()}
     known = arrays["chip"] >= 0  # a result of a chip missing from the chips table cannot be placed
     if not known.all():
         arrays = {n: v[known] for n, v in arrays.items()}
-    cases = [tuple(key.split(US)) for key in case_enc.labels()]
-    # (probe, version, case_key, stack, seed) as strings from the packed key.
+    cases = [parse_case_key(key) for key in case_enc.labels()]
     return _assemble(chips, sweeps, cases, arrays)
 
 
