@@ -55,6 +55,31 @@ def aged_counts(
     return k, n, np.bincount(chip[hit], minlength=n_chips), np.bincount(chip, minlength=n_chips)
 
 
+def window_counts(
+    ev, rows: np.ndarray, hit: np.ndarray, window_sweeps: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per chip: hits k and runs n over its last ``window_sweeps`` sweeps, and the mask of
+    ``rows`` inside that window.
+
+    A window in sweeps, not an age in days, so the test's power does not depend on the
+    cadence: ten weekly sweeps weigh as much as ten daily ones.
+    """
+    chip = ev.chip[rows].astype(np.int64)
+    n_sweeps = max(1, ev.sweep_ids.shape[0])
+    pair = chip * n_sweeps + ev.sweep[rows]
+    pairs = np.unique(pair)
+    pair_chip = pairs // n_sweeps
+    pair_time = ev.sweep_time[pairs % n_sweeps]
+    order = np.lexsort((-pair_time, pair_chip))  # each chip's newest sweep first
+    starts = np.flatnonzero(np.r_[True, pair_chip[order][1:] != pair_chip[order][:-1]]) if pairs.size else np.zeros(0, np.int64)
+    rank = np.empty(pairs.size, dtype=np.int64)
+    rank[order] = np.arange(pairs.size) - np.repeat(starts, np.diff(np.r_[starts, pairs.size]))
+    inside = rank[np.searchsorted(pairs, pair)] < window_sweeps
+    k = np.bincount(chip[inside], weights=hit[inside].astype(float), minlength=ev.n_chips)
+    n = np.bincount(chip[inside], minlength=ev.n_chips).astype(float)
+    return k, n, inside
+
+
 def first_last(chip: np.ndarray, times: np.ndarray, n_chips: int) -> tuple[np.ndarray, np.ndarray]:
     first = np.full(n_chips, np.inf)
     last = np.full(n_chips, -np.inf)

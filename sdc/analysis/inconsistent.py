@@ -1,7 +1,7 @@
 """Inconsistent chips: a deterministic kernel that gives different answers when repeated on one
 chip, and chips that keep disagreeing with their replicas in training jobs.
 
-Nondeterminism: a result whose repeats gave more than one digest. Counted per chip (aged) and
+Nondeterminism: a result whose repeats gave more than one digest. Counted per chip (over its recent sweeps) and
 tested against the fleet background with an exact binomial tail and BH across chips. A cohort
 where most chips disagree with themselves runs a kernel that is not deterministic there, and
 is left out rather than blamed on every chip.
@@ -24,7 +24,7 @@ import numpy as np
 
 from sdc.analysis.config import AnalysisConfig
 from sdc.analysis.evidence import Evidence, JobEvidence
-from sdc.analysis.findings import Finding, aged_counts, first_last, rows_by_chip
+from sdc.analysis.findings import Finding, first_last, rows_by_chip, window_counts
 from sdc.analysis.stats import background_test, unique_sorted
 
 # Diagnoses that mean replicas disagreed (``divergence``: a majority named the minority).
@@ -69,8 +69,10 @@ def find_nondeterministic(ev: Evidence, cfg: AnalysisConfig, now: float) -> list
         return []
 
     times = ev.sweep_time[ev.sweep[rows]]
-    k, n, k_raw, n_raw = aged_counts(chip, nd, times, now, cfg.half_life_days, n_chip)
+    k, n, _inside = window_counts(ev, rows, nd, cfg.evidence_window_sweeps)
+    k_raw, n_raw = k, n
     p_value, flagged, p0 = background_test(k, n, np.zeros(n_chip, bool), cfg.nondeterminism_background_floor, cfg.fdr)
+    flagged &= k >= 2  # as for wrong results: one disagreement alone is never a verdict
     chosen = np.flatnonzero(flagged)
     by_chip = rows_by_chip(chip[nd], rows[nd], chosen)
     first, last = first_last(chip[nd], times[nd], n_chip) if nd.any() else (None, None)
@@ -94,7 +96,7 @@ def find_nondeterministic(ev: Evidence, cfg: AnalysisConfig, now: float) -> list
                 rows=chip_rows,
                 first_seen=float(first[c]),
                 last_seen=float(last[c]),
-                details={"source": "repeats", "units": units, "background_rate": p0, "aged_k": float(k[c]), "aged_n": float(n[c])},
+                details={"source": "repeats", "units": units, "background_rate": p0, "window_sweeps": cfg.evidence_window_sweeps},
             )
         )
     return findings

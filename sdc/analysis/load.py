@@ -177,6 +177,7 @@ def _assemble(chips, sweeps, cases, a) -> Evidence:
         cohort_labels=[_case_label(cases[int(key // n_models)]) for key in cohort_keys],
         probe_case=case,
         probe_case_keys=[(p, int(v), k, int(seed)) for p, v, k, _stack, seed in cases],
+        host_labels=host_enc.labels(),
     )
 
 

@@ -23,7 +23,7 @@ from sdc.sim.fleet import SimulatedFleet
 
 # Complete sweeps after onset within which each planted fault must be quarantined (the issue's
 # targets); "degrading" has no target and is reported only.
-DEADLINES = {"persistent": 1, "intermittent": 10, "slow": 3, "nondeterministic": 3, "degrading": 10}
+DEADLINES = {"persistent": 1, "intermittent": 10, "slow": 3, "slow5": 3, "nondeterministic": 3, "unreliable": 3, "degrading": 10}
 
 
 @dataclass

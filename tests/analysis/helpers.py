@@ -46,12 +46,13 @@ def records(results: list[R], hosts: dict[str, str] | None = None, model: str = 
     chips = sorted({r.chip for r in results})
     host = {c: (hosts or {}).get(c, f"host-{c}") for c in chips}
     out: list = [Chip(c, host[c], i, "sim", model, 80 << 30, {"torch": "2.13.0"}, "stack", at(0)) for i, c in enumerate(chips)]
-    sweeps = sorted({(r.chip, r.sweep) for r in results})
-    out += [Sweep(f"{c}-{s}", host[c], "quick", at(s), "complete", "test", finished_at=at(s)) for c, s in sweeps]
+    # One sweep per host and round, covering all of the host's chips, as ``sdc sweep`` does.
+    sweeps = sorted({(host[r.chip], r.sweep) for r in results})
+    out += [Sweep(f"{h}-{s}", h, "quick", at(s), "complete", "test", finished_at=at(s)) for h, s in sweeps]
     for i, r in enumerate(results):
         judged = r.status in ("ok", "mismatch")
         out.append(ProbeResult(
-            result_id=f"res-{i}", sweep_id=f"{r.chip}-{r.sweep}", chip_id=r.chip, probe=r.probe, probe_version=1,
+            result_id=f"res-{i}", sweep_id=f"{host[r.chip]}-{r.sweep}", chip_id=r.chip, probe=r.probe, probe_version=1,
             case={"name": r.case, "dtype": "fp32"}, seed=r.seed, status=r.status, stack_hash=r.stack,
             repeats=r.repeats if judged else 0, distinct_repeat_digests=r.distinct if judged else 0,
             timings=[0.01] if r.throughput else [], observed_at=at(r.sweep), digest=r.digest if judged else None,

@@ -81,17 +81,18 @@ def test_separators_and_odd_characters_in_any_field_change_no_verdict(migrated_u
     now = 3 * DAY
     found_e, ids_e = analyze(expected, AnalysisConfig(), now)
     found_g, ids_g = analyze(got, AnalysisConfig(), now)
-    assert [(ids_e[f.chip], f.kind, f.severity) for f in found_e] == [("c05", "wrong", "critical")]
+    assert [(ids_e[f.chip], f.kind, f.severity) for f in found_e] == [("c05", "wrong", "high")]
     flagged = [(ids_g[f.chip], f.kind, f.severity) for f in found_g]
-    assert flagged == [(names["c05"] if field == "chip" else "c05", "wrong", "critical")]
+    assert flagged == [(names["c05"] if field == "chip" else "c05", "wrong", "high")]
 
 
 def test_a_burn_of_36000_iterations_loads_as_36000_not_as_a_negative_int16(migrated_url):
-    results = [R(chip=f"c{i:02d}", case="burn", repeats=36_000, distinct=1 if i else 40_000 // 1000) for i in range(6)]
-    results[0] = dataclasses.replace(results[0], repeats=40_000, distinct=33_000)
+    results = [R(chip=f"c{i:02d}", sweep=s, case="burn", repeats=36_000) for i in range(6) for s in range(2)]
+    results[0] = dataclasses.replace(results[0], repeats=40_000, distinct=33_000, status="mismatch")
+    results[1] = dataclasses.replace(results[1], distinct=20_000, status="mismatch")
     got = build(results, url=migrated_url)
-    assert sorted(got.repeats.tolist()) == [36_000] * 5 + [40_000]
-    assert max(got.distinct.tolist()) == 33_000
+    assert sorted(got.repeats.tolist()) == [36_000] * 11 + [40_000]
+    assert sorted(got.distinct.tolist())[-2:] == [20_000, 33_000]
     # The chip whose burn gave 33,000 distinct outputs is inconsistent: its evidence counts.
-    found, ids = analyze(got, AnalysisConfig(), DAY)
+    found, ids = analyze(got, AnalysisConfig(), 2 * DAY)
     assert {(ids[f.chip], f.kind) for f in found} == {("c00", "inconsistent")}
