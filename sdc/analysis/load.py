@@ -4,11 +4,10 @@ Reading two million probe results must stay well under 30 s and 2 GB, so the dat
 each sweep's results into one row and numpy parses the numbers in bulk; the time of a result
 is its sweep's start, so no per-row datetime is parsed.
 
-No field is split on a separator character: a record's strings may hold any character
+No string travels with an in-band separator: a record's strings may hold any character
 (ingest accepts them), and one chip id or digest holding the separator must not shift every
-later value by a slot. Strings travel concatenated with their lengths beside them (numbers,
-split on commas), and the few distinct case keys are length-prefixed, so every value is cut
-out at its own boundaries whatever it contains.
+later value by a slot. The database hex-encodes every string, so the commas between values
+can never occur inside one; only the few distinct values are decoded.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ GROUPS_PER_PARTITION = 500
 # Results that are loaded: judged ones (evidence of wrong, slow, inconsistent) and the
 # errors and timeouts the unreliable test counts; skipped cases say nothing about a chip.
 LOADED_STATUSES = ("ok", "mismatch", "error", "timeout")
-COUNTS = ("status", "repeats", "distinct", "throughput", "chip_len", "key_len", "digest_len")
 
 
 def load_evidence(engine: Engine, since: datetime | None = None, until: datetime | None = None) -> Evidence:
@@ -54,67 +52,57 @@ def load_evidence(engine: Engine, since: datetime | None = None, until: datetime
 
 
 def _packed_query(dialect: str, with_since: bool):
-    """One row per sweep: each string field concatenated bare, with its lengths as numbers."""
+    """One row per sweep: each field of its results joined by commas, strings hex-encoded.
+
+    Hex has no comma (nor ':'), so no value can shift another whatever characters it holds.
+    """
+    status = "CASE status " + " ".join(f"WHEN '{s}' THEN {STATUS_CODES[s]}" for s in LOADED_STATUSES) + " END"
     if dialect == "postgresql":
-        def agg(expr: str, sep: str = "','") -> str:
-            return f"string_agg({expr}, {sep} ORDER BY result_id)"
+        def agg(expr: str) -> str:
+            return f"string_agg({expr}, ',' ORDER BY result_id)"
+
+        def hexed(expr: str) -> str:
+            return f"encode(convert_to({expr}, 'UTF8'), 'hex')"
 
         def num(expr: str) -> str:
             return f"({expr})::text"
 
-        # Length-prefixed: probe and stack hash carry their lengths, version and seed are
-        # numbers ended by ':', the case key is the rest.
-        key = ("length(probe)::text || ':' || probe || length(stack_hash)::text || ':' || stack_hash"
-               " || probe_version::text || ':' || seed::text || ':' || case_key")
         throughput = "coalesce(throughput::text, 'nan')"
     else:
-        def agg(expr: str, sep: str = "','") -> str:
-            return f"group_concat({expr}, {sep})"
+        def agg(expr: str) -> str:
+            return f"group_concat({expr}, ',')"
+
+        def hexed(expr: str) -> str:
+            return f"hex({expr})"
 
         def num(expr: str) -> str:
             return expr
 
-        key = ("length(probe) || ':' || probe || length(stack_hash) || ':' || stack_hash"
-               " || probe_version || ':' || seed || ':' || case_key")
         throughput = "coalesce(throughput, 'nan')"
-    status = "CASE status " + " ".join(f"WHEN '{s}' THEN {STATUS_CODES[s]}" for s in LOADED_STATUSES) + " END"
-    fields = [
-        agg("chip_id", "''"), agg(f"({key})", "''"), agg("coalesce(digest, '')", "''"),
-        agg(num(status)), agg(num("repeats")), agg(num("distinct_repeat_digests")), agg(throughput),
-        agg(num("length(chip_id)")), agg(num(f"length({key})")), agg(num("length(coalesce(digest, ''))")),
-    ]
+    key = " || ':' || ".join([hexed("probe"), hexed("stack_hash"), hexed("case_key"), num("probe_version"), num("seed")])
+    # Aggregates skip NULLs: every expression here is non-NULL, so the fields stay aligned.
+    fields = [agg(hexed("chip_id")), agg(key), agg(hexed("coalesce(digest, '')")), agg(num(status)), agg(num("repeats")),
+              agg(num("distinct_repeat_digests")), agg(throughput)]
     statuses = ", ".join(f"'{s}'" for s in LOADED_STATUSES)
     where = f"status IN ({statuses})" + (" AND observed_at >= :since" if with_since else "")
     return text(f"SELECT sweep_id, {', '.join(fields)} FROM probe_results WHERE {where} GROUP BY sweep_id")
 
 
-def _cut(packed: Sequence[str], lengths: np.ndarray) -> list[str]:
-    """The values concatenated in ``packed`` (one string per sweep), cut at their lengths."""
-    joined = "".join(packed)
-    ends = np.cumsum(lengths)
-    starts = (ends - lengths).tolist()
-    return [joined[a:b] for a, b in zip(starts, ends.tolist())]
+def _unhex(value: str) -> str:
+    return bytes.fromhex(value).decode("utf-8", errors="surrogateescape")
 
 
-def _numbers(values: Sequence[str], dtype) -> np.ndarray:
-    joined = ",".join(values)
-    if not joined:
-        return np.zeros(0, dtype=dtype)
-    return np.array(joined.split(","), dtype=np.float64).astype(dtype)
-
-
-def parse_case_key(key: str) -> tuple[str, int, str, str, int]:
-    """(probe, version, case_key, stack_hash, seed) from the length-prefixed key of the query."""
-    n, rest = key.split(":", 1)
-    probe, rest = rest[: int(n)], rest[int(n) :]
-    n, rest = rest.split(":", 1)
-    stack, rest = rest[: int(n)], rest[int(n) :]
-    version, seed, case_key = rest.split(":", 2)
-    return probe, int(version), case_key, stack, int(seed)
+def _case(key: str) -> tuple[str, int, str, str, int]:
+    """(probe, version, case_key, stack_hash, seed) from a packed key of the query."""
+    probe, stack, case_key, version, seed = key.split(":")
+    return _unhex(probe), int(version), _unhex(case_key), _unhex(stack), int(seed)
 
 
 def _unpack(chips, sweeps, partitions) -> Evidence:
-    chip_code = {c: i for i, (c, _, _) in enumerate(chips)}
+    chip_code: dict[str, int] = {}
+    for i, (c, _, _) in enumerate(chips):
+        h = c.encode("utf-8", errors="surrogateescape").hex()
+        chip_code[h] = chip_code[h.upper()] = i  # PostgreSQL writes hex in lower case, SQLite in upper
     sweep_code = {s: i for i, (s, _) in enumerate(sweeps)}
     case_enc, digest_enc = Encoder(), Encoder()
     digest_enc.codes[""] = NO_DIGEST
@@ -126,23 +114,21 @@ def _unpack(chips, sweeps, partitions) -> Evidence:
         groups = [g for g in groups if g[0] in sweep_code]
         if not groups:
             continue
-        sweep_id, chip_ids, keys, digests, *numbers = zip(*groups)
-        n = dict(zip(COUNTS, numbers))
-        chip_len, key_len, digest_len = (_numbers(n[f], np.int64) for f in ("chip_len", "key_len", "digest_len"))
-        per_sweep = np.asarray([v.count(",") + 1 for v in n["status"]], dtype=np.int64)
-        cols["chip"].append(np.asarray([chip_code.get(c, -1) for c in _cut(chip_ids, chip_len)], dtype=np.int32))
-        cols["sweep"].append(np.repeat(np.asarray([sweep_code[s] for s in sweep_id], dtype=np.int32), per_sweep))
-        cols["case"].append(np.asarray(case_enc.many(_cut(keys, key_len)), dtype=np.int32))
+        sweep_id, chip_ids, keys, digests, status, repeats, distinct, throughput = zip(*groups)
+        counts = np.asarray([c.count(",") + 1 for c in status], dtype=np.int64)
+        cols["chip"].append(np.asarray([chip_code.get(c, -1) for c in ",".join(chip_ids).split(",")], dtype=np.int32))
+        cols["sweep"].append(np.repeat(np.asarray([sweep_code[s] for s in sweep_id], dtype=np.int32), counts))
+        cols["case"].append(np.asarray(case_enc.many(",".join(keys).split(",")), dtype=np.int32))
         codes = digest_enc.codes
         cols["digest"].append(np.asarray([codes[d] if d in codes else codes.setdefault(d, len(codes) - 1)
-                                          for d in _cut(digests, digest_len)], dtype=np.int32))
-        for name in ("status", "repeats", "distinct", "throughput"):
-            cols[name].append(_numbers(n[name], dtypes[name]))
+                                          for d in ",".join(digests).split(",")], dtype=np.int32))
+        for name, values in (("status", status), ("repeats", repeats), ("distinct", distinct), ("throughput", throughput)):
+            cols[name].append(np.array(",".join(values).split(","), dtype=np.float64).astype(dtypes[name]))
     arrays = {n: np.concatenate(v) if v else np.zeros(0, dtype=dtypes[n]) for n, v in cols.items()}
     known = arrays["chip"] >= 0  # a result of a chip missing from the chips table cannot be placed
     if not known.all():
         arrays = {n: v[known] for n, v in arrays.items()}
-    cases = [parse_case_key(key) for key in case_enc.labels()]
+    cases = [_case(key) for key in case_enc.labels()]
     return _assemble(chips, sweeps, cases, arrays)
 
 
