@@ -44,6 +44,10 @@ class AnalysisConfig:
     drift_slack: float = 0.015
     drift_alarm: float = 0.08
     drift_min_history: int = 4
+    # Unreliable: errors and timeouts against the cohort's rate (never below the floor), and
+    # the least failures that make a verdict.
+    unreliable_background_floor: float = 1e-3
+    unreliable_min_failures: int = 3
     # Inconsistent from training jobs: a chip blamed in this many disagreements with different
     # partners (or once with a persistent diagnosis) is inconsistent.
     job_min_incidents: int = 2

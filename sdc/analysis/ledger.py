@@ -17,6 +17,7 @@ from sdc.analysis.evidence import Evidence, JobEvidence
 from sdc.analysis.findings import SEVERITY_RANK, Finding
 from sdc.analysis.inconsistent import find_nondeterministic, find_replica_disagreements
 from sdc.analysis.slow import find_slow
+from sdc.analysis.unreliable import find_unreliable
 from sdc.analysis.wrong import find_wrong
 from sdc.records import Verdict, new_id
 
@@ -30,7 +31,7 @@ def analyze(
 
     Chips seen only in training jobs get codes after the fleet's own.
     """
-    findings = find_wrong(ev, cfg, now) + find_slow(ev, cfg, now) + find_nondeterministic(ev, cfg, now)
+    findings = find_wrong(ev, cfg, now) + find_slow(ev, cfg, now) + find_nondeterministic(ev, cfg, now) + find_unreliable(ev, cfg, now)
     chip_ids = list(ev.chip_ids)
     if jobs is not None and len(jobs):
         index = {c: i for i, c in enumerate(chip_ids)}
