@@ -11,7 +11,8 @@ diagnosis says replicas disagreed): the chip blamed is the one named in ``detail
 (the sentinel's ``{"rank", "chip_id"}`` entries, chip ids, or ranks of the same job), else the
 event's own chip;
 its partners are the other chips of the same job and step. A chip blamed in
-``job_min_incidents`` disagreements with at least ``job_min_partners`` different partners, or
+``job_min_incidents`` disagreements with at least ``job_min_partners`` different partners
+(chips that were its partner in some of those incidents but not in all), or
 once with diagnosis ``persistent`` (reproduced on replay), is inconsistent. A single
 transient disagreement is recorded as low severity and changes no state.
 """
@@ -118,7 +119,7 @@ def find_replica_disagreements(
         if chip:
             rank_chip[(jobs.job_id[i], jobs.rank[i])] = chip
 
-    blamed: dict[str, dict] = defaultdict(lambda: {"incidents": set(), "partners": set(), "jobs": set(), "events": [], "times": [], "persistent": False})
+    blamed: dict[str, dict] = defaultdict(lambda: {"incidents": set(), "partner_sets": [], "jobs": set(), "events": [], "times": [], "persistent": False})
     for (job, step), members in incidents.items():
         suspects: set[str] = set()
         involved: set[str] = set()
@@ -139,7 +140,7 @@ def find_replica_disagreements(
             entry = blamed[chip]
             entry["incidents"].add((job, step))
             entry["jobs"].add(job)
-            entry["partners"].update(involved - suspects)
+            entry["partner_sets"].append(frozenset(involved - suspects))
             for i in members:
                 if jobs.chip_id[i] == chip or not jobs.chip_id[i]:
                     entry["events"].append(jobs.event_id[i])
@@ -151,7 +152,13 @@ def find_replica_disagreements(
 
     findings = []
     for chip, entry in sorted(blamed.items()):
-        n_inc, n_partners = len(entry["incidents"]), len(entry["partners"])
+        # Different partners: chips that were its partner in some incidents but not in all.
+        # With three or more replicas one incident has many partners, and two incidents of
+        # one job share them all: that is one set of partners, not many.
+        sets = entry["partner_sets"]
+        common = frozenset.intersection(*sets) if sets else frozenset()
+        differing = frozenset().union(*sets) - common
+        n_inc, n_partners = len(entry["incidents"]), len(differing)
         recurring = n_inc >= cfg.job_min_incidents and n_partners >= cfg.job_min_partners
         severity = "high" if (recurring or entry["persistent"]) else "low"
         code = chip_index.setdefault(chip, len(chip_index))
@@ -171,7 +178,7 @@ def find_replica_disagreements(
                 event_ids=sorted(set(entry["events"])),
                 first_seen=min(times),
                 last_seen=max(times),
-                details={"source": "jobs", "incidents": n_inc, "partners": sorted(entry["partners"])[:20], "jobs": sorted(entry["jobs"])[:20], "persistent": entry["persistent"]},
+                details={"source": "jobs", "incidents": n_inc, "partners": sorted(differing)[:20], "common_partners": sorted(common)[:20], "jobs": sorted(entry["jobs"])[:20], "persistent": entry["persistent"]},
             )
         )
     return findings, chip_index
