@@ -147,6 +147,7 @@ def worker_main(job: WorkerJob, conn) -> None:
             if probe is None:
                 outcome = Outcome(status="error", message=f"probe '{item.probe}' is not installed in the worker")
             else:
+                telemetry.begin()
                 outcome = run_case(probe, item.case, job.handle, job.seed, job.repeats, injector or None)
             outcome.telemetry.update(telemetry.sample())
             conn.send(("done", item.index, outcome))
