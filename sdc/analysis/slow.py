@@ -2,17 +2,22 @@
 
 Per cohort (probe, version, case, chip model, stack) the centre is the median log throughput
 and the spread its MAD, floored at a few per cent so a tight cohort does not turn noise into
-alarms. Over the chip's most recent sweeps its effect is the median deviation (robust to
-heavy-tailed timing noise and noisy neighbours). A chip is slow when all of these hold:
+alarms. Over the chip's most recent sweeps its effect is its *least* slow sweep (the median
+deviation of that sweep's results): a slow chip is slow every time, a healthy chip throttled
+in one sweep is not. A chip is slow when all of these hold:
 
 - the effect is at least ``slow_min_effect`` slower than the cohort median (practical size);
 - its robust z-score among chips of its model is significant (BH across chips);
 - a one-sided stratified Mann–Whitney rank test against its peers agrees (BH across chips).
 
-Severity is high (quarantine) when the effect reaches ``slow_high_effect`` and the chip is also
-slower than the best chip of its own node by ``node_gap`` — a whole node running slow is the
-node's problem (cooling, a noisy neighbour), not one chip's. A one-sided CUSUM of the chip's
-per-sweep throughput against its own earlier baseline catches gradual degradation.
+High (quarantine) needs the whole window of ``slow_window_sweeps`` sweeps and an effect of
+``slow_high_effect``; a chip with fewer sweeps (a new card, the fleet's first sweep) is
+recorded at low severity only. The node: in every window sweep the chip must also be
+``node_gap`` slower than the other chips of its model on its host; chips slow together with
+their node are the node's problem (power, cooling, PCIe), reported as a low, node-scoped
+finding on each of them and never a chip quarantine. A one-sided CUSUM of the chip's per-sweep
+throughput against its own earlier baseline catches gradual degradation (medium), unless the
+whole node sank with it.
 """
 
 from __future__ import annotations

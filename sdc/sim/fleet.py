@@ -66,7 +66,7 @@ class FleetSpec:
     # Chronic mild throttlers: a share of chips, now and then a few per cent slow.
     throttled_share: float = 0.05
     throttle_prob: float = 0.2
-    throttle_depth: tuple[float, float] = (0.005, 0.025)
+    throttle_depth: tuple[float, float] = (0.005, 0.02)
     # Any chip, any sweep: a deep throttle of one sweep (a hot aisle, a power event).
     deep_throttle_prob: float = 0.01
     deep_throttle_depth: tuple[float, float] = (0.05, 0.10)
@@ -77,7 +77,7 @@ class FleetSpec:
     # Hosts that join late: their first sweep is at a random later round.
     late_host_share: float = 0.1
     # A healthy result with a valid but divergent digest (another kernel chosen), once.
-    divergent_rate: float = 2e-4
+    divergent_rate: float = 5e-5
     upset_rate: float = 1e-6
     error_rate: float = 1e-3
     incomplete_rate: float = 0.01
