@@ -194,6 +194,8 @@ class SimulatedFleet:
         deep = rng.random((n_rounds, n_chips)) < s.deep_throttle_prob
         depth = np.where(deep, rng.uniform(*s.deep_throttle_depth, (n_rounds, n_chips)), depth)
         self.r_throttled = (episode | deep)[rnd, chip]
+        self.deep_throttles = deep  # rounds x chips: a 5-10 % throttle of that one sweep
+        self.chronic_throttler = throttler
         log_tp += np.where(self.r_throttled, np.log1p(-depth[rnd, chip]), 0.0)
         # Whole slow nodes: every chip of the host, from the node's onset on.
         log_tp += np.where(rnd >= self.slow_node_onset[host], np.log1p(-self.slow_node_depth[host]), 0.0)
