@@ -33,28 +33,6 @@ class Finding:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def age_weights(times: np.ndarray, now: float, half_life_days: float) -> np.ndarray:
-    """Weight of each observation: 1 now, halving every ``half_life_days``."""
-    if half_life_days <= 0:
-        return np.ones_like(times)
-    age_days = np.maximum(0.0, now - times) / 86_400.0
-    return np.exp2(-age_days / half_life_days)
-
-
-def per_chip_sum(chip: np.ndarray, weights: np.ndarray, n_chips: int) -> np.ndarray:
-    return np.bincount(chip, weights=weights, minlength=n_chips)
-
-
-def aged_counts(
-    chip: np.ndarray, hit: np.ndarray, times: np.ndarray, now: float, half_life_days: float, n_chips: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per chip: aged hits k and aged runs n (for the test), and the raw counts (for people)."""
-    w = age_weights(times, now, half_life_days)
-    k = per_chip_sum(chip, w * hit, n_chips)
-    n = per_chip_sum(chip, w, n_chips)
-    return k, n, np.bincount(chip[hit], minlength=n_chips), np.bincount(chip, minlength=n_chips)
-
-
 def window_counts(
     ev, rows: np.ndarray, hit: np.ndarray, window_sweeps: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
