@@ -11,8 +11,9 @@ diagnosis says replicas disagreed): the chip blamed is the one named in ``detail
 (the sentinel's ``{"rank", "chip_id"}`` entries, chip ids, or ranks of the same job), else the
 event's own chip;
 its partners are the other chips of the same job and step. A chip blamed in
-``job_min_incidents`` disagreements with at least ``job_min_partners`` different partners
-(chips that were its partner in some of those incidents but not in all), or
+``job_min_incidents`` disagreements in two or more jobs, or in one job with at least
+``job_min_partners`` different partners (chips that were its partner in some of those
+incidents but not in all), or
 once with diagnosis ``persistent`` (reproduced on replay), is inconsistent. A single
 transient disagreement is recorded as low severity and changes no state.
 """
@@ -159,11 +160,13 @@ def find_replica_disagreements(
         common = frozenset.intersection(*sets) if sets else frozenset()
         differing = frozenset().union(*sets) - common
         n_inc, n_partners = len(entry["incidents"]), len(differing)
-        recurring = n_inc >= cfg.job_min_incidents and n_partners >= cfg.job_min_partners
+        # Recurring: in separate jobs, or in one job next to partners that changed between
+        # incidents; the same partners twice in one job are one story, not two.
+        recurring = n_inc >= cfg.job_min_incidents and (n_partners >= cfg.job_min_partners or len(entry["jobs"]) >= 2)
         severity = "high" if (recurring or entry["persistent"]) else "low"
         code = chip_index.setdefault(chip, len(chip_index))
         why = (
-            "reproduced on replay" if entry["persistent"] else f"with {n_partners} different partner chip(s) in {len(entry['jobs'])} job(s)"
+            "reproduced on replay" if entry["persistent"] else f"in {len(entry['jobs'])} job(s), with {n_partners} partner chip(s) that changed between incidents"
         )
         times = entry["times"] or [0.0]
         findings.append(
