@@ -32,3 +32,15 @@ def test_a_real_burn_reports_sustained_throughput_and_timings_over_the_whole_run
     slowest = stats["interval_median_s"][stats["slowest_interval"]]
     assert abs(outcome.throughput - 2 * 32**3 / slowest / 1e12) < 1e-9  # the sustained figure
     assert "sustained" in outcome.message and "last interval" in outcome.message
+
+
+def test_a_case_timed_on_the_device_under_the_launch_floor_reports_no_throughput():
+    from probes.base import Outcome
+    from probes.harness import LAUNCH_BOUND_S, throughput
+
+    quick = throughput(Outcome("ok", timings=[LAUNCH_BOUND_S / 3] * 3, telemetry={"timing_clock": "device"}), 1e9, "TFLOP/s")
+    assert quick.throughput is None and "launch-bound" in quick.message  # left out of the slow cohorts
+    long = throughput(Outcome("ok", timings=[LAUNCH_BOUND_S * 20] * 3, telemetry={"timing_clock": "device"}), 1e9, "TFLOP/s")
+    assert long.throughput is not None and long.throughput > 0
+    cpu = throughput(Outcome("ok", timings=[LAUNCH_BOUND_S / 3] * 3, telemetry={"timing_clock": "wall"}), 1e9, "TFLOP/s")
+    assert cpu.throughput is not None  # a CPU has no launch to time
