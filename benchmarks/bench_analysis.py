@@ -64,7 +64,7 @@ def rows(fleet: SimulatedFleet, stamp):
     for _ in range(s.chips):
         c = next(records)
         chips.append((c.chip_id, c.host, c.index, c.vendor, c.model, c.memory_bytes, json.dumps(c.stack), c.stack_hash, stamp(c.observed_at)))
-    for _ in range(len(fleet.sweep_ids)):
+    for _ in range(int(fleet.sweep_exists.sum())):  # hosts that joined late have no earlier sweeps
         w = next(records)
         sweeps.append((w.sweep_id, w.host, w.suite, stamp(w.started_at), w.status, w.sdc_version,
                        stamp(w.finished_at) if w.finished_at else None, None, w.message))
@@ -79,9 +79,11 @@ def rows(fleet: SimulatedFleet, stamp):
         status = STATUS_NAMES[int(fleet.r_status[i])]
         tp = float(fleet.r_throughput[i])
         judged, timed = status in ("ok", "mismatch"), status in ("ok", "mismatch") and tp == tp
+        retest = fleet.r_retest_of[i] >= 0
         results.append((
-            f"{fleet.sweep_ids[sw]}-{c:06d}-{k:02d}", fleet.sweep_ids[sw], fleet.chip_ids[c], s.cases[k][0], 1, cases[k], cases[k],
-            int(fleet.r_round[i]), status, stack[c], s.repeats if judged else 0, int(fleet.r_distinct[i]) if judged else 0,
+            f"{fleet.sweep_ids[sw]}-{c:06d}-{k:02d}" + ("-retest" if retest else ""), fleet.sweep_ids[sw], fleet.chip_ids[c],
+            s.cases[k][0], 1, cases[k], cases[k],
+            int(fleet.r_round[i]), status, stack[c], int(fleet.r_repeats[i]) if judged else 0, int(fleet.r_distinct[i]) if judged else 0,
             f"[{1.0 / tp:.6g}]" if timed else "[]", sweep_stamp[sw],
             f"{k:04x}{fleet.r_round[i]:04x}{fleet.chip_stack[c]:04x}{int(fleet.r_digest[i]):020x}" if judged else None,
             None, None, None, None, tp if timed else None, "TFLOP/s" if timed else None, "" if judged else "simulated failure",

@@ -8,7 +8,11 @@ chip applied, and ``judge`` turns the outputs into an ``Outcome``:
   reference, or when a deterministic kernel gave different bytes on its own repeats;
 - ``ok`` otherwise. Errors and unsupported dtypes never reach here (see ``sdc.sweep``).
 
-Digests and comparisons stay out of the timed region: timings are the kernel alone.
+Digests and comparisons stay out of the timed region: timings are the kernel alone. On an
+accelerator they are device time, from events recorded on the probe's own stream (host
+launch latency is not in them); on the CPU, wall-clock time. A case whose fastest repeat
+takes less device time than ``LAUNCH_BOUND_S`` measures launch overhead, not the chip: it
+reports no throughput, so it stays out of the slow cohorts.
 """
 
 from __future__ import annotations
@@ -113,6 +117,48 @@ def synchronize(device: torch.device) -> None:
         sync(device)
 
 
+LAUNCH_BOUND_S = 50e-6  # below this much device time a case times its launch, not the chip
+
+
+class DeviceTimer:
+    """Times one kernel run: device events on the current stream where the backend has them
+    (CUDA, ROCm, XPU and plug-ins exposing ``Event``), else wall clock around a synchronize."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        module = getattr(torch, device.type, None) if device.type != "cpu" else None
+        self._module = module if module is not None and hasattr(module, "Event") and hasattr(module, "current_stream") else None
+        self.clock = "device" if self._module is not None else "wall"
+        self._start: object = None
+
+    def start(self) -> None:
+        synchronize(self.device)
+        if self._module is not None:
+            self._start = self._module.Event(enable_timing=True)
+            self._start.record(self._module.current_stream(self.device))
+        else:
+            self._start = time.perf_counter()
+
+    def stop(self) -> float:
+        """Seconds since ``start``: device time of the work queued in between."""
+        if self._module is not None:
+            end = self._module.Event(enable_timing=True)
+            end.record(self._module.current_stream(self.device))
+            end.synchronize()
+            return float(self._start.elapsed_time(end)) / 1000.0
+        synchronize(self.device)
+        return time.perf_counter() - float(self._start)
+
+
+def timed_fault_stretch(faults, probe: str, case: str, elapsed: float) -> float:
+    """An injected slowdown (a host-side sleep) added to a repeat's time, whichever clock timed it."""
+    if not faults:
+        return elapsed
+    before = time.perf_counter()
+    faults.stretch(probe, case, elapsed)
+    return elapsed + (time.perf_counter() - before)
+
+
 def bit_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Same bytes (NaNs with the same payload count as equal, -0 differs from +0)."""
     if a.shape != b.shape or a.dtype != b.dtype:
@@ -132,6 +178,7 @@ class Repeats:
     timings: list[float]
     distinct: int = 1
     extra: dict = field(default_factory=dict)
+    clock: str = "wall"  # "device" when timed with device events
 
 
 class DistinctOutputs:
@@ -170,23 +217,20 @@ def run_repeats(
     """
     outputs = DistinctOutputs()
     timings: list[float] = []
+    timer = DeviceTimer(device)
     for repeat in range(max(1, repeats)):
         if faults:
             faults.before(probe, case)
-        synchronize(device)
-        start = time.perf_counter()
+        timer.start()
         out = compute()
-        synchronize(device)
-        elapsed = time.perf_counter() - start
+        elapsed = timed_fault_stretch(faults, probe, case, timer.stop())
         if faults:
-            faults.stretch(probe, case, elapsed)
-            elapsed = time.perf_counter() - start
             out = faults.corrupt(out, probe, case, repeat)
         timings.append(elapsed)
         outputs.add(out)
         del out  # a large output must not stay alive through the next repeat
     assert outputs.first is not None
-    return Repeats(first=outputs.first, digests=outputs.digests, timings=timings, distinct=len(outputs.digests))
+    return Repeats(first=outputs.first, digests=outputs.digests, timings=timings, distinct=len(outputs.digests), clock=timer.clock)
 
 
 def dot_bound(k: int, case_dtype: str, out_dtype: str | None = None, factor: float = 4.0) -> float:
@@ -222,6 +266,7 @@ def judge(
         timings=list(repeats.timings),
         digest=repeats.digests[0] if deterministic else None,
     )
+    outcome.telemetry["timing_clock"] = repeats.clock
     problems = []
     if reference is not None:
         out = (repeats.first if observed is None else observed).detach().to("cpu", torch.float64).reshape(-1)
@@ -268,6 +313,10 @@ def _finite_or_none(value: float) -> Optional[float]:
 def throughput(outcome: Outcome, amount: float, unit: str) -> Outcome:
     """Set throughput from the fastest repeat: ``amount`` FLOPs (TFLOP/s) or bytes (GB/s)."""
     best = min(outcome.timings) if outcome.timings else 0.0
+    if outcome.telemetry.get("timing_clock") == "device" and 0 < best < LAUNCH_BOUND_S:
+        note = f"launch-bound: fastest repeat {best * 1e6:.1f} us of device time, under {LAUNCH_BOUND_S * 1e6:.0f} us; no throughput"
+        outcome.message = f"{outcome.message}; {note}" if outcome.message else note
+        return outcome
     if best > 0:
         scale = 1e12 if unit == "TFLOP/s" else 1e9
         outcome.throughput = amount / best / scale

@@ -25,21 +25,29 @@ class AnalysisConfig:
     # A cohort where more than this share of chips shows repeat disagreement runs a kernel
     # that is not deterministic there: its repeats are not evidence against any chip.
     nondeterministic_cohort_share: float = 0.5
-    # Ageing: evidence weight halves every half_life_days; older than max_age_days is not loaded.
+    # Wrong and nondeterministic results are counted over each chip's last
+    # evidence_window_sweeps complete sweeps (whatever the cadence); older than max_age_days
+    # is not loaded. half_life_days is accepted for old config files and no longer used:
+    # ageing by days cut ten weekly sweeps to a fraction and lost intermittent faults.
+    evidence_window_sweeps: int = 30
     half_life_days: float = 30.0
     max_age_days: float = 90.0
     # Slow: per-result spread floor (share of the median), recent window, effect thresholds.
     mad_floor: float = 0.02
     slow_window_sweeps: int = 3
-    slow_min_effect: float = 0.05
-    slow_high_effect: float = 0.08
-    node_gap: float = 0.05
+    slow_min_effect: float = 0.03
+    slow_high_effect: float = 0.03
+    node_gap: float = 0.03
     # Floor of the spread of chips' robust z-scores among chips of a model (z units).
     chip_scale_floor: float = 0.25
     # Drift (CUSUM on the chip's own per-sweep throughput): slack and alarm level (log units).
     drift_slack: float = 0.015
     drift_alarm: float = 0.08
     drift_min_history: int = 4
+    # Unreliable: errors and timeouts against the cohort's rate (never below the floor), and
+    # the least failures that make a verdict.
+    unreliable_background_floor: float = 1e-3
+    unreliable_min_failures: int = 3
     # Inconsistent from training jobs: a chip blamed in this many disagreements with different
     # partners (or once with a persistent diagnosis) is inconsistent.
     job_min_incidents: int = 2

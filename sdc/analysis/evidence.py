@@ -51,6 +51,8 @@ class Evidence:
     # its (probe, version, case_key, seed), and those tuples; ids are looked up when needed.
     probe_case: np.ndarray | None = None
     probe_case_keys: list[tuple] = field(default_factory=list)
+    # Host names, indexed by ``chip_host`` codes (for node-scoped findings).
+    host_labels: list[str] = field(default_factory=list)
 
     @property
     def n_results(self) -> int:
@@ -143,8 +145,8 @@ class EvidenceBuilder:
                 "digest": np.asarray(
                     [NO_DIGEST if d is None else self.digest_enc.code(d) for d in digest], dtype=np.int32
                 ),
-                "repeats": np.asarray(repeats, dtype=np.int16),
-                "distinct": np.asarray(distinct, dtype=np.int16),
+                "repeats": np.asarray(repeats, dtype=np.int32),
+                "distinct": np.asarray(distinct, dtype=np.int32),
                 "throughput": np.asarray([np.nan if t is None else t for t in throughput], dtype=np.float64),
                 "result_id": np.asarray(result_id, dtype="S64"),
             }
@@ -166,6 +168,7 @@ class EvidenceBuilder:
         hosts = [self.chip_info.get(c, ("", ""))[0] for c in chip_ids]
         models = [self.chip_info.get(c, ("", ""))[1] for c in chip_ids]
         return Evidence(
+            host_labels=list(dict.fromkeys(hosts)),
             chip_ids=np.asarray(chip_ids, dtype=object),
             chip_host=_codes(hosts),
             chip_model=_codes(models),

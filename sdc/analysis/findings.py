@@ -33,26 +33,29 @@ class Finding:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def age_weights(times: np.ndarray, now: float, half_life_days: float) -> np.ndarray:
-    """Weight of each observation: 1 now, halving every ``half_life_days``."""
-    if half_life_days <= 0:
-        return np.ones_like(times)
-    age_days = np.maximum(0.0, now - times) / 86_400.0
-    return np.exp2(-age_days / half_life_days)
+def window_counts(
+    ev, rows: np.ndarray, hit: np.ndarray, window_sweeps: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per chip: hits k and runs n over its last ``window_sweeps`` sweeps, and the mask of
+    ``rows`` inside that window.
 
-
-def per_chip_sum(chip: np.ndarray, weights: np.ndarray, n_chips: int) -> np.ndarray:
-    return np.bincount(chip, weights=weights, minlength=n_chips)
-
-
-def aged_counts(
-    chip: np.ndarray, hit: np.ndarray, times: np.ndarray, now: float, half_life_days: float, n_chips: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per chip: aged hits k and aged runs n (for the test), and the raw counts (for people)."""
-    w = age_weights(times, now, half_life_days)
-    k = per_chip_sum(chip, w * hit, n_chips)
-    n = per_chip_sum(chip, w, n_chips)
-    return k, n, np.bincount(chip[hit], minlength=n_chips), np.bincount(chip, minlength=n_chips)
+    A window in sweeps, not an age in days, so the test's power does not depend on the
+    cadence: ten weekly sweeps weigh as much as ten daily ones.
+    """
+    chip = ev.chip[rows].astype(np.int64)
+    n_sweeps = max(1, ev.sweep_ids.shape[0])
+    pair = chip * n_sweeps + ev.sweep[rows]
+    pairs = np.unique(pair)
+    pair_chip = pairs // n_sweeps
+    pair_time = ev.sweep_time[pairs % n_sweeps]
+    order = np.lexsort((-pair_time, pair_chip))  # each chip's newest sweep first
+    starts = np.flatnonzero(np.r_[True, pair_chip[order][1:] != pair_chip[order][:-1]]) if pairs.size else np.zeros(0, np.int64)
+    rank = np.empty(pairs.size, dtype=np.int64)
+    rank[order] = np.arange(pairs.size) - np.repeat(starts, np.diff(np.r_[starts, pairs.size]))
+    inside = rank[np.searchsorted(pairs, pair)] < window_sweeps
+    k = np.bincount(chip[inside], weights=hit[inside].astype(float), minlength=ev.n_chips)
+    n = np.bincount(chip[inside], minlength=ev.n_chips).astype(float)
+    return k, n, inside
 
 
 def first_last(chip: np.ndarray, times: np.ndarray, n_chips: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """Inconsistent chips: a deterministic kernel that gives different answers when repeated on one
 chip, and chips that keep disagreeing with their replicas in training jobs.
 
-Nondeterminism: a result whose repeats gave more than one digest. Counted per chip (aged) and
+Nondeterminism: a result whose repeats gave more than one digest. Counted per chip (over its recent sweeps) and
 tested against the fleet background with an exact binomial tail and BH across chips. A cohort
 where most chips disagree with themselves runs a kernel that is not deterministic there, and
 is left out rather than blamed on every chip.
@@ -11,7 +11,9 @@ diagnosis says replicas disagreed): the chip blamed is the one named in ``detail
 (the sentinel's ``{"rank", "chip_id"}`` entries, chip ids, or ranks of the same job), else the
 event's own chip;
 its partners are the other chips of the same job and step. A chip blamed in
-``job_min_incidents`` disagreements with at least ``job_min_partners`` different partners, or
+``job_min_incidents`` disagreements in two or more jobs, or in one job with at least
+``job_min_partners`` different partners (chips that were its partner in some of those
+incidents but not in all), or
 once with diagnosis ``persistent`` (reproduced on replay), is inconsistent. A single
 transient disagreement is recorded as low severity and changes no state.
 """
@@ -24,7 +26,7 @@ import numpy as np
 
 from sdc.analysis.config import AnalysisConfig
 from sdc.analysis.evidence import Evidence, JobEvidence
-from sdc.analysis.findings import Finding, aged_counts, first_last, rows_by_chip
+from sdc.analysis.findings import Finding, first_last, rows_by_chip, window_counts
 from sdc.analysis.stats import background_test, unique_sorted
 
 # Diagnoses that mean replicas disagreed (``divergence``: a majority named the minority).
@@ -69,8 +71,10 @@ def find_nondeterministic(ev: Evidence, cfg: AnalysisConfig, now: float) -> list
         return []
 
     times = ev.sweep_time[ev.sweep[rows]]
-    k, n, k_raw, n_raw = aged_counts(chip, nd, times, now, cfg.half_life_days, n_chip)
+    k, n, _inside = window_counts(ev, rows, nd, cfg.evidence_window_sweeps)
+    k_raw, n_raw = k, n
     p_value, flagged, p0 = background_test(k, n, np.zeros(n_chip, bool), cfg.nondeterminism_background_floor, cfg.fdr)
+    flagged &= k >= 2  # as for wrong results: one disagreement alone is never a verdict
     chosen = np.flatnonzero(flagged)
     by_chip = rows_by_chip(chip[nd], rows[nd], chosen)
     first, last = first_last(chip[nd], times[nd], n_chip) if nd.any() else (None, None)
@@ -94,7 +98,7 @@ def find_nondeterministic(ev: Evidence, cfg: AnalysisConfig, now: float) -> list
                 rows=chip_rows,
                 first_seen=float(first[c]),
                 last_seen=float(last[c]),
-                details={"source": "repeats", "units": units, "background_rate": p0, "aged_k": float(k[c]), "aged_n": float(n[c])},
+                details={"source": "repeats", "units": units, "background_rate": p0, "window_sweeps": cfg.evidence_window_sweeps},
             )
         )
     return findings
@@ -116,7 +120,7 @@ def find_replica_disagreements(
         if chip:
             rank_chip[(jobs.job_id[i], jobs.rank[i])] = chip
 
-    blamed: dict[str, dict] = defaultdict(lambda: {"incidents": set(), "partners": set(), "jobs": set(), "events": [], "times": [], "persistent": False})
+    blamed: dict[str, dict] = defaultdict(lambda: {"incidents": set(), "partner_sets": [], "jobs": set(), "events": [], "times": [], "persistent": False})
     for (job, step), members in incidents.items():
         suspects: set[str] = set()
         involved: set[str] = set()
@@ -137,7 +141,7 @@ def find_replica_disagreements(
             entry = blamed[chip]
             entry["incidents"].add((job, step))
             entry["jobs"].add(job)
-            entry["partners"].update(involved - suspects)
+            entry["partner_sets"].append(frozenset(involved - suspects))
             for i in members:
                 if jobs.chip_id[i] == chip or not jobs.chip_id[i]:
                     entry["events"].append(jobs.event_id[i])
@@ -149,12 +153,20 @@ def find_replica_disagreements(
 
     findings = []
     for chip, entry in sorted(blamed.items()):
-        n_inc, n_partners = len(entry["incidents"]), len(entry["partners"])
-        recurring = n_inc >= cfg.job_min_incidents and n_partners >= cfg.job_min_partners
+        # Different partners: chips that were its partner in some incidents but not in all.
+        # With three or more replicas one incident has many partners, and two incidents of
+        # one job share them all: that is one set of partners, not many.
+        sets = entry["partner_sets"]
+        common = frozenset.intersection(*sets) if sets else frozenset()
+        differing = frozenset().union(*sets) - common
+        n_inc, n_partners = len(entry["incidents"]), len(differing)
+        # Recurring: in separate jobs, or in one job next to partners that changed between
+        # incidents; the same partners twice in one job are one story, not two.
+        recurring = n_inc >= cfg.job_min_incidents and (n_partners >= cfg.job_min_partners or len(entry["jobs"]) >= 2)
         severity = "high" if (recurring or entry["persistent"]) else "low"
         code = chip_index.setdefault(chip, len(chip_index))
         why = (
-            "reproduced on replay" if entry["persistent"] else f"with {n_partners} different partner chip(s) in {len(entry['jobs'])} job(s)"
+            "reproduced on replay" if entry["persistent"] else f"in {len(entry['jobs'])} job(s), with {n_partners} partner chip(s) that changed between incidents"
         )
         times = entry["times"] or [0.0]
         findings.append(
@@ -169,7 +181,7 @@ def find_replica_disagreements(
                 event_ids=sorted(set(entry["events"])),
                 first_seen=min(times),
                 last_seen=max(times),
-                details={"source": "jobs", "incidents": n_inc, "partners": sorted(entry["partners"])[:20], "jobs": sorted(entry["jobs"])[:20], "persistent": entry["persistent"]},
+                details={"source": "jobs", "incidents": n_inc, "partners": sorted(differing)[:20], "common_partners": sorted(common)[:20], "jobs": sorted(entry["jobs"])[:20], "persistent": entry["persistent"]},
             )
         )
     return findings, chip_index

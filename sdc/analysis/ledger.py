@@ -18,6 +18,7 @@ from sdc.analysis.findings import SEVERITY_RANK, Finding
 from sdc.analysis.inconsistent import find_nondeterministic, find_replica_disagreements
 from sdc.analysis.precision import without_stack_bound_breaks
 from sdc.analysis.slow import find_slow
+from sdc.analysis.unreliable import find_unreliable
 from sdc.analysis.wrong import find_wrong
 from sdc.records import Verdict, new_id
 
@@ -34,7 +35,7 @@ def analyze(
     so they are taken out of chip blame first.
     """
     ev = without_stack_bound_breaks(ev)
-    findings = find_wrong(ev, cfg, now) + find_slow(ev, cfg, now) + find_nondeterministic(ev, cfg, now)
+    findings = find_wrong(ev, cfg, now) + find_slow(ev, cfg, now) + find_nondeterministic(ev, cfg, now) + find_unreliable(ev, cfg, now)
     chip_ids = list(ev.chip_ids)
     if jobs is not None and len(jobs):
         index = {c: i for i, c in enumerate(chip_ids)}

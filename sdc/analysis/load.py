@@ -1,9 +1,13 @@
 """The analysis's evidence read from the store: probe results as columns, job events, throttle reasons.
 
-Reading two million probe results must stay well under 30 s and 2 GB, so the database
-does the string work (integer codes for chips, sweeps and cases via temporary tables), rows
-stream in partitions into numpy arrays, and the time of a result is its sweep's start, so no
-per-row datetime is parsed.
+Reading two million probe results must stay well under 30 s and 2 GB, so the database packs
+each sweep's results into one row and numpy parses the numbers in bulk; the time of a result
+is its sweep's start, so no per-row datetime is parsed.
+
+No string travels with an in-band separator: a record's strings may hold any character
+(ingest accepts them), and one chip id or digest holding the separator must not shift every
+later value by a slot. The database hex-encodes every string, so the commas between values
+can never occur inside one; only the few distinct values are decoded.
 """
 
 from __future__ import annotations
@@ -16,92 +20,115 @@ from typing import Iterable, Sequence
 import numpy as np
 from sqlalchemy import Engine, select, text
 
-from sdc.analysis.evidence import NO_DIGEST, Encoder, Evidence, JobEvidence
+from sdc.analysis.evidence import NO_DIGEST, STATUS_CODES, Encoder, Evidence, JobEvidence
 from sdc.analysis.stats import unique_inverse
 from sdc.store.models import ChipRow, JobEventRow, ProbeResultRow, SweepRow
 
-PARTITION = 50_000
-
-
 GROUPS_PER_PARTITION = 500
-US, RS = "\x1f", "\x1e"  # unit and record separators: never inside ids, JSON keys or digests
+# Results that are loaded: judged ones (evidence of wrong, slow, inconsistent) and the
+# errors and timeouts the unreliable test counts; skipped cases say nothing about a chip.
+LOADED_STATUSES = ("ok", "mismatch", "error", "timeout")
 
 
-def load_evidence(engine: Engine, since: datetime | None = None) -> Evidence:
-    """Probe results of complete sweeps (observed at or after ``since``) as columns.
+def load_evidence(engine: Engine, since: datetime | None = None, until: datetime | None = None) -> Evidence:
+    """Probe results of complete sweeps (observed at or after ``since``; of sweeps started at
+    or before ``until``) as columns.
 
     Turning millions of database values into Python objects is what costs, so the database
-    packs each sweep — a host's chips times the suite's cases — into one row of concatenated
-    fields (walking the sweep index, no sort), and numpy parses the numbers in bulk. Result ids stay in the store; they are looked up
-    for the few results a verdict names (``result_ids_for``).
+    packs each sweep — a host's chips times the suite's cases — into one row (walking the
+    sweep index, no sort), and numpy parses the numbers in bulk. Result ids stay in the
+    store; they are looked up for the few results a verdict names (``result_ids_for``).
     """
     with engine.connect() as connection:
         chips = connection.execute(select(ChipRow.chip_id, ChipRow.host, ChipRow.model).order_by(ChipRow.chip_id)).all()
-        sweeps = connection.execute(
-            select(SweepRow.sweep_id, SweepRow.started_at).where(SweepRow.status == "complete").order_by(SweepRow.sweep_id)
-        ).all()
-        query = _packed_query(connection.dialect.name, since is not None)
+        query = select(SweepRow.sweep_id, SweepRow.started_at).where(SweepRow.status == "complete")
+        if until is not None:
+            query = query.where(SweepRow.started_at <= until)
+        sweeps = connection.execute(query.order_by(SweepRow.sweep_id)).all()
+        packed = _packed_query(connection.dialect.name, since is not None)
         params = {"since": since} if since is not None else {}
-        result = connection.execute(query.execution_options(stream_results=True, yield_per=GROUPS_PER_PARTITION), params)
+        result = connection.execute(packed.execution_options(stream_results=True, yield_per=GROUPS_PER_PARTITION), params)
         return _unpack(chips, sweeps, result.partitions(GROUPS_PER_PARTITION))
 
 
 def _packed_query(dialect: str, with_since: bool):
+    """One row per sweep: each field of its results joined by commas, strings hex-encoded.
+
+    Hex has no comma (nor ':'), so no value can shift another whatever characters it holds.
+    """
+    status = "CASE status " + " ".join(f"WHEN '{s}' THEN {STATUS_CODES[s]}" for s in LOADED_STATUSES) + " END"
     if dialect == "postgresql":
-        def agg(expr: str, sep: str) -> str:
-            return f"string_agg({expr}, {sep} ORDER BY result_id)"
+        def agg(expr: str) -> str:
+            return f"string_agg({expr}, ',' ORDER BY result_id)"
 
-        key = ("probe || chr(31) || probe_version::text || chr(31) || case_key || chr(31) || stack_hash || chr(31) || seed::text")
-        fields = [
-            agg("chip_id", "chr(30)"), agg(key, "chr(30)"), agg("coalesce(digest, '')", "chr(30)"),
-            agg("CASE WHEN status = 'mismatch' THEN '1' ELSE '0' END", "','"), agg("repeats::text", "','"),
-            agg("distinct_repeat_digests::text", "','"), agg("coalesce(throughput::text, 'nan')", "','"),
-        ]
+        def hexed(expr: str) -> str:
+            return f"encode(convert_to({expr}, 'UTF8'), 'hex')"
+
+        def num(expr: str) -> str:
+            return f"({expr})::text"
+
+        throughput = "coalesce(throughput::text, 'nan')"
     else:
-        def agg(expr: str, sep: str) -> str:
-            return f"group_concat({expr}, {sep})"
+        def agg(expr: str) -> str:
+            return f"group_concat({expr}, ',')"
 
-        key = "probe || char(31) || probe_version || char(31) || case_key || char(31) || stack_hash || char(31) || seed"
-        fields = [
-            agg("chip_id", "char(30)"), agg(key, "char(30)"), agg("coalesce(digest, '')", "char(30)"),
-            agg("CASE WHEN status = 'mismatch' THEN 1 ELSE 0 END", "','"), agg("repeats", "','"),
-            agg("distinct_repeat_digests", "','"), agg("coalesce(throughput, 'nan')", "','"),
-        ]
-    where = "status IN ('ok', 'mismatch')" + (" AND observed_at >= :since" if with_since else "")
-    return text(
-        f"SELECT sweep_id, {', '.join(fields)} FROM probe_results WHERE {where} GROUP BY sweep_id"
-    )
+        def hexed(expr: str) -> str:
+            return f"hex({expr})"
+
+        def num(expr: str) -> str:
+            return expr
+
+        throughput = "coalesce(throughput, 'nan')"
+    key = " || ':' || ".join([hexed("probe"), hexed("stack_hash"), hexed("case_key"), num("probe_version"), num("seed")])
+    # Aggregates skip NULLs: every expression here is non-NULL, so the fields stay aligned.
+    fields = [agg(hexed("chip_id")), agg(key), agg(hexed("coalesce(digest, '')")), agg(num(status)), agg(num("repeats")),
+              agg(num("distinct_repeat_digests")), agg(throughput)]
+    statuses = ", ".join(f"'{s}'" for s in LOADED_STATUSES)
+    where = f"status IN ({statuses})" + (" AND observed_at >= :since" if with_since else "")
+    return text(f"SELECT sweep_id, {', '.join(fields)} FROM probe_results WHERE {where} GROUP BY sweep_id")
+
+
+def _unhex(value: str) -> str:
+    return bytes.fromhex(value).decode("utf-8", errors="surrogateescape")
+
+
+def _case(key: str) -> tuple[str, int, str, str, int]:
+    """(probe, version, case_key, stack_hash, seed) from a packed key of the query."""
+    probe, stack, case_key, version, seed = key.split(":")
+    return _unhex(probe), int(version), _unhex(case_key), _unhex(stack), int(seed)
 
 
 def _unpack(chips, sweeps, partitions) -> Evidence:
-    chip_code = {c: i for i, (c, _, _) in enumerate(chips)}
+    chip_code: dict[str, int] = {}
+    for i, (c, _, _) in enumerate(chips):
+        h = c.encode("utf-8", errors="surrogateescape").hex()
+        chip_code[h] = chip_code[h.upper()] = i  # PostgreSQL writes hex in lower case, SQLite in upper
     sweep_code = {s: i for i, (s, _) in enumerate(sweeps)}
     case_enc, digest_enc = Encoder(), Encoder()
     digest_enc.codes[""] = NO_DIGEST
-    cols: dict[str, list[np.ndarray]] = {n: [] for n in ("chip", "sweep", "case", "status", "digest", "repeats", "distinct", "throughput")}
+    dtypes = {"chip": np.int32, "sweep": np.int32, "case": np.int32, "status": np.int8, "digest": np.int32,
+              "repeats": np.int32, "distinct": np.int32, "throughput": np.float64}
+    cols: dict[str, list[np.ndarray]] = {n: [] for n in dtypes}
     for groups in partitions:
         # Only complete sweeps are evidence; a sweep not in the table is not complete.
         groups = [g for g in groups if g[0] in sweep_code]
         if not groups:
             continue
         sweep_id, chip_ids, keys, digests, status, repeats, distinct, throughput = zip(*groups)
-        chips_of_rows = [RS.join(chip_ids).split(RS)]
-        counts = np.asarray([c.count(RS) + 1 for c in chip_ids], dtype=np.int64)
-        cols["chip"].append(np.asarray([chip_code.get(c, -1) for c in chips_of_rows[0]], dtype=np.int32))
+        counts = np.asarray([c.count(",") + 1 for c in status], dtype=np.int64)
+        cols["chip"].append(np.asarray([chip_code.get(c, -1) for c in ",".join(chip_ids).split(",")], dtype=np.int32))
         cols["sweep"].append(np.repeat(np.asarray([sweep_code[s] for s in sweep_id], dtype=np.int32), counts))
-        cols["case"].append(np.asarray(case_enc.many(RS.join(keys).split(RS)), dtype=np.int32))
+        cols["case"].append(np.asarray(case_enc.many(",".join(keys).split(",")), dtype=np.int32))
         codes = digest_enc.codes
-        cols["digest"].append(np.asarray([codes[d] if d in codes else codes.setdefault(d, len(codes) - 1) for d in RS.join(digests).split(RS)], dtype=np.int32))
-        for name, values, dtype in (("status", status, np.int8), ("repeats", repeats, np.int16), ("distinct", distinct, np.int16), ("throughput", throughput, np.float64)):
-            cols[name].append(np.array(",".join(values).split(","), dtype=np.float64).astype(dtype) if name != "throughput"
-                              else np.array(",".join(values).split(","), dtype=np.float64))
-    dtypes = {"chip": np.int32, "sweep": np.int32, "case": np.int32, "status": np.int8, "digest": np.int32, "repeats": np.int16, "distinct": np.int16, "throughput": np.float64}
+        cols["digest"].append(np.asarray([codes[d] if d in codes else codes.setdefault(d, len(codes) - 1)
+                                          for d in ",".join(digests).split(",")], dtype=np.int32))
+        for name, values in (("status", status), ("repeats", repeats), ("distinct", distinct), ("throughput", throughput)):
+            cols[name].append(np.array(",".join(values).split(","), dtype=np.float64).astype(dtypes[name]))
     arrays = {n: np.concatenate(v) if v else np.zeros(0, dtype=dtypes[n]) for n, v in cols.items()}
     known = arrays["chip"] >= 0  # a result of a chip missing from the chips table cannot be placed
     if not known.all():
         arrays = {n: v[known] for n, v in arrays.items()}
-    cases = [tuple(key.split(US)) for key in case_enc.labels()]
-    # (probe, version, case_key, stack, seed) as strings from the packed key.
+    cases = [_case(key) for key in case_enc.labels()]
     return _assemble(chips, sweeps, cases, arrays)
 
 
@@ -136,6 +163,7 @@ def _assemble(chips, sweeps, cases, a) -> Evidence:
         cohort_labels=[_case_label(cases[int(key // n_models)]) for key in cohort_keys],
         probe_case=case,
         probe_case_keys=[(p, int(v), k, int(seed)) for p, v, k, _stack, seed in cases],
+        host_labels=host_enc.labels(),
     )
 
 

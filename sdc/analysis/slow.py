@@ -2,17 +2,22 @@
 
 Per cohort (probe, version, case, chip model, stack) the centre is the median log throughput
 and the spread its MAD, floored at a few per cent so a tight cohort does not turn noise into
-alarms. Over the chip's most recent sweeps its effect is the median deviation (robust to
-heavy-tailed timing noise and noisy neighbours). A chip is slow when all of these hold:
+alarms. Over the chip's most recent sweeps its effect is its *least* slow sweep (the median
+deviation of that sweep's results): a slow chip is slow every time, a healthy chip throttled
+in one sweep is not. A chip is slow when all of these hold:
 
 - the effect is at least ``slow_min_effect`` slower than the cohort median (practical size);
 - its robust z-score among chips of its model is significant (BH across chips);
 - a one-sided stratified Mann–Whitney rank test against its peers agrees (BH across chips).
 
-Severity is high (quarantine) when the effect reaches ``slow_high_effect`` and the chip is also
-slower than the best chip of its own node by ``node_gap`` — a whole node running slow is the
-node's problem (cooling, a noisy neighbour), not one chip's. A one-sided CUSUM of the chip's
-per-sweep throughput against its own earlier baseline catches gradual degradation.
+High (quarantine) needs the whole window of ``slow_window_sweeps`` sweeps and an effect of
+``slow_high_effect``; a chip with fewer sweeps (a new card, the fleet's first sweep) is
+recorded at low severity only. The node: in every window sweep the chip must also be
+``node_gap`` slower than the other chips of its model on its host; chips slow together with
+their node are the node's problem (power, cooling, PCIe), reported as a low, node-scoped
+finding on each of them and never a chip quarantine. A one-sided CUSUM of the chip's per-sweep
+throughput against its own earlier baseline catches gradual degradation (medium), unless the
+whole node sank with it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from sdc.analysis.evidence import Evidence
 from sdc.analysis.findings import Finding, first_last, rows_by_chip
 from sdc.analysis.stats import (
     benjamini_hochberg,
+    median_of_others,
     grouped_median,
     grouped_rank,
     lower_cusum,
@@ -104,8 +110,10 @@ def find_slow(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
     sig_mw[tested] = benjamini_hochberg(p_mw[tested], cfg.fdr)
 
     slowdown = 1.0 - np.exp(np.nan_to_num(effect, nan=0.0))  # 0.1 = 10% slower than peers
-    gap, has_peer = _node_gap(ev, effect, tested)
     slow = tested & (slowdown >= cfg.slow_min_effect) & sig_z & sig_mw
+    # High needs the whole window: one sweep (a new card, the fleet's first) is not enough.
+    window_sweeps = np.bincount(pair_chip[w_pairs], minlength=n_chips)
+    full = window_sweeps >= cfg.slow_window_sweeps
 
     # Drift: CUSUM of per-sweep deviation below the chip's baseline before the window.
     history = counts - cfg.slow_window_sweeps
@@ -117,30 +125,56 @@ def find_slow(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
     cusum = np.zeros(n_chips)
     if can_drift.any():
         cusum[can_drift] = lower_cusum(series[can_drift], baseline[can_drift], cfg.drift_slack)
-    drop = 1.0 - np.exp(np.nan_to_num(median_effect - baseline, nan=0.0))
+    # Like the slow test, the least slow sweep of the window: two throttled sweeps are not a drift.
+    drop = 1.0 - np.exp(np.nan_to_num(effect - baseline, nan=0.0))
     drifting = can_drift & (cusum > cfg.drift_alarm) & (drop >= cfg.slow_min_effect)
 
-    chosen = np.flatnonzero(slow | drifting)
+    # The node: per sweep, each chip against the median of the other chips of its model on
+    # its host. A chip is its own problem only when it is node_gap slower than them in every
+    # window sweep; chips slow together with their node are the node's (power, cooling, PCIe).
+    n_sweeps = ev.sweep_ids.shape[0]
+    n_models = int(ev.chip_model.max()) + 1 if ev.n_chips else 1
+    node_of_pair = (ev.chip_host[pair_chip].astype(np.int64) * n_models + ev.chip_model[pair_chip]) * n_sweeps + pairs % n_sweeps
+    others = median_of_others(node_of_pair, pair_dev)
+    pair_gap = np.where(np.isfinite(others), others - pair_dev, np.inf)  # inf: no other chip to compare with
+    gap = np.full(n_chips, np.inf)
+    np.minimum.at(gap, pair_chip[w_pairs], pair_gap[w_pairs])
+    own = slow & (gap >= -np.log1p(-cfg.node_gap))
+    node_members = np.zeros(n_chips)
+    node_slow = np.zeros(n_chips, dtype=bool)
+    node_median = np.zeros(n_chips)
+    latest = np.flatnonzero(from_end == 1)
+    together, members = _slow_together(node_of_pair[latest], pair_dev[latest] <= np.log1p(-cfg.slow_min_effect))
+    node_slow[pair_chip[latest]] = together
+    node_members[pair_chip[latest]] = members
+    node_median[pair_chip[latest]] = np.nan_to_num(others[latest], nan=0.0)
+    gap = np.where(np.isfinite(gap), gap, 0.0)
+    drift_any = drifting.copy()
+    drifting &= ~node_slow  # a node sinking as a whole is the node's, as above
+    chosen = np.flatnonzero(own | drifting)
     slow_rows = w_dev < np.log1p(-cfg.slow_min_effect)
-    by_chip = rows_by_chip(w_chip[slow_rows], w_rows[slow_rows], chosen)
+    held = ((slow & ~own) | (node_slow & drift_any)) & node_slow  # the node's, not the chip's
+    by_chip = rows_by_chip(w_chip[slow_rows], w_rows[slow_rows], np.flatnonzero(held | own | drifting))
     first, last = first_last(w_chip, ev.sweep_time[ev.sweep[w_rows]], n_chips)
     findings = []
     for c in chosen:
-        node_ok = (not has_peer[c]) or gap[c] >= cfg.node_gap
-        high = slow[c] and slowdown[c] >= cfg.slow_high_effect and node_ok
+        high = own[c] and full[c] and slowdown[c] >= cfg.slow_high_effect
         why = []
-        if slow[c]:
-            why.append(f"at least {slowdown[c]:.1%} slower than the median of its peers in each of its last {cfg.slow_window_sweeps} sweeps")
+        if own[c]:
+            why.append(f"at least {slowdown[c]:.1%} slower than the median of its peers in each of its last {int(window_sweeps[c])} sweep(s)")
+            if not full[c]:
+                why.append(f"only {int(window_sweeps[c])} of the {cfg.slow_window_sweeps} sweeps it takes to act on it")
         if drifting[c]:
             why.append(f"{drop[c]:.1%} below its own earlier throughput (CUSUM {cusum[c]:.3f})")
-        if has_peer[c]:
-            why.append(f"{1 - np.exp(-gap[c]):.1%} slower than the best chip on its node")
+        if node_members[c] >= 2:
+            why.append(f"at least {1 - np.exp(-gap[c]):.1%} slower than the other chips of its node in each sweep")
         chip_rows = by_chip.get(int(c), np.zeros(0, np.int64))
         findings.append(
             Finding(
                 chip=int(c),
                 kind="slow",
-                severity="high" if high else "medium",
+                # A partial window (a new chip) is recorded only; drift alone makes a suspect.
+                severity="high" if high else ("medium" if (full[c] or drifting[c]) else "low"),
                 k=int(chip_rows.size),
                 n=int(n_window[c]),
                 summary="runs slow: " + "; ".join(why),
@@ -155,25 +189,40 @@ def find_slow(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
                     "median_slowdown": float(1 - np.exp(median_effect[c])),
                     "robust_z": float(z[c]),
                     "mann_whitney_z": float(z_mw[c]),
-                    "node_gap": float(1 - np.exp(-gap[c])) if has_peer[c] else None,
+                    "node_gap": float(1 - np.exp(-gap[c])) if node_members[c] >= 2 else None,
                     "drift_cusum": float(cusum[c]),
                     "drift_drop": float(drop[c]) if can_drift[c] else None,
-                    "window_sweeps": cfg.slow_window_sweeps,
+                    "window_sweeps": int(window_sweeps[c]),
                 },
             )
         )
+    findings += _node_findings(ev, held, node_median, slowdown, first, last, by_chip)
     return findings
 
 
-def _node_gap(ev: Evidence, effect: np.ndarray, tested: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """How far (log units) each chip is below the best chip of the same model on its host."""
-    n_models = int(ev.chip_model.max()) + 1 if ev.n_chips else 1
-    group = ev.chip_host.astype(np.int64) * n_models + ev.chip_model
-    groups, inverse, _ = unique_inverse(group)
-    e = np.where(tested, effect, -np.inf)
-    best = np.full(groups.size, -np.inf)
-    np.maximum.at(best, inverse, e)
-    members = np.bincount(inverse, weights=tested.astype(float), minlength=groups.size)
-    has_peer = tested & (members[inverse] >= 2)
-    gap = np.where(has_peer, best[inverse] - np.nan_to_num(effect, nan=0.0), 0.0)
-    return gap, has_peer
+def _slow_together(node_sweep: np.ndarray, slow_now: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per chip (one entry each, its latest sweep): whether most chips of its node in that
+    sweep (at least two) were slow, and how many chips the node had in it."""
+    _, inverse, counts = unique_inverse(node_sweep)
+    n_slow = np.bincount(inverse, weights=slow_now.astype(float), minlength=counts.size)
+    together = (n_slow >= 2) & (2 * n_slow > counts)
+    return together[inverse], counts[inverse].astype(float)
+
+
+def _node_findings(ev, held, node_median, slowdown, first, last, by_chip) -> list[Finding]:
+    """A low, node-scoped finding for each slow chip of a node that is slow as a whole."""
+    findings = []
+    for c in np.flatnonzero(held):
+        host = ev.host_labels[ev.chip_host[c]] if ev.host_labels else str(int(ev.chip_host[c]))
+        node_slowdown = float(1 - np.exp(node_median[c]))
+        findings.append(
+            Finding(
+                chip=int(c), kind="slow", severity="low", k=int(by_chip.get(int(c), ()).__len__()), n=int(by_chip.get(int(c), ()).__len__()),
+                rows=by_chip.get(int(c), np.zeros(0, np.int64)),
+                summary=(f"is on node {host}, whose chips run slow together ({node_slowdown:.1%} below their peers): "
+                         "a node problem (power, cooling, PCIe), not this chip's; no chip is quarantined for it"),
+                score=float(slowdown[c]), first_seen=float(first[c]), last_seen=float(last[c]),
+                details={"scope": "node", "host": host, "node_slowdown": node_slowdown, "slowdown": float(slowdown[c])},
+            )
+        )
+    return findings

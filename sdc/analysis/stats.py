@@ -88,6 +88,29 @@ def grouped_median(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.
     return out
 
 
+def median_of_others(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For each value, the median of the *other* values of its group (NaN when it is alone).
+
+    Leaving the value itself out matters in small groups: on a node of two chips, a slow
+    chip must be compared with the other chip, not with a median it drags halfway down.
+    """
+    out = np.full(values.size, np.nan)
+    if values.size == 0:
+        return out
+    order, starts, sizes = group_sorted(groups, values)
+    v = values[order]
+    m = np.repeat(sizes, sizes)
+    start = np.repeat(starts, sizes)
+    p = np.arange(values.size) - start  # own position inside the sorted group
+    lo, hi = (m - 2) // 2, (m - 1) // 2  # positions among the others
+    lo_g, hi_g = lo + (lo >= p), hi + (hi >= p)  # the same positions in the whole group
+    alone = m < 2
+    lo_g, hi_g = np.where(alone, 0, lo_g), np.where(alone, 0, hi_g)
+    med = 0.5 * (v[start + lo_g] + v[start + hi_g])
+    out[order] = np.where(alone, np.nan, med)
+    return out
+
+
 def grouped_rank(groups: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mid-rank percentile (0..1) of each value inside its group, and the group size."""
     order, starts, sizes = group_sorted(groups, values)

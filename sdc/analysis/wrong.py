@@ -3,7 +3,7 @@
 Inside a cohort (same probe, version, case, seed, chip model, software stack) a deterministic
 kernel gives bit-identical digests on every healthy chip, so the digest most chips agree on
 is the answer and a chip with another digest is wrong — even if its own repeats agree. Per
-chip, wrong results are counted over all its complete sweeps (aged) and tested against the
+chip, wrong results are counted over its last evidence_window_sweeps complete sweeps and tested against the
 fleet's background rate with an exact binomial tail, Benjamini–Hochberg across chips. A wrong
 result that the chip's own repeats reproduce is strong evidence on its own: it is not a
 transient upset but a broken unit.
@@ -15,7 +15,7 @@ import numpy as np
 
 from sdc.analysis.config import AnalysisConfig
 from sdc.analysis.evidence import MISMATCH, NO_DIGEST, Evidence
-from sdc.analysis.findings import Finding, aged_counts, first_last, rows_by_chip
+from sdc.analysis.findings import Finding, first_last, rows_by_chip, window_counts
 from sdc.analysis.stats import background_test, unique_inverse, unique_sorted
 
 
@@ -69,15 +69,20 @@ def find_wrong(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
     # cohort majority shares is the probe's bound, not the chip.
     bound = (ev.status[rows] == MISMATCH) & (ev.distinct[rows] <= 1) & ~(usable & (digest == majority))
     wrong = minority | bound
-    confirmed = wrong & (ev.repeats[rows] >= 2) & (ev.distinct[rows] == 1)
+    # Critical needs the same wrong answer from two runs in separate processes: the sweep's
+    # retest in a fresh worker, or the same case in another sweep. A wrong answer seen once
+    # (a library's fallback kernel, one upset) is only evidence for the binomial test.
+    confirmed = wrong & (ev.distinct[rows] == 1) & _reproduced(ev, rows, wrong)
 
     n_chips = ev.n_chips
     chip = ev.chip[rows]
     times = ev.sweep_time[ev.sweep[rows]]
-    k, n, k_raw, n_raw = aged_counts(chip, wrong, times, now, cfg.half_life_days, n_chips)
+    k, n, _inside = window_counts(ev, rows, wrong, cfg.evidence_window_sweeps)
+    k_raw, n_raw = k, n
     strong = np.bincount(chip[confirmed], minlength=n_chips) > 0
 
     p_value, flagged, p0 = background_test(k, n, strong, cfg.wrong_background_floor, cfg.fdr)
+    flagged &= k >= 2  # one wrong result no fresh run reproduced is evidence, never a verdict alone
     first, last = first_last(chip[wrong], times[wrong], n_chips) if wrong.any() else (None, None)
     findings = []
     chosen = np.flatnonzero(flagged | strong)
@@ -91,7 +96,7 @@ def find_wrong(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
         severity = "critical" if strong[c] else "high"
         units = sorted({ev.cohort_labels[i] for i in unique_sorted(ev.cohort[chip_rows])})
         how = (
-            f"{n_confirmed} wrong result(s) reproduced by the chip's own repeats"
+            f"{n_confirmed} wrong result(s) reproduced by its repeats and again in a separate run"
             if strong[c]
             else f"{int(k_raw[c])} of {int(n_raw[c])} results wrong against a fleet background of {p0:.2g}"
         )
@@ -114,13 +119,25 @@ def find_wrong(ev: Evidence, cfg: AnalysisConfig, now: float) -> list[Finding]:
                     "against_majority": int(n_minority[c]),
                     "against_fp64": int(n_bound[c]),
                     "background_rate": p0,
-                    "aged_k": float(k[c]),
-                    "aged_n": float(n[c]),
+                    "window_sweeps": cfg.evidence_window_sweeps,
                 },
             )
         )
     return findings
 
+
+
+def _reproduced(ev: Evidence, rows: np.ndarray, wrong: np.ndarray) -> np.ndarray:
+    """Per row: whether the chip gave this same wrong digest in another result of the cohort."""
+    out = np.zeros(rows.size, dtype=bool)
+    w = rows[wrong]
+    if w.size == 0:
+        return out
+    n_digest = int(ev.digest.max()) + 2
+    key = (ev.cohort[w].astype(np.int64) * n_digest + ev.digest[w] + 1) * ev.n_chips + ev.chip[w]
+    _, inverse, counts = unique_inverse(key)
+    out[np.flatnonzero(wrong)] = counts[inverse] >= 2
+    return out
 
 
 def _units_text(units: list[str], limit: int = 4) -> str:

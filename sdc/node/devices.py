@@ -81,6 +81,17 @@ def software_stack(backend: str) -> dict[str, Any]:
     return stack
 
 
+# Stack entries kept in the chip record for people but left out of the cohort key: they do
+# not change what a kernel computes, and a Python 3.11.8 -> 3.11.9 rollout must not split
+# every cohort in two. Everything else (torch, runtime, driver, BLAS, cuDNN, CPU) is keyed on.
+NOT_IN_COHORT = frozenset({"python"})
+
+
+def cohort_stack_hash(stack: dict[str, Any]) -> str:
+    """The stack hash cohorts are keyed on: the stack without what does not change kernels."""
+    return stack_hash({k: v for k, v in stack.items() if k not in NOT_IN_COHORT})
+
+
 def _nvml_driver_version() -> str | None:
     try:
         import pynvml  # nvidia-ml-py, optional
@@ -121,7 +132,7 @@ def cpu_chip(index: int) -> ChipHandle:
         model=_cpu_model(),
         memory_bytes=_memory_bytes(),
         stack=stack,
-        stack_hash=stack_hash(stack),
+        stack_hash=cohort_stack_hash(stack),
     )
     return ChipHandle(name=f"cpu:{index}", device=torch.device("cpu"), chip=chip)
 
@@ -148,7 +159,7 @@ def accelerator_chip(backend: str, index: int) -> ChipHandle:
         model=model,
         memory_bytes=int(memory),
         stack=stack,
-        stack_hash=stack_hash(stack),
+        stack_hash=cohort_stack_hash(stack),
     )
     return ChipHandle(name=f"{backend}:{index}", device=device, chip=chip)
 

@@ -4,6 +4,12 @@ With it the analysis can tell a throttled card (slow because it is hot or power-
 slow one. NVML (``pynvml``, from the optional ``nvml`` extra) is the only source today; every
 other device reports nothing. The source sits behind a small protocol so the sweep and tests
 use a fake where no GPU exists.
+
+A sample taken after the case sees an idle GPU (its throttle reasons mostly read
+``gpu_idle``), so the throttling *during* the case comes from NVML's cumulative violation
+counters instead: read at ``begin()`` and again at ``sample()``, their difference is the time
+the case spent power- or thermally-limited, attributed to that case (``throttle_s``, and a
+``*_violation`` throttle reason for each limit that bit).
 """
 
 from __future__ import annotations
@@ -29,12 +35,24 @@ THROTTLE_REASONS = {
 }
 
 
+# NVML performance policies with cumulative violation counters (nvmlPerfPolicyType_t).
+VIOLATION_POLICIES = {0: "power", 1: "thermal", 2: "sync_boost", 3: "board_limit", 4: "low_utilization", 5: "reliability"}
+# Limits that slow a busy chip; low utilisation and sync boost are not throttling.
+THROTTLING = ("power", "thermal", "board_limit", "reliability")
+
+
 class TelemetrySource(Protocol):
+    def begin(self) -> None:
+        """Mark the start of a case (cumulative counters are read here)."""
+
     def sample(self) -> dict[str, Any]:
-        """Current readings as a flat JSON-able dict (empty if unavailable)."""
+        """Readings since ``begin`` as a flat JSON-able dict (empty if unavailable)."""
 
 
 class NoTelemetry:
+    def begin(self) -> None:
+        return None
+
     def sample(self) -> dict[str, Any]:
         return {}
 
@@ -52,6 +70,20 @@ class NvmlTelemetry:
         pynvml.nvmlInit()
         self._nvml = pynvml
         self._handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+        self._started: dict[str, int] = {}
+
+    def _violations(self) -> dict[str, int]:
+        """Cumulative nanoseconds each limit has held the clocks down since the driver started."""
+        out = {}
+        for policy, name in VIOLATION_POLICIES.items():
+            try:
+                out[name] = int(self._nvml.nvmlDeviceGetViolationStatus(self._handle, policy).violationTime)
+            except Exception:  # not every GPU or driver keeps every counter
+                continue
+        return out
+
+    def begin(self) -> None:
+        self._started = self._violations()
 
     def sample(self) -> dict[str, Any]:
         nvml, handle = self._nvml, self._handle
@@ -67,8 +99,16 @@ class NvmlTelemetry:
                 readings[key] = read()
             except Exception:  # one unsupported reading must not lose the others
                 continue
-        if "throttle_mask" in readings:
-            readings["throttle_reasons"] = throttle_names(readings["throttle_mask"])
+        reasons = throttle_names(readings["throttle_mask"]) if "throttle_mask" in readings else []
+        if self._started:
+            now = self._violations()
+            spent = {name: (now[name] - self._started[name]) / 1e9 for name in now if name in self._started}
+            readings["throttle_s"] = {name: s for name, s in spent.items() if s > 0}
+            # During the case: the counters, not the idle sample after it, say what slowed it.
+            reasons = [f"{name}_violation" for name in THROTTLING if spent.get(name, 0) > 0] + [r for r in reasons if r != "gpu_idle"]
+            self._started = {}
+        if reasons or "throttle_mask" in readings:
+            readings["throttle_reasons"] = reasons
         return readings
 
 

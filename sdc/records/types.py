@@ -32,7 +32,7 @@ SCHEMA_VERSION = 1
 SweepStatus = Literal["running", "complete", "incomplete", "aborted"]
 ResultStatus = Literal["ok", "mismatch", "error", "timeout", "skipped"]
 Diagnosis = Literal["ok", "correct", "transient", "persistent", "divergence", "unattributed"]
-VerdictKind = Literal["wrong", "slow", "inconsistent"]
+VerdictKind = Literal["wrong", "slow", "inconsistent", "unreliable"]
 Severity = Literal["low", "medium", "high", "critical"]
 ChipState = Literal["healthy", "suspect", "quarantined", "released", "retired"]
 

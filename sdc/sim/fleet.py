@@ -1,12 +1,17 @@
 """Synthetic fleets with planted faults, for tests, demos and benchmarks.
 
-A fleet is hosts × chips (several chip models, two software stacks per model) swept
-repeatedly with a suite of probe cases. Healthy chips get realistic noise: manufacturing
-spread, heavy-tailed timing noise with one-sided outliers, chips that throttle now and then
-(recorded in telemetry), noisy neighbours slowing part of a host, rare transient upsets,
-errors and timeouts, and sweeps killed half-way. Planted faults: persistently wrong on one
-dtype, intermittently wrong at a rate per run, slow by a factor, degrading over time, and
-nondeterministic on one probe. ``SimulatedFleet.evidence()`` gives the analysis its columns
+A fleet is hosts × chips (two chip models, two software stacks per model) swept repeatedly,
+daily or weekly, with a suite of probe cases and one burn case of tens of thousands of
+iterations. Healthy chips get what real fleets show: manufacturing spread, heavy-tailed
+timing noise with one-sided outliers, chips that throttle mildly now and then, deep
+(5–10 %) throttles of a single sweep on any chip, whole nodes that run slow (power,
+cooling), noisy neighbours slowing part of a host, hosts whose first sweep comes late (new
+cards), a rare healthy result with a divergent digest (a library's fallback kernel), rare
+transient upsets, errors and timeouts, and sweeps killed half-way. A result the sweep
+judged ``mismatch`` is retested in a fresh worker in the same sweep, as ``sdc sweep`` does.
+Planted faults: persistently wrong on one dtype, intermittently wrong at a rate per run,
+slow by 10–30 % or by 5 %, degrading over time, nondeterministic on one probe, and
+unreliable (errors and hangs). ``SimulatedFleet.evidence()`` gives the analysis its columns
 directly; ``records()`` / ``write_jsonl()`` give JSON lines that ``sdc ingest`` reads, and
 ``truth()`` the ground truth.
 """
@@ -24,7 +29,8 @@ import numpy as np
 from sdc.analysis.evidence import NO_DIGEST, STATUS_CODES, Evidence
 from sdc.records import Chip, ProbeResult, Record, Sweep
 
-FAULT_KINDS = ("persistent", "intermittent", "slow", "degrading", "nondeterministic")
+FAULT_KINDS = ("persistent", "intermittent", "slow", "slow5", "degrading", "nondeterministic", "unreliable")
+BURN_ITERATIONS = 36_000  # repeats of the burn case: beyond int16, as a real burn of minutes
 DEFAULT_CASES = tuple(
     (probe, name, dtype)
     for probe, names in (
@@ -37,7 +43,7 @@ DEFAULT_CASES = tuple(
     )
     for name in names
     for dtype in (("fp32", "bf16") if probe in ("gemm", "attention", "conv") else ("fp32", "bf16", "fp16")[:2])
-)[:20]
+)[:20] + (("burn", "gemm", "bf16"),)
 STATUS_NAMES = {code: name for name, code in STATUS_CODES.items()}
 
 
@@ -46,20 +52,32 @@ class FleetSpec:
     chips: int = 2000
     chips_per_host: int = 8
     sweeps: int = 20
-    models: tuple[str, ...] = ("H100", "MI300X", "B200")
+    models: tuple[str, ...] = ("H100", "MI300X")
     stacks_per_model: int = 2
     cases: tuple[tuple[str, str, str], ...] = DEFAULT_CASES
     repeats: int = 3
     sweep_interval_hours: float = 24.0
     start: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    # Healthy noise.
-    chip_spread: float = 0.015
+    # Healthy noise. Chips of one model differ by chip_spread (sd, log units) in throughput;
+    # each result has heavy-tailed timing noise of scale timing_noise.
+    chip_spread: float = 0.006
     timing_noise: float = 0.01
     outlier_rate: float = 0.01
+    # Chronic mild throttlers: a share of chips, now and then a few per cent slow.
     throttled_share: float = 0.05
     throttle_prob: float = 0.2
-    throttle_depth: tuple[float, float] = (0.01, 0.05)
+    throttle_depth: tuple[float, float] = (0.005, 0.02)
+    # Any chip, any sweep: a deep throttle of one sweep (a hot aisle, a power event).
+    deep_throttle_prob: float = 0.01
+    deep_throttle_depth: tuple[float, float] = (0.05, 0.10)
+    # Whole slow nodes: a share of hosts, every chip slower from some round on.
+    slow_node_share: float = 0.02
+    slow_node_depth: tuple[float, float] = (0.05, 0.15)
     neighbour_prob: float = 0.05
+    # Hosts that join late: their first sweep is at a random later round.
+    late_host_share: float = 0.1
+    # A healthy result with a valid but divergent digest (another kernel chosen), once.
+    divergent_rate: float = 5e-5
     upset_rate: float = 1e-6
     error_rate: float = 1e-3
     incomplete_rate: float = 0.01
@@ -67,6 +85,8 @@ class FleetSpec:
     faults: dict[str, int] = field(default_factory=dict)
     intermittent_rate: float = 0.01
     slow_factor: tuple[float, float] = (0.10, 0.30)
+    slow5_factor: float = 0.05
+    unreliable_rate: float = 0.3  # share of an unreliable chip's results that error or time out
     degrade_per_sweep: tuple[float, float] = (0.01, 0.02)
     nondeterministic_rate: float = 0.5
     onset_max: int | None = None  # faults start at a sweep in [0, onset_max]; default sweeps // 2
@@ -108,7 +128,11 @@ class SimulatedFleet:
         self.sweep_round = np.repeat(np.arange(s.sweeps), n_hosts)
         jitter = rng.uniform(0, 3600, self.sweep_host.size)
         self.sweep_time = s.start.timestamp() + self.sweep_round * s.sweep_interval_hours * 3600 + jitter
-        self.sweep_complete = rng.random(self.sweep_host.size) >= s.incomplete_rate
+        # Late hosts (new cards): no sweep before the round they join.
+        join = np.where(rng.random(n_hosts) < s.late_host_share, rng.integers(1, max(2, s.sweeps), n_hosts), 0)
+        self.host_join = join
+        self.sweep_exists = self.sweep_round >= join[self.sweep_host]
+        self.sweep_complete = (rng.random(self.sweep_host.size) >= s.incomplete_rate) & self.sweep_exists
         self.sweep_ids = [f"sw-{self.seed:04d}-{r:04d}-{h:05d}" for r, h in zip(self.sweep_round, self.sweep_host)]
 
     def _plant(self, rng: np.random.Generator) -> None:
@@ -117,7 +141,7 @@ class SimulatedFleet:
         picked = rng.choice(s.chips, size=total, replace=False) if total else np.zeros(0, int)
         onset_max = s.sweeps // 2 if s.onset_max is None else s.onset_max
         dtypes = sorted({c[2] for c in s.cases})
-        probes = sorted({c[0] for c in s.cases})
+        probes = sorted({c[0] for c in s.cases} - {"burn"})
         self.faults: dict[int, PlantedFault] = {}
         i = 0
         for kind in FAULT_KINDS:
@@ -131,11 +155,20 @@ class SimulatedFleet:
                     fault = PlantedFault(kind, onset, value=s.intermittent_rate)
                 elif kind == "slow":
                     fault = PlantedFault(kind, onset, value=float(rng.uniform(*s.slow_factor)))
+                elif kind == "slow5":
+                    fault = PlantedFault(kind, onset, value=s.slow5_factor)
+                elif kind == "unreliable":
+                    fault = PlantedFault(kind, onset, value=s.unreliable_rate)
                 elif kind == "degrading":
                     fault = PlantedFault(kind, onset, value=float(rng.uniform(*s.degrade_per_sweep)))
                 else:
                     fault = PlantedFault(kind, onset, unit=str(rng.choice(probes)), value=s.nondeterministic_rate)
                 self.faults[chip] = fault
+        # Whole slow nodes, among hosts without a planted chip (so each fault is scored alone).
+        planted_hosts = {int(self.chip_host[c]) for c in self.faults}
+        slow = (rng.random(self.n_hosts) < s.slow_node_share) & ~np.isin(np.arange(self.n_hosts), list(planted_hosts))
+        self.slow_node_onset = np.where(slow, rng.integers(0, max(1, s.sweeps // 2), self.n_hosts), s.sweeps)
+        self.slow_node_depth = np.where(slow, rng.uniform(*s.slow_node_depth, self.n_hosts), 0.0)
 
     def _results(self, rng: np.random.Generator) -> None:
         s = self.spec
@@ -157,19 +190,33 @@ class SimulatedFleet:
         throttler = rng.random(n_chips) < s.throttled_share
         episode = (rng.random((n_rounds, n_chips)) < s.throttle_prob) & throttler[None, :]
         depth = rng.uniform(*s.throttle_depth, (n_rounds, n_chips))
-        self.r_throttled = episode[rnd, chip]
+        # Deep throttles of one sweep, on any chip.
+        deep = rng.random((n_rounds, n_chips)) < s.deep_throttle_prob
+        depth = np.where(deep, rng.uniform(*s.deep_throttle_depth, (n_rounds, n_chips)), depth)
+        self.r_throttled = (episode | deep)[rnd, chip]
+        self.deep_throttles = deep  # rounds x chips: a 5-10 % throttle of that one sweep
+        self.chronic_throttler = throttler
         log_tp += np.where(self.r_throttled, np.log1p(-depth[rnd, chip]), 0.0)
+        # Whole slow nodes: every chip of the host, from the node's onset on.
+        log_tp += np.where(rnd >= self.slow_node_onset[host], np.log1p(-self.slow_node_depth[host]), 0.0)
         # Noisy neighbours: some host-sweeps slow part of their chips' results heavily.
         noisy = rng.random((n_rounds, self.n_hosts)) < s.neighbour_prob
         hit = noisy[rnd, host] & (rng.random(n) < 0.15)
         log_tp[hit] += np.log1p(-rng.uniform(0.05, 0.4, int(hit.sum())))
 
         digest = np.zeros(n, dtype=np.int64)
-        distinct = np.ones(n, dtype=np.int16)
+        distinct = np.ones(n, dtype=np.int32)
         mismatch = np.zeros(n, dtype=bool)
+        self.r_repeats = np.where(np.array([c[0] == "burn" for c in s.cases])[case], BURN_ITERATIONS, s.repeats).astype(np.int32)
         # Rare transient upsets on healthy chips: one repeat differs.
         upset = rng.random((n, s.repeats)) < s.upset_rate
         self._corrupt_repeats(upset, np.arange(n), digest, distinct, mismatch, rng)
+        # Rare healthy divergence: another valid kernel gives other bits, once, within the bound.
+        divergent = (rng.random(n) < s.divergent_rate) & ~np.isin(chip, list(self.faults))
+        digest[divergent] = 5_000_000_000 + np.flatnonzero(divergent)
+        persistent = np.zeros(n, dtype=bool)  # rows whose wrong answer a retest reproduces
+        rates = np.zeros(n)  # per-run corruption rate of each row, for its retest
+        unreliable = np.zeros(n, dtype=bool)
 
         for c, fault in self.faults.items():
             rows = np.flatnonzero((chip == c) & (rnd >= fault.onset))
@@ -177,11 +224,15 @@ class SimulatedFleet:
                 rows = rows[np.array([s.cases[k][2] == fault.unit for k in case[rows]], dtype=bool)]
                 digest[rows] = 1_000_000_000 + rows  # a wrong answer, the same on every repeat
                 mismatch[rows] |= rng.random(rows.size) < 0.5  # the fp64 bound catches some, not all
+                persistent[rows] = True
             elif fault.kind == "intermittent":
                 runs = rng.random((rows.size, s.repeats)) < fault.value
                 self._corrupt_repeats(runs, rows, digest, distinct, mismatch, rng)
-            elif fault.kind == "slow":
+                rates[rows] = fault.value
+            elif fault.kind in ("slow", "slow5"):
                 log_tp[rows] += np.log1p(-fault.value)
+            elif fault.kind == "unreliable":
+                unreliable[rows] = rng.random(rows.size) < fault.value
             elif fault.kind == "degrading":
                 loss = np.minimum(0.5, fault.value * (rnd[rows] - fault.onset + 1))
                 log_tp[rows] += np.log1p(-loss)
@@ -195,6 +246,8 @@ class SimulatedFleet:
         status = np.where(mismatch | (distinct > 1), STATUS_CODES["mismatch"], STATUS_CODES["ok"]).astype(np.int8)
         failed = rng.random(n) < s.error_rate
         status[failed] = rng.choice([STATUS_CODES["error"], STATUS_CODES["timeout"], STATUS_CODES["skipped"]], int(failed.sum()))
+        status[unreliable] = rng.choice([STATUS_CODES["error"], STATUS_CODES["timeout"]], int(unreliable.sum()))
+        failed |= unreliable
         digest[failed] = NO_DIGEST
         throughput = np.exp(log_tp)
         throughput[failed] = np.nan
@@ -203,10 +256,31 @@ class SimulatedFleet:
         junk = incomplete & (rng.random(n) < 0.3)
         status[junk] = STATUS_CODES["mismatch"]
         digest[junk] = 3_000_000_000 + np.flatnonzero(junk)
-        keep = ~(incomplete & (chip % s.chips_per_host >= s.chips_per_host // 2))
+        keep = ~(incomplete & (chip % s.chips_per_host >= s.chips_per_host // 2)) & self.sweep_exists[self.r_sweep]
         self.r_status, self.r_digest, self.r_distinct, self.r_throughput = status, digest, distinct, throughput
-        for name in ("r_round", "r_chip", "r_case", "r_sweep", "r_throttled", "r_status", "r_digest", "r_distinct", "r_throughput"):
-            setattr(self, name, getattr(self, name)[keep])
+        self.r_retest_of = np.full(n, -1, dtype=np.int64)
+        names = ("r_round", "r_chip", "r_case", "r_sweep", "r_throttled", "r_status", "r_digest", "r_distinct",
+                 "r_throughput", "r_repeats", "r_retest_of")
+        retest = self._retests(keep, persistent, rates, rng)
+        for name in names:
+            column = getattr(self, name)
+            setattr(self, name, np.concatenate([column[keep], column[retest] if name != "r_retest_of" else np.flatnonzero(keep).searchsorted(retest)]))
+        # A retest runs the failing case again in a fresh worker: a persistent fault gives the
+        # same wrong answer, an intermittent one mostly the right one. Its timing is not kept.
+        m = retest.size
+        again = rng.random((m, s.repeats)) < rates[retest][:, None]
+        wrong_again = persistent[retest] | again[:, 0]
+        tail = slice(self.r_chip.size - m, None)
+        self.r_digest[tail] = np.where(persistent[retest], digest[retest], np.where(again[:, 0], 6_000_000_000 + retest, 0))
+        self.r_distinct[tail] = np.where(again.any(axis=1) & ~again.all(axis=1), again.sum(axis=1) + 1, 1)
+        bad = wrong_again | (self.r_distinct[tail] > 1)
+        self.r_status[tail] = np.where(bad & (status[retest] == STATUS_CODES["mismatch"]), STATUS_CODES["mismatch"], STATUS_CODES["ok"])
+        self.r_throughput[tail] = np.nan
+
+    def _retests(self, keep: np.ndarray, persistent: np.ndarray, rates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Rows the sweep retests: judged mismatch with agreeing repeats, in complete sweeps."""
+        wrong = (self.r_status == STATUS_CODES["mismatch"]) & (self.r_distinct == 1) & keep
+        return np.flatnonzero(wrong & self.sweep_complete[self.r_sweep])
 
     def _corrupt_repeats(self, runs, rows, digest, distinct, mismatch, rng) -> None:
         """Apply per-run corruption: a corrupted first run changes the reported digest."""
@@ -249,11 +323,12 @@ class SimulatedFleet:
             slow_cohort=slow_cohort.astype(np.int32),
             status=self.r_status[rows],
             digest=digest_code,
-            repeats=np.full(rows.size, s.repeats, dtype=np.int16),
+            repeats=self.r_repeats[rows],
             distinct=self.r_distinct[rows],
             throughput=self.r_throughput[rows],
             result_id=rows,  # row numbers stand in for ids in the fast path
             cohort_labels=labels,
+            host_labels=list(self.host_names),
         )
 
     def round_time(self, upto_round: int) -> float:
@@ -278,11 +353,18 @@ class SimulatedFleet:
                        model=model, memory_bytes=80 << 30, stack=stack, stack_hash=_stack_hash(self.chip_stack[c]), observed_at=observed)
         times = [datetime.fromtimestamp(t + time_shift, tz=timezone.utc) for t in self.sweep_time]
         for i, sweep_id in enumerate(self.sweep_ids):
+            if not self.sweep_exists[i]:  # the host had not joined yet
+                continue
             done = bool(self.sweep_complete[i])
             yield Sweep(sweep_id=sweep_id, host=self.host_names[self.sweep_host[i]], suite="standard", started_at=times[i],
                         status="complete" if done else "incomplete", sdc_version="sim", finished_at=times[i] + timedelta(minutes=20) if done else None,
                         message="" if done else "killed half-way (simulated)")
         cases = [{"name": n, "shape": [1024, 1024], "dtype": d, "params": {}} for p, n, d in s.cases]
+
+        def result_id(i: int) -> str:
+            base = f"{self.sweep_ids[int(self.r_sweep[i])]}-{int(self.r_chip[i]):06d}-{int(self.r_case[i]):02d}"
+            return base if self.r_retest_of[i] < 0 else base + "-retest"
+
         for i in range(self.r_chip.size):
             c, k, sw = int(self.r_chip[i]), int(self.r_case[i]), int(self.r_sweep[i])
             status = STATUS_NAMES[int(self.r_status[i])]
@@ -290,16 +372,19 @@ class SimulatedFleet:
             tp = float(self.r_throughput[i])
             judged = status in ("ok", "mismatch")
             timed = judged and np.isfinite(tp)
+            telemetry: dict = {"throttle_reasons": ["hw_thermal_slowdown"]} if self.r_throttled[i] else {}
+            if self.r_retest_of[i] >= 0:
+                telemetry["retest_of"] = result_id(int(self.r_retest_of[i]))
             yield ProbeResult(
-                result_id=f"{self.sweep_ids[sw]}-{c:06d}-{k:02d}", sweep_id=self.sweep_ids[sw], chip_id=self.chip_ids[c],
+                result_id=result_id(i), sweep_id=self.sweep_ids[sw], chip_id=self.chip_ids[c],
                 probe=s.cases[k][0], probe_version=1, case=cases[k], seed=int(self.r_round[i]), status=status,
-                stack_hash=_stack_hash(self.chip_stack[c]), repeats=s.repeats if judged else 0,
+                stack_hash=_stack_hash(self.chip_stack[c]), repeats=int(self.r_repeats[i]) if judged else 0,
                 distinct_repeat_digests=int(self.r_distinct[i]) if judged else 0,
                 timings=[round(1.0 / tp, 6)] if timed else [], observed_at=times[sw],
                 digest=f"{k:04x}{self.r_round[i]:04x}{self.chip_stack[c]:04x}{d:020x}" if judged else None,
                 throughput=tp if timed else None, throughput_unit="TFLOP/s" if timed else None,
                 message="" if judged else "simulated failure to run",
-                telemetry={"throttle_reasons": ["hw_thermal_slowdown"]} if self.r_throttled[i] else {},
+                telemetry=telemetry,
             )
 
     def write_jsonl(self, path: str | Path, time_shift: float = 0.0) -> int:

@@ -3,17 +3,22 @@
 After each round of sweeps the whole evidence so far is analysed (as ``sdc analyze`` would be
 run by the agent) and the policy applied; the replay notes when each chip was first flagged
 (suspect or quarantined) and first quarantined, and scores that against the planted faults.
-Used by the quality tests and ``benchmarks/bench_quality.py``. No database: pure and fast.
+Used by the quality tests and ``benchmarks/bench_quality.py``. By default the evidence comes
+straight from the simulator's arrays (fast); ``stored_evidence`` writes the fleet into a real
+store and reads each round back through the production loader (``sdc.analysis.load``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Callable
 
 import numpy as np
 
 from sdc.analysis.config import AnalysisConfig
+from sdc.analysis.evidence import Evidence
+from sdc.analysis.load import load_evidence
 from sdc.analysis.ledger import analyze, to_verdicts
 from sdc.quarantine.breaker import recent_quarantine_count
 from sdc.quarantine.config import QuarantineConfig
@@ -23,7 +28,7 @@ from sdc.sim.fleet import SimulatedFleet
 
 # Complete sweeps after onset within which each planted fault must be quarantined (the issue's
 # targets); "degrading" has no target and is reported only.
-DEADLINES = {"persistent": 1, "intermittent": 10, "slow": 3, "nondeterministic": 3, "degrading": 10}
+DEADLINES = {"persistent": 1, "intermittent": 10, "slow": 3, "slow5": 3, "nondeterministic": 3, "unreliable": 3, "degrading": 10}
 
 
 @dataclass
@@ -50,9 +55,29 @@ class ReplayResult:
         return found, len(judged)
 
 
+def stored_evidence(fleet: SimulatedFleet, url: str) -> Callable[[int], Evidence]:
+    """Write ``fleet`` into the (migrated, empty) store at ``url``; return round -> loaded evidence."""
+    from sdc.store import Store
+
+    store = Store(url)
+    store.write(list(fleet.records()))
+    engine = store.engine()
+
+    def at(round_: int) -> Evidence:
+        until = datetime.fromtimestamp(fleet.round_time(round_), tz=timezone.utc)
+        return load_evidence(engine, until=until)
+
+    return at
+
+
 def replay(
-    fleet: SimulatedFleet, cfg: AnalysisConfig | None = None, policy: QuarantineConfig | None = None
+    fleet: SimulatedFleet,
+    cfg: AnalysisConfig | None = None,
+    policy: QuarantineConfig | None = None,
+    evidence: Callable[[int], Evidence] | None = None,
 ) -> ReplayResult:
+    """Analyse after every round; ``evidence`` (default: the fleet's arrays) gives each round's."""
+    evidence = evidence or (lambda t: fleet.evidence(upto_round=t))
     cfg = cfg or AnalysisConfig()
     policy = policy or QuarantineConfig()
     s = fleet.spec
@@ -62,10 +87,13 @@ def replay(
     since: dict[str, tuple[datetime, int]] = {}
     events = []
     for t in range(s.sweeps):
-        ev = fleet.evidence(upto_round=t)
+        ev = evidence(t)
         now_ts = fleet.round_time(t)
         now = datetime.fromtimestamp(now_ts, tz=timezone.utc)
         findings, chip_ids = analyze(ev, cfg, now_ts)
+        if ev.result_id.size == 0:  # loaded from a store: ids stay there (the policy needs none)
+            for f in findings:
+                f.rows = f.rows[:0]
         verdicts = to_verdicts(findings, chip_ids, ev.result_id, f"replay-{t}", now)
         history = {c: ChipHistory(at, t - r) for c, (at, r) in since.items()}
         outcome = apply_policy(states, verdicts, s.chips, recent_quarantine_count(events, now, policy), now, policy, history)

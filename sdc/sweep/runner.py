@@ -14,6 +14,13 @@ Probes that span several chips (``group = True``: the collectives) run after eve
 cases, in a collective phase of their own: once per group of chips of one device type, every
 rank's outcome recorded against its own chip with all participants listed; a chip with no
 partner gets ``skipped`` results saying collectives were not covered (``SweepSummary.collectives``).
+
+A case judged ``mismatch`` whose repeats agreed (a wrong answer, not an inconsistent one) is
+run again once, at the end of the chip's cases, in a fresh worker process (as OpenDCDiag's
+retest-on-failure does): a healthy chip can diverge once (a library's fallback kernel under
+memory pressure), a broken one gives the same wrong answer again. The retest is a result of
+its own whose telemetry names the original (``retest_of``); the analysis treats a reproduced
+wrong answer as critical and a non-reproduced one as intermittent evidence.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ class StopFlag(Protocol):
 Progress = Callable[[ChipHandle, str, Case, Optional[Outcome]], None]
 
 STARTUP_TIMEOUT_S = 300.0  # a worker that cannot even import torch in this long is stuck
+MAX_RETESTS = 4  # per chip and sweep: a chip wrong everywhere must not double the sweep
 
 
 @dataclass
@@ -127,7 +135,7 @@ class _ChipRun:
     def __init__(self, handle: ChipHandle, work: list[tuple[Probe, Case]], options: SweepOptions, group: Sequence[ChipHandle] = ()):
         self.handle = handle
         self.group = tuple(group)  # a collective group's chips in rank order (handle is rank 0)
-        self.work = work
+        self.work = list(work)
         self.options = options
         self.outcomes: dict[int, Outcome] = {}
         self.process = None
@@ -135,6 +143,19 @@ class _ChipRun:
         self.current: Optional[int] = None
         self.deadline = 0.0
         self.heard_from = False  # whether the current worker has reported anything yet
+        self.retest_of: dict[int, int] = {}  # work index of a retest -> index of the case it retests
+
+    def queue_retests(self) -> bool:
+        """Queue a fresh run of each wrong answer (mismatch with agreeing repeats) not yet retested."""
+        done = set(self.retest_of.values())
+        wanted = [
+            i for i, o in sorted(self.outcomes.items())
+            if i not in self.retest_of and i not in done and o.status == "mismatch" and o.distinct_repeat_digests <= 1
+        ][: max(0, MAX_RETESTS - len(self.retest_of))]
+        for i in wanted:
+            self.retest_of[len(self.work)] = i
+            self.work.append(self.work[i])
+        return bool(wanted)
 
     def remaining(self) -> list[int]:
         return [i for i in range(len(self.work)) if i not in self.outcomes]
@@ -190,6 +211,15 @@ class _ChipRun:
         self.process = self.conn = None
 
 
+def _as_retest(outcome: Outcome, original: Outcome, original_id: str | None) -> Outcome:
+    """The retest's outcome, naming the result it retests and whether it reproduced it."""
+    reproduced = outcome.status == "mismatch" and outcome.digest is not None and outcome.digest == original.digest
+    verdict = "reproduced the wrong answer" if reproduced else f"did not reproduce it ({outcome.status})"
+    note = f"retest in a fresh worker process: {verdict}"
+    telemetry = dict(outcome.telemetry, retest_of=original_id, reproduced=reproduced)
+    return replace(outcome, message=f"{note}; {outcome.message}" if outcome.message else note, telemetry=telemetry)
+
+
 def _failure_text(probe: Probe, case: Case, outcome: Outcome) -> str:
     return f"{probe.name}/{case.name} {case.dtype}: {outcome.status} {outcome.message}".strip()
 
@@ -232,14 +262,22 @@ def run_sweep(
     def finish(run: _ChipRun) -> None:
         summary = ChipSummary(run.handle.name, run.handle.chip.chip_id)
         results: list[Record] = []
+        ids: dict[int, str] = {}
         for index, (probe, case) in enumerate(run.work):
             outcome = run.outcomes.get(index)
             if outcome is None:  # never ran: the sweep was stopped first
                 continue
-            summary.statuses[outcome.status] += 1
-            if outcome.status in ("mismatch", "error", "timeout"):
-                summary.failures.append(_failure_text(probe, case, outcome))
-            results.append(to_result(sweep.sweep_id, run.handle, probe, case, options.seed, outcome))
+            original = run.retest_of.get(index)
+            if original is not None:
+                outcome = _as_retest(outcome, run.outcomes[original], ids.get(original))
+                summary.failures.append(f"{probe.name}/{case.name} {case.dtype}: {outcome.message}")
+            else:
+                summary.statuses[outcome.status] += 1
+                if outcome.status in ("mismatch", "error", "timeout"):
+                    summary.failures.append(_failure_text(probe, case, outcome))
+            result = to_result(sweep.sweep_id, run.handle, probe, case, options.seed, outcome)
+            ids[index] = result.result_id
+            results.append(result)
         sink(results)
         summaries[run.handle.name] = summary
 
@@ -371,14 +409,18 @@ def _run_in_process(
 
 
 def _run_chip_in_process(run: _ChipRun, progress: Progress | None, stopped: Callable[[], bool]) -> None:
+    """Without isolation the retests run in this same process (no fresh worker to be had)."""
     injector = FaultInjector(run.handle.name, run.options.faults)
-    for index, (probe, case) in enumerate(run.work):
+    index = 0
+    while index < len(run.work) or (not stopped() and run.queue_retests()):
+        probe, case = run.work[index]
+        index += 1
         if stopped():
             return
         if progress:
             progress(run.handle, probe.name, case, None)
         outcome = run_case(probe, case, run.handle, run.options.seed, run.options.repeats, injector or None)
-        run.outcomes[index] = outcome
+        run.outcomes[index - 1] = outcome
         if progress:
             progress(run.handle, probe.name, case, outcome)
 
@@ -407,6 +449,8 @@ def _run_isolated(
 
     def restart_or_close(run: _ChipRun) -> None:
         run.stop_worker()
+        if not stopped() and not run.remaining():
+            run.queue_retests()  # they run in the fresh worker started next
         if stopped() or not run.start_worker(stopped):
             active.remove(run)
             finish(run)
@@ -450,7 +494,7 @@ def _run_isolated(
                     if stopped():  # the running case finished; start no other
                         close(run)
                 elif message[0] == "finished":
-                    close(run)
+                    restart_or_close(run)  # a fresh worker for the retests, if any; else done
             now = time.monotonic()
             for run in [r for r in active if r.deadline <= now]:
                 if run.current is not None:

@@ -163,6 +163,7 @@ def worker_main(job: WorkerJob, conn) -> None:
             elif job.group:
                 outcome = run_group_case(probe, item.case, job.group, job.seed, job.repeats, job.faults)
             else:
+                telemetry.begin()
                 outcome = run_case(probe, item.case, job.handle, job.seed, job.repeats, injector or None)
             if isinstance(outcome, list):  # a collective group: each rank's own chip's telemetry
                 for each, member in zip(outcome, group_telemetry):

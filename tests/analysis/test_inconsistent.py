@@ -56,3 +56,17 @@ def test_single_transient_disagreement_is_recorded_low_and_persistent_is_high():
     assert [(f.severity, f.k) for f in findings] == [("low", 1)]
     findings, index = find_replica_disagreements(_jobs([("j", 1, {0: "Z", 1: "A"}, "persistent", ["Z"])]), {}, CFG)
     assert findings[0].severity == "high" and "replay" in findings[0].summary
+
+
+def test_two_transients_in_one_job_of_many_replicas_are_one_set_of_partners_not_many():
+    # Eight replicas: every rank reports the incident, so one incident has seven partners.
+    ranks = {r: ("X" if r == 0 else f"P{r}") for r in range(8)}
+    jobs = _jobs([("job1", 10, ranks, "transient", ["X"]), ("job1", 90, ranks, "transient", ["X"])])
+    findings, index = find_replica_disagreements(jobs, {}, CFG)
+    x = {f.chip: f for f in findings}[index["X"]]
+    assert x.severity == "low" and x.k == 2 and x.details["partners"] == [] and len(x.details["common_partners"]) == 7
+    # The same chip blamed again in another job, next to other chips: different partners, high.
+    other = {r: ("X" if r == 0 else f"Q{r}") for r in range(8)}
+    jobs = _jobs([("job1", 10, ranks, "transient", ["X"]), ("job2", 5, other, "transient", ["X"])])
+    findings, index = find_replica_disagreements(jobs, {}, CFG)
+    assert {f.chip: f for f in findings}[index["X"]].severity == "high"

@@ -48,3 +48,15 @@ def test_cusum_grows_on_a_sustained_drop_only():
     series[1, 12:] -= 0.05  # a 5% drop from sweep 12 on
     s = lower_cusum(series, np.zeros(2), slack=0.015)
     assert s[0] < 0.02 < 0.2 < s[1]
+
+
+def test_median_of_others_leaves_the_value_itself_out():
+    from sdc.analysis.stats import median_of_others
+
+    rng = np.random.default_rng(1)
+    groups = rng.integers(0, 30, 400)
+    values = rng.normal(size=400)
+    got = median_of_others(groups, values)
+    for i in range(400):
+        others = values[(groups == groups[i]) & (np.arange(400) != i)]
+        assert (np.isnan(got[i]) and others.size == 0) or np.isclose(got[i], np.median(others))

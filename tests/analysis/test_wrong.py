@@ -15,14 +15,23 @@ def by_chip(findings, ev):
     return {ev.chip_ids[f.chip]: f for f in findings}
 
 
-def test_consistently_wrong_chip_is_outvoted_even_though_its_repeats_agree():
+def test_consistently_wrong_chip_is_outvoted_and_critical_once_a_fresh_run_reproduces_it():
     results = fleet(6, overrides={"c03": lambda r: replace(r, digest="bad-" + r.case) if r.case == "b" else r})
-    ev = build(results)
+    retest = replace(next(r for r in results if r.chip == "c03" and r.case == "b"))  # the sweep's retest
+    ev = build(results + [retest])
     found = by_chip(find_wrong(ev, CFG, now=DAY), ev)
     assert set(found) == {"c03"}
     f = found["c03"]
-    assert f.severity == "critical" and f.k == 1 and f.n == 4
-    assert f.details["confirmed_by_repeats"] == 1 and "gemm/b" in f.summary
+    assert f.severity == "critical" and f.k == 2 and f.n == 5
+    assert f.details["confirmed_by_repeats"] == 2 and "gemm/b" in f.summary
+
+
+def test_one_wrong_result_its_retest_does_not_reproduce_is_not_critical():
+    # A healthy divergence (a fallback kernel): repeats agree, a fresh process gives the majority.
+    results = fleet(40, overrides={"c03": lambda r: replace(r, digest="other-" + r.case) if r.case == "b" else r})
+    retest = replace(next(r for r in results if r.chip == "c03" and r.case == "b"), digest="good-b-0")
+    found = by_chip(find_wrong(build(results + [retest]), CFG, now=DAY), build(results + [retest]))
+    assert all(f.severity != "critical" for f in found.values())
 
 
 def test_fp64_mismatch_shared_by_the_cohort_is_the_probe_not_the_chip():
@@ -34,8 +43,10 @@ def test_fp64_mismatch_shared_by_the_cohort_is_the_probe_not_the_chip():
 def test_fp64_mismatch_on_a_chip_alone_in_its_cohort_counts():
     results = [replace(r, status="mismatch") if r.case == "c" else r for r in fleet(1)]
     ev = build(results)
-    found = by_chip(find_wrong(ev, CFG, now=DAY), ev)
-    assert found["c00"].severity == "critical" and found["c00"].details["against_fp64"] == 1
+    assert find_wrong(ev, CFG, now=DAY) == []  # seen once, never reproduced: evidence, not a verdict
+    again = build(results + [next(r for r in results if r.case == "c")])  # reproduced by the retest
+    found = by_chip(find_wrong(again, CFG, now=DAY), again)
+    assert found["c00"].severity == "critical" and found["c00"].details["against_fp64"] == 2
 
 
 def test_no_majority_of_two_other_chips_means_no_vote():

@@ -66,3 +66,23 @@ def test_out_of_memory_and_missing_dtypes_are_error_or_skipped_never_mismatch():
     for exc, (status, words) in expected.items():
         outcome = run_case(_Raising(exc), case, chip, 0, 3)
         assert outcome.status == status and words in outcome.message, (exc, outcome)
+
+
+def test_a_wrong_answer_is_retested_in_a_fresh_worker_in_the_same_sweep():
+    # cpu:1 gives the same wrong answer every time on gemm/square: the retest reproduces it.
+    faults = parse_faults(["cpu:1:bitflip:rate=1,sticky=1,probe=gemm,case=square"], environ={})
+    records = []
+    summary = run_sweep(discover("cpu:0,cpu:1"), [all_probes()["gemm"]], "quick", records.extend, options=SweepOptions(faults=faults))
+    results = [r for r in records if r.KIND == "probe_result" and r.chip_id.endswith(":1") and r.case["name"] == "square"
+               and r.status != "skipped"]
+    first = [r for r in results if "retest_of" not in r.telemetry and r.status == "mismatch"]
+    retests = [r for r in results if "retest_of" in r.telemetry]
+    assert first and all(r.distinct_repeat_digests == 1 for r in first)
+    assert len(retests) == len(first)  # one retest each, same sweep
+    for retest in retests:
+        original = next(r for r in first if r.result_id == retest.telemetry["retest_of"])
+        assert retest.sweep_id == original.sweep_id and retest.case == original.case
+        assert retest.telemetry["reproduced"] is True and retest.digest == original.digest
+        assert "retest in a fresh worker process: reproduced" in retest.message
+    assert not any("retest_of" in r.telemetry for r in records if r.KIND == "probe_result" and r.chip_id.endswith(":0"))
+    assert summary.chips[1].statuses["mismatch"] == len(first)  # a retest is not counted twice
