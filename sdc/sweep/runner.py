@@ -146,7 +146,13 @@ class _ChipRun:
         self.retest_of: dict[int, int] = {}  # work index of a retest -> index of the case it retests
 
     def queue_retests(self) -> bool:
-        """Queue a fresh run of each wrong answer (mismatch with agreeing repeats) not yet retested."""
+        """Queue a fresh run of each wrong answer (mismatch with agreeing repeats) not yet retested.
+
+        Not for a collective group: its outcome is one per rank, and every rank was judged
+        against the others already.
+        """
+        if self.group:
+            return False
         done = set(self.retest_of.values())
         wanted = [
             i for i, o in sorted(self.outcomes.items())
