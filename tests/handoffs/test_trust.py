@@ -198,9 +198,13 @@ def test_the_store_order_decides_the_state_not_a_wrong_clock(store):
     assert check(store, "node00")[0] == 1
 
 
-def test_hostile_host_names_never_reach_sinfo_nor_the_terminal(store, tmp_path):
+def test_hostile_host_names_never_reach_sinfo_nor_the_terminal(store, tmp_path, monkeypatch):
     """A host with ESC, a newline or a leading ``-`` is left alone: it is not even asked about
     (``sinfo --nodes=...``), and an error from sinfo reaches the terminal as one clean line."""
+    import sdc.store.writer
+
+    # Rows from a database written before ingest refused such hosts: they skip the writer's checks.
+    monkeypatch.setattr(sdc.store.writer, "check_record", lambda record: None)
     hosts = ["h\x1b[31most", "h\nost", "-oProxyCommand=x", "n1"]
     store.write([fleet.chip(h, 0, chip_id=f"GPU-host{i}") for i, h in enumerate(hosts)])
     store.write([ev(f"GPU-host{i}", "quarantined", kind="wrong", severity="critical") for i in range(len(hosts))])

@@ -12,6 +12,12 @@ from sdc.sentinel import ReplicaSentinel, SentinelConfig
 from sdc.sentinel.identity import chip_id_for, model_device
 
 
+# PrivateUse1's name: "privateuseone", or the name a loaded plug-in gave it (the test backend
+# of tests/testdev renames it "testdev" for the rest of the process).
+def pu1() -> str:
+    return torch._C._get_privateuse1_backend_name()
+
+
 def _chip(backend: str, index: int) -> devices.ChipHandle:
     chip = Chip(chip_id=f"{backend.upper()}-uuid-{index}", host="h", index=index, vendor=backend, model="m",
                 memory_bytes=0, stack={}, stack_hash="x")
@@ -19,12 +25,12 @@ def _chip(backend: str, index: int) -> devices.ChipHandle:
 
 
 def test_an_accelerator_gets_the_identity_its_sweeps_record(monkeypatch):
-    asked = []
+    asked, PU1 = [], pu1()
     monkeypatch.setattr(devices, "accelerator_chip", lambda backend, index: asked.append((backend, index)) or _chip(backend, index))
     # Not CUDA: a PrivateUse1 plug-in (openreg, npu ...) is named by its own discovery, never cpu:<rank>.
-    assert chip_id_for(torch.device("privateuseone", 1), global_rank=3) == "PRIVATEUSEONE-uuid-1"
+    assert chip_id_for(torch.device(PU1, 1), global_rank=3) == f"{PU1.upper()}-uuid-1"
     assert chip_id_for(torch.device("cuda", 2), global_rank=0) == "CUDA-uuid-2"
-    assert asked == [("privateuseone", 1), ("cuda", 2)]
+    assert asked == [(PU1, 1), ("cuda", 2)]
 
 
 def test_a_cpu_model_is_the_virtual_chip_of_its_rank():
@@ -55,4 +61,5 @@ def test_a_backend_that_cannot_describe_itself_gets_a_positional_id(monkeypatch)
         raise RuntimeError("no properties")
 
     monkeypatch.setattr(devices, "accelerator_chip", broken)
-    assert chip_id_for(torch.device("privateuseone", 2), global_rank=0) == f"host:{devices.hostname()}:privateuseone:2"
+    PU1 = pu1()
+    assert chip_id_for(torch.device(PU1, 2), global_rank=0) == f"host:{devices.hostname()}:{PU1}:2"
