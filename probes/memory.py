@@ -18,13 +18,11 @@ digested for the cohort is the count of failing words per pattern (zeros on a he
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from probes.base import Case, Outcome, Probe
-from probes.harness import generator, synchronize
-from probes.sizing import stream_bandwidth, sized
+from probes.harness import DeviceTimer, generator, timed_fault_stretch
+from probes.sizing import sized, stream_bandwidth
 from sdc.node.devices import device_memory
 
 BLOCKS = 16
@@ -150,13 +148,10 @@ class MemoryProbe(Probe):
                 return faults.corrupt(region, self.name, case.name, repeat) if faults else region
 
             tester = _Tester(words, device, seed, corrupt, failures)
-            synchronize(device)
-            start = time.perf_counter()
+            timer = DeviceTimer(device)  # device events where the backend has them, else wall clock
+            timer.start()
             counts = torch.tensor([tester.walking(False), tester.walking(True), tester.moving_inversions(), tester.own_address()])
-            synchronize(device)
-            if faults:
-                faults.stretch(self.name, case.name, time.perf_counter() - start)
-            timings.append(time.perf_counter() - start)
+            timings.append(timed_fault_stretch(faults, self.name, case.name, timer.stop()))
             counts_seen.append(counts)
         assert tester is not None
         from sdc.digest import digest
@@ -174,6 +169,7 @@ class MemoryProbe(Probe):
             error_bound=0.0,
             throughput=tester.bytes_moved / min(timings) / 1e9,
             throughput_unit="GB/s",
+            telemetry={"timing_clock": timer.clock},
         )
         if total:
             ranges = failing_ranges(torch.tensor(sorted(failures)))

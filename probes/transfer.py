@@ -10,18 +10,17 @@ chips exercise the same path. Deterministic: judged bit for bit.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from probes.base import Case, Outcome, Probe
 from probes.harness import (
+    DeviceTimer,
     DistinctOutputs,
     Repeats,
     bit_equal,
     judge,
     randn,
-    synchronize,
+    timed_fault_stretch,
 )
 from probes.sizing import host_seconds, sized, transfer_bandwidth
 from sdc.digest import digest
@@ -58,28 +57,28 @@ class TransferProbe(Probe):
         on_device = torch.zeros_like(source, device=device)  # a real copy on the CPU "device" too
         outputs, timings = DistinctOutputs(), []
         h2d_best = d2h_best = float("inf")
+        timer = DeviceTimer(device)
         for repeat in range(max(1, repeats)):
             if faults:
                 faults.before(self.name, case.name)
             back = landing[0 if outputs.first is None else 1]
-            synchronize(device)
-            start = time.perf_counter()
+            # Device events on the copy's stream where the backend has them: the link's time,
+            # not the host's launch and synchronize latency.
+            timer.start()
             on_device.copy_(source)
-            synchronize(device)
-            middle = time.perf_counter()
+            h2d = timer.stop()
+            timer.start()
             back.copy_(on_device)
-            synchronize(device)
-            end = time.perf_counter()
+            d2h = timer.stop()
+            elapsed = timed_fault_stretch(faults, self.name, case.name, h2d + d2h)
             if faults:
-                faults.stretch(self.name, case.name, end - start)
-                end = time.perf_counter()
                 back = faults.corrupt(back, self.name, case.name, repeat)
-            h2d_best, d2h_best = min(h2d_best, middle - start), min(d2h_best, end - middle)
-            timings.append(end - start)
+            h2d_best, d2h_best = min(h2d_best, h2d), min(d2h_best, d2h)
+            timings.append(elapsed)
             outputs.add(back)
         first, digests = outputs.first, outputs.digests
         assert first is not None
-        result = Repeats(first=first, digests=digests, timings=timings, distinct=len(digests))
+        result = Repeats(first=first, digests=digests, timings=timings, distinct=len(digests), clock=timer.clock)
         if bit_equal(first, source):  # the usual case, decided by one memcmp
             outcome = Outcome(status="ok", repeats=len(timings), distinct_repeat_digests=result.distinct,
                               timings=timings, digest=digests[0], max_abs_err=0.0, max_rel_err=0.0, error_bound=0.0)
@@ -93,6 +92,7 @@ class TransferProbe(Probe):
         detail = f"host-to-device {nbytes / h2d_best / 1e9:.1f} GB/s, device-to-host {nbytes / d2h_best / 1e9:.1f} GB/s"
         outcome.message = f"{outcome.message}; {detail}" if outcome.message else detail
         outcome.reference_digest = digest(source)
+        outcome.telemetry["timing_clock"] = timer.clock
         return outcome
 
 

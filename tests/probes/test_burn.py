@@ -44,3 +44,36 @@ def test_a_case_timed_on_the_device_under_the_launch_floor_reports_no_throughput
     assert long.throughput is not None and long.throughput > 0
     cpu = throughput(Outcome("ok", timings=[LAUNCH_BOUND_S / 3] * 3, telemetry={"timing_clock": "wall"}), 1e9, "TFLOP/s")
     assert cpu.throughput is not None  # a CPU has no launch to time
+
+
+def test_transfer_and_memory_probes_take_their_time_from_the_device_timer(monkeypatch):
+    """The copies and the memory walk are timed by the device timer (device events on the
+    probe's stream where the backend has them), not by the host's clock around them."""
+    import torch
+
+    import probes.memory as memory
+    import probes.transfer as transfer
+
+    class EventTimer:  # what a backend with device events reports: 1 ms a run, whatever the host did
+        clock = "device"
+
+        def __init__(self, device):
+            pass
+
+        def start(self):
+            pass
+
+        def stop(self):
+            return 1e-3
+
+    monkeypatch.setattr(transfer, "DeviceTimer", EventTimer)
+    monkeypatch.setattr(memory, "DeviceTimer", EventTimer)
+    cpu = torch.device("cpu")
+    probe = transfer.TransferProbe()
+    case = probe.cases("quick")[0]
+    out = probe.run(case, cpu, seed=0, repeats=2)
+    assert out.status == "ok" and out.telemetry["timing_clock"] == "device"
+    assert out.timings == [2e-3, 2e-3]  # host-to-device plus device-to-host, each 1 ms of device time
+    mem = memory.MemoryProbe()
+    out = mem.run(mem.cases("quick")[0], cpu, seed=0, repeats=2)
+    assert out.status == "ok" and out.timings == [1e-3, 1e-3] and out.telemetry["timing_clock"] == "device"

