@@ -8,7 +8,14 @@ both alike; the ratio of whole-run throughputs is reported with the blocks' spre
 baseline's own blocks differ by more than 10% (a shared 2-core VM running 4 ranks: rates
 swung 4x within a minute), the time spent inside the sentinel's hooks is the verdict instead.
 
-    .venv/bin/python benchmarks/bench_sentinel.py [--ranks 4] [--blocks 4] [--steps 25] [--batch 16]
+The audit budget (default 1 %) sets the audit period from the audit's measured cost and the
+median step time; the sentinel's step clock is the median of recent step-to-step intervals, so
+the other variant's block between two guarded steps does not count as a slow step. The report
+says how many audits fell in the measured steps and the period the ranks agreed on, and the
+audits' share at that period in steady state (the measured window may hold one audit more or
+less than the period implies).
+
+    .venv/bin/python benchmarks/bench_sentinel.py [--ranks 4] [--blocks 4] [--steps 50] [--batch 16]
 
 The fault-injection campaign at the defaults, printing the localization rate (every fault
 model of sdc.faults on every target, transient / intermittent / persistent; healthy runs):
@@ -101,6 +108,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
             per_hook["(audit)"] = per_hook.get("(audit)", 0.0) + time.perf_counter() - t
 
     sentinel.auditor.run = audit
+    audits_before = {"n": 0}
     if args.no_hook:
         sentinel.replay_fn = lambda batch: loss_fn(guarded.module, batch)
     else:
@@ -144,6 +152,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     wall = {"plain": [], "guarded": []}
     inside["seconds"] = 0.0
     per_hook.clear()
+    audits_before["n"] = sentinel.auditor.rounds
     for block in range(args.blocks):
         # ABBA order: neither variant always runs right after the other's warm caches.
         for kind in (("plain", "guarded") if block % 2 == 0 else ("guarded", "plain")):
@@ -174,6 +183,18 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
         else:  # a check step's first read of a device value waits for the backward pass to finish
             print("host time inside the hooks (on a GPU it includes waiting for the device, so it is no cost estimate):")
         print("  per hook, ms/step: " + ", ".join(f"{k} {1000 * v / steps:.1f}" for k, v in per_hook.items()))
+        audits = sentinel.auditor.rounds - audits_before["n"]
+        if audits:
+            per_audit = per_hook.get("(audit)", 0.0) / audits
+            step_s = sum(wall["guarded"]) / steps
+            period = sentinel.auditor.period or config.audit_every
+            print(f"audits in the measured steps: {audits} of {1000 * per_audit:.0f} ms each; agreed period {period} steps "
+                  f"(audit_every={config.audit_every}, audit_budget={config.audit_budget}): audits' steady-state share "
+                  f"{100 * per_audit / (period * step_s):.2f}%, the rest of the sentinel "
+                  f"{100 * (inside['seconds'] - per_hook.get('(audit)', 0.0)) / sum(wall['guarded']):.2f}%")
+        else:
+            print(f"no audit fell in the measured steps (period {sentinel.auditor.period or config.audit_every}): "
+                  f"run more steps (--blocks, --steps) to include one")
         ratio = s / p
         print(f"end-to-end ratio {ratio:.3f}; block-to-block spread of the baseline {spread:.2f}..1")
         if implied is None:
@@ -220,6 +241,9 @@ def campaign(args: argparse.Namespace) -> None:
     for target in ("activation", "local_grad", "param", "optimizer"):
         group = [o for o in faulty if o.target == target]
         print(f"  {target:12s} localized {sum(o.named for o in group)}/{len(group)}")
+    gaps = sorted(b - a for o in outcomes for a, b in zip(o.audit_steps[1:], o.audit_steps[2:]))
+    if gaps:  # the first gap is audit_every (no step time measured yet), the later ones budgeted
+        print(f"  audit period set by audit_budget: median {gaps[len(gaps) // 2]} steps (min {gaps[0]}, max {gaps[-1]})")
     named = sum(o.named for o in faulty)
     print(f"localization rate {named / len(faulty):.3f} ({named}/{len(faulty)}; the competing tool on the independent "
           f"campaign: 50/67 = 0.746); false alarms {sum(o.first is not None for o in healthy)}/{len(healthy)} healthy runs")
@@ -232,7 +256,7 @@ def main() -> None:
     parser.add_argument("--campaign-steps", type=int, default=50, help="campaign: steps per run")
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--blocks", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=25, help="steps per block; blocks x steps >= param_every includes a parameter check")
+    parser.add_argument("--steps", type=int, default=50, help="steps per block; blocks x steps >= param_every includes a parameter check")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--hidden", type=int, default=2048, help="width of the MLP's hidden layers")
     parser.add_argument("--layers", type=int, default=3)

@@ -25,8 +25,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import statistics
 import time
 import warnings
+from collections import deque
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 # Relative spread of a gradient's norm between replicas that the tolerance comparison accepts.
 TOLERANCE = 1e-4
 _NONDETERMINISTIC = ("deterministic", "nondeterministic")
+# How many recent training steps the audit budget's step time is the median of.
+STEP_WINDOW = 32
 
 
 def audit_slice(batch: Any, samples: int) -> Any:
@@ -133,7 +137,19 @@ class Auditor:
         self.audits = 0
         self.rounds = 0  # audits attempted, the same count on every rank: rotates the owner
         self.next_step = 0  # with a budget: the first step the next audit may run at
-        self.step_seconds = 0.0  # measured time of a training step (set by the sentinel)
+        self.period = 0  # steps from the last audit to the next, as the ranks agreed
+        # Wall time of recent training steps (fed by the sentinel). A median, not a mean: a
+        # pause between steps (evaluation, a checkpoint, a benchmark's other variant) must not
+        # make the steps look slower and the audits cheaper than they are.
+        self._step_times: deque[float] = deque(maxlen=STEP_WINDOW)
+
+    def observe_step(self, seconds: float) -> None:
+        self._step_times.append(seconds)
+
+    @property
+    def step_seconds(self) -> float:
+        """The median wall time of the recent training steps (0 before two steps were seen)."""
+        return statistics.median(self._step_times) if self._step_times else 0.0
 
     @property
     def names(self) -> list[str]:
@@ -193,12 +209,14 @@ class Auditor:
         digest = (0, 0) if error else tuple(int(v) for v in combine_sums(sums, lengths))
         reduced = self.comm.max_(torch.tensor([digest[0], digest[1], ~digest[0], ~digest[1], int(error), int(nondet), gap],
                                               dtype=torch.int64)).tolist()
-        self.next_step = step + reduced[6]  # the slowest rank's gap: every rank agrees on it
+        self.period = reduced[6]
+        self.next_step = step + self.period  # the slowest rank's gap: every rank agrees on it
         if reduced[4]:
             log.warning("sdc sentinel: step %s: a rank could not run the audit; skipped by all", step)
             return []
         self.audits += 1
-        base = {"owner_rank": self.peers.rank(owner), "samples": self.samples, "audits": self.audits}
+        base = {"owner_rank": self.peers.rank(owner), "samples": self.samples, "audits": self.audits,
+                "next_audit_step": self.next_step}
         if reduced[5]:
             norms = torch.stack([t.double().norm() for t in tensors]).cpu() if tensors else torch.zeros(len(self.names), dtype=torch.float64)
             return [self._tolerance_vote(step, norms, base)]

@@ -39,9 +39,11 @@ class SentinelConfig:
             replay function (the adapters set one).
         audit_samples: rows of the owner's batch the audit recomputes (2: BatchNorm needs
             more than one row in training mode).
-        audit_budget: if > 0, the share of training time audits may take: the period grows
-            past ``audit_every`` when the measured audit time needs it (the ranks agree on it
-            through the audit's all-reduce). 0 (default): exactly every ``audit_every`` steps.
+        audit_budget: the share of training time audits may take (default 0.01: 1 %). After
+            each audit the next one is put ``max(audit_every, audit time / (budget x step
+            time))`` steps later, from the audit's measured time and the median of the recent
+            training steps' wall time; the ranks agree on the slowest rank's period through the
+            audit's all-reduce. 0: exactly every ``audit_every`` steps, whatever it costs.
         gemm_check_every: every N steps, a sampled GEMM checksum on a rotating subset of the
             model's ``nn.Linear`` layers, forward and backward (0: never).
         gemm_check_layers: how many Linear layers one checked step covers.
@@ -68,7 +70,7 @@ class SentinelConfig:
     flags_every: int = 1
     audit_every: int = 20
     audit_samples: int = 2
-    audit_budget: float = 0.0
+    audit_budget: float = 0.01
     gemm_check_every: int = 50
     gemm_check_layers: int = 1
     action: Action = "log"

@@ -433,7 +433,7 @@ class ReplicaSentinel:
         if due(self.config.param_every, step):
             self._param_check()
         self._time_step()
-        if self.replayer.replay_fn is not None and self.auditor.due(step, self.config.audit_every, self.config.audit_budget):
+        if self.audit_due(step):
             findings = self.auditor.run(step, self.state.batch, self.config.audit_every, self.config.audit_budget)
             if findings:
                 self._checks.append("audit")
@@ -452,13 +452,15 @@ class ReplicaSentinel:
         return verdict
 
     def _time_step(self) -> None:
-        """A running mean of the training step's wall time, for the audits' cost budget."""
+        """The wall time from the last step's end to this one's, for the audits' cost budget."""
         now = time.perf_counter()
         if self._last_step_end is not None:
-            elapsed = now - self._last_step_end
-            mean = self.auditor.step_seconds
-            self.auditor.step_seconds = elapsed if mean == 0 else 0.9 * mean + 0.1 * elapsed
+            self.auditor.observe_step(now - self._last_step_end)
         self._last_step_end = now
+
+    def audit_due(self, step: int) -> bool:
+        """Whether ``on_step_end(step)`` will run a recompute audit (the same answer on every rank)."""
+        return self.replayer.replay_fn is not None and self.auditor.due(step, self.config.audit_every, self.config.audit_budget)
 
     # ------------------------------------------------------------------ verdicts
 

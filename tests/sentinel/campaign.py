@@ -26,7 +26,12 @@ CORRUPTION_ARGS = {
     "bitflip": dict(bit=26), "multibit": dict(bit=22, bits=3), "sign": {}, "scale": dict(factor=4.0),
     "set": dict(value=0.0), "noise": dict(sigma=0.5), "warp": dict(bit=21),
 }
+# A compute fault starts at COMPUTE_START; a state fault strikes at STATE_STEP; a transient
+# compute fault hits the first audit at or after TRANSIENT_AUDIT_STEP. The audit period is the
+# sentinel's own (audit_budget stretches it by the measured cost), so a run lasts until the
+# audits the scoring window needs have run, at most MAX_STEPS.
 COMPUTE_START, STATE_STEP, TRANSIENT_AUDIT_STEP = 11, 13, 40
+MAX_STEPS = 1000
 
 
 class Block(nn.Module):
@@ -81,6 +86,13 @@ def scenarios(world: int, healthy: int, full: bool) -> list[dict]:
     return out
 
 
+def done(step: int, steps: int, audit_steps: list[int]) -> bool:
+    """At least ``steps`` steps, two audits after the compute faults start and one after the
+    transient's step: the same on every rank (the audit schedule is agreed)."""
+    after = [s for s in audit_steps if s >= COMPUTE_START]
+    return step >= steps and len(after) >= 2 and after[-1] >= TRANSIENT_AUDIT_STEP
+
+
 def run(scenario: dict, steps: int) -> dict:
     rank = dist.get_rank()
     model_name = scenario["model"]
@@ -104,8 +116,13 @@ def run(scenario: dict, steps: int) -> dict:
         param = model[3].weight if model_name == "mlp" else model.block.linear2.weight
         fault = ComputeFault(unit if target == "activation" else param, corruption, timing,
                              "forward" if target == "activation" else "backward")
-    verdicts = []
-    for step in range(steps):
+    verdicts, audit_steps, transient_step = [], [], None
+    step = -1
+    while step + 1 < MAX_STEPS and not done(step + 1, steps, audit_steps):
+        step += 1
+        audit = sentinel.audit_due(step)  # decided by the previous audit's agreed period
+        if audit:
+            audit_steps.append(step)
         batch = batch_for(model_name, scenario["seed"], rank, step)
         if fault is not None and scenario["timing"] != "transient" and step == COMPUTE_START:
             fault.arm()
@@ -120,8 +137,10 @@ def run(scenario: dict, steps: int) -> dict:
             param = next(p for p in model.parameters() if p.dim() == 2)
             state = param.data if target == "param" else optimizer.state[param]["momentum_buffer" if model_name == "mlp" else "exp_avg"]
             corrupt_state(state, Corruption(scenario["corruption"], index=3, seed=scenario["seed"], **CORRUPTION_ARGS[scenario["corruption"]]))
-        if fault is not None and scenario["timing"] == "transient" and step == TRANSIENT_AUDIT_STEP:
-            fault.arm()  # the next forward is this step's audit
+        if audit and step >= TRANSIENT_AUDIT_STEP and transient_step is None:
+            transient_step = step
+            if fault is not None and scenario["timing"] == "transient":
+                fault.arm()  # the next forward is this step's audit
         verdict = sentinel.on_step_end(step)
         if fault is not None and scenario["timing"] == "transient":
             fault.disarm()
@@ -129,7 +148,8 @@ def run(scenario: dict, steps: int) -> dict:
             verdicts.append({"step": step, "diagnosis": verdict.diagnosis, "suspects": [s.rank for s in verdict.suspects],
                              "findings": verdict.details.get("findings")})
     sentinel.close()
-    return {"scenario": scenario, "rank": rank, "verdicts": verdicts,
+    return {"scenario": scenario, "rank": rank, "verdicts": verdicts, "audit_steps": audit_steps,
+            "transient_step": transient_step, "steps": step + 1,
             "events": [e for e in events if e["diagnosis"] not in ("ok",)],
             "fired": fault.fired if fault is not None else None}
 

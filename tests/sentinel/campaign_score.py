@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from campaign import COMPUTE_START, STATE_STEP, TRANSIENT_AUDIT_STEP
+from campaign import COMPUTE_START, STATE_STEP
 
-AUDIT_EVERY = CHECK_EVERY = 20  # the defaults the campaign runs at
+CHECK_EVERY = 20  # param_every at the defaults the campaign runs at
 
 
 @dataclass(frozen=True)
@@ -22,14 +22,20 @@ class Outcome:
     wrong: bool  # some other rank named, or a false alarm on a healthy run
     unattributed: bool  # seen, not attributed (two replicas, each reproducing itself)
     first: int | None  # first step with a finding
+    audit_steps: tuple[int, ...] = ()  # the steps the (budgeted) audits ran at
 
 
-def window(scenario: dict) -> tuple[int, int]:
+def window(scenario: dict, audit_steps: list[int], transient_step: int | None) -> tuple[int, int]:
+    """The steps a finding must fall in, from the audits the sentinel actually ran (its period
+    is stretched by the audit budget): a state fault by the next parameter check, a transient
+    at the audit it hit, a persistent fault by the first audit after it starts (one audit
+    period), an intermittent one (hitting an audit with p = 0.5) by the second."""
     if scenario["target"] in ("param", "optimizer"):
         return STATE_STEP, STATE_STEP + CHECK_EVERY
     if scenario["timing"] == "transient":
-        return TRANSIENT_AUDIT_STEP, TRANSIENT_AUDIT_STEP
-    return COMPUTE_START, COMPUTE_START + 2 * AUDIT_EVERY  # the first two audits after the fault starts
+        return (transient_step, transient_step) if transient_step is not None else (0, -1)
+    after = [s for s in audit_steps if s >= COMPUTE_START] + [-1, -1]  # -1: the run ended first
+    return COMPUTE_START, after[0 if scenario["timing"] == "persistent" else 1]
 
 
 def score(out: Path) -> list[Outcome]:
@@ -38,12 +44,12 @@ def score(out: Path) -> list[Outcome]:
     for results in zip(*ranks):
         scenario = results[0]["scenario"]
         verdicts = results[0]["verdicts"]  # every rank reaches the same verdicts
-        assert all(r["verdicts"] == verdicts for r in results), scenario["name"]
+        assert all(r["verdicts"] == verdicts and r["audit_steps"] == results[0]["audit_steps"] for r in results), scenario["name"]
         blamed = [v for v in verdicts if v["suspects"]]
-        lo, hi = window(scenario) if scenario["target"] else (0, -1)
+        lo, hi = window(scenario, results[0]["audit_steps"], results[0]["transient_step"]) if scenario["target"] else (0, -1)
         right = [v for v in blamed if v["suspects"] == [scenario["rank"]] and lo <= v["step"] <= hi]
         wrong = [v for v in blamed if v["suspects"] != [scenario["rank"]]] if scenario["target"] else verdicts
         outcomes.append(Outcome(scenario["name"], scenario.get("timing"), scenario["target"], scenario["rank"],
                                 bool(right), bool(wrong), any(v["diagnosis"] == "unattributed" for v in verdicts),
-                                verdicts[0]["step"] if verdicts else None))
+                                verdicts[0]["step"] if verdicts else None, tuple(results[0]["audit_steps"])))
     return outcomes

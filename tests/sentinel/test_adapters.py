@@ -197,7 +197,7 @@ def test_lightning_checkpoints_are_certified_and_verified(tmp_path):
     torch.manual_seed(0)
     x = torch.randn(200, 8)
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4)
-    config = SentinelConfig(database_url=f"sqlite:///{tmp_path / 'none' / 'sdc.db'}", outbox_dir=str(tmp_path / "outbox"))
+    config = SentinelConfig(audit_budget=0, database_url=f"sqlite:///{tmp_path / 'none' / 'sdc.db'}", outbox_dir=str(tmp_path / "outbox"))
     saver = pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), every_n_train_steps=10, save_top_k=-1)
     trainer = pl.Trainer(max_steps=45, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[SentinelCallback(config), saver])
@@ -223,7 +223,7 @@ def test_hf_checkpoints_are_certified_and_verified(tmp_path):
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=16))
     g = torch.Generator().manual_seed(1)
     rows = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (200, 12), generator=g)]
-    config = SentinelConfig(database_url=f"sqlite:///{tmp_path / 'none' / 'sdc.db'}", outbox_dir=str(tmp_path / "outbox"))
+    config = SentinelConfig(audit_budget=0, database_url=f"sqlite:///{tmp_path / 'none' / 'sdc.db'}", outbox_dir=str(tmp_path / "outbox"))
     args = transformers.TrainingArguments(output_dir=str(tmp_path / "hf"), max_steps=45, per_device_train_batch_size=4,
                                           report_to=[], save_strategy="steps", save_steps=10, logging_strategy="no",
                                           use_cpu=True, learning_rate=1e-3, disable_tqdm=True)

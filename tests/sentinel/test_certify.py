@@ -5,6 +5,7 @@ finds storage corruption and names the newest certified checkpoint to resume fro
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -16,11 +17,14 @@ from sdc.sentinel import ReplicaSentinel, SentinelConfig
 from sdc.sentinel.certify import certifier_for, manifest_path, read_manifest
 
 
-def train(tmp_path, steps: int, saves: dict[int, str], fault_step: int | None = None):
+def train(tmp_path, steps: int, saves: dict[int, str], fault_step: int | None = None, budget: float = 0.0,
+          audited: list[int] | None = None, step_seconds: float = 0.0):
+    """Audits exactly every 20 steps unless ``budget`` (SentinelConfig.audit_budget) stretches them;
+    ``step_seconds`` makes each step last that long (a model whose step outweighs the audit)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    sentinel = ReplicaSentinel(model, optimizer, config=SentinelConfig(), deliver=lambda events: None,
+    sentinel = ReplicaSentinel(model, optimizer, config=SentinelConfig(audit_budget=budget), deliver=lambda events: None,
                                replay_fn=lambda b: nn.functional.mse_loss(model(b[0]), b[1]))
     for step in range(steps):
         x = torch.randn(8, 4)
@@ -32,7 +36,9 @@ def train(tmp_path, steps: int, saves: dict[int, str], fault_step: int | None = 
         loss.backward()
         sentinel.on_grads_ready()
         optimizer.step()
-        sentinel.on_step_end(step)
+        time.sleep(step_seconds)
+        if "audit" in sentinel.on_step_end(step).checks and audited is not None:
+            audited.append(step)
         if step in saves:
             path = tmp_path / saves[step]
             torch.save(model.state_dict(), path)
@@ -47,6 +53,19 @@ def test_a_checkpoint_is_certified_by_the_next_clean_cycle(tmp_path):
     assert read_manifest(tmp_path / "a.pt")["certified_by_step"] == 20
     # No complete cycle after step 25 yet: still a candidate.
     assert read_manifest(tmp_path / "b.pt")["status"] == "candidate"
+
+
+def test_with_the_default_audit_budget_a_checkpoint_waits_for_the_next_audit(tmp_path):
+    """The default budget (1 %) stretches the audit period past the parameter checks' 20 steps
+    (an audit here costs about a ms, a step 2 ms): a checkpoint stays a candidate through clean
+    parameter checks and is certified at the first audit after it."""
+    audited: list[int] = []
+    budget = SentinelConfig().audit_budget
+    assert budget > 0
+    train(tmp_path, 150, {25: "a.pt"}, budget=budget, audited=audited, step_seconds=0.002)
+    after = [s for s in audited if s > 25]
+    assert after and after[0] > 40, audited  # parameter checks at 40, 60 ... did not certify it alone
+    assert read_manifest(tmp_path / "a.pt")["certified_by_step"] == after[0]
 
 
 def test_verify_finds_storage_corruption_and_the_checkpoint_to_resume_from(tmp_path):

@@ -17,7 +17,7 @@ from torch import nn
 from sdc.sentinel import ReplicaSentinel, SentinelConfig
 model = nn.Linear(4, 1)
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
-config = SentinelConfig(grad_every=1, param_every=1, audit_every=1, gemm_check_every=0, job_id="exit-flush",
+config = SentinelConfig(grad_every=1, param_every=1, audit_every=1, audit_budget=0, gemm_check_every=0, job_id="exit-flush",
                         database_url={url!r}, outbox_dir={outbox!r})
 sentinel = ReplicaSentinel(model, opt, config=config, replay_fn=lambda b: model(b).pow(2).mean())
 for step in range(3):
