@@ -53,6 +53,12 @@ def main(scenario: str, out: str, database: str) -> int:
                  "findings": v.details.get("findings")} for v in callback.verdicts]
     with open(f"{out}/{scenario}-rank{rank}.json", "w") as fh:
         json.dump(verdicts, fh)
+    if callback.sentinel is not None:
+        callback.sentinel.close()  # flushed already at the end of training; closing again is a no-op
+    # Tear the gloo group down before the interpreter does: left to exit, its threads can
+    # meet a half-destroyed process ("terminate called without an active exception").
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return 0
 
 
