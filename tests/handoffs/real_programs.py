@@ -35,9 +35,23 @@ def require(*programs: str) -> dict[str, str]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports.
+
+    The sockets are held open together while the ports are chosen: binding one, closing it and
+    binding the next can hand back the same port twice (CI once gave slurmctld and slurmd the
+    same port, and slurmctld then talked to itself)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -80,9 +94,10 @@ class Slurm:
         self.conf = root / "slurm.conf"
         self.logs = (root / "munged.log", root / "slurmctld.log", root / "slurmd.log")
         host = socket.gethostname().split(".")[0]
+        controller_port, node_port = free_ports(2)
         lines = [
-            "ClusterName=sdctest", f"SlurmctldHost={host}(127.0.0.1)", f"SlurmctldPort={free_port()}",
-            f"SlurmdPort={free_port()}", "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={self.socket}",
+            "ClusterName=sdctest", f"SlurmctldHost={host}(127.0.0.1)", f"SlurmctldPort={controller_port}",
+            f"SlurmdPort={node_port}", "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={self.socket}",
             "SlurmUser=root", "SlurmdUser=root", f"StateSaveLocation={root / 'state'}", f"SlurmdSpoolDir={root / 'spool'}",
             f"SlurmctldPidFile={root / 'slurmctld.pid'}", f"SlurmdPidFile={root / 'slurmd.pid'}",
             f"SlurmctldLogFile={root / 'slurmctld.log'}", f"SlurmdLogFile={root / 'slurmd.log'}",
