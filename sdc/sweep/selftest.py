@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from probes.base import Case
+from probes.sizing import gemm_flops, is_virtual_cpu
 from sdc.exitcodes import ExitCode
 from sdc.faults import parse_fault
 from sdc.node.devices import ChipHandle, accelerator_backend, discover
@@ -49,6 +50,23 @@ def bare_matmul_tflops(a: torch.Tensor, b: torch.Tensor, repeats: int) -> float:
         best = min(best, time.perf_counter() - start)
     m, k = a.shape
     return 2.0 * m * b.shape[1] * k / best / 1e12
+
+
+FIGURE_GEMM_S = 0.05  # one run of the figures' GEMM: long enough that launch latency is noise
+
+
+def figure_gemm(device: torch.device) -> tuple[int, str]:
+    """The square GEMM the figures time: sized from the device's measured bf16 rate (as the
+    probes' cases are), not its type, so a slow or emulated accelerator is not handed an
+    H200-sized 8192^3 matmul (the largest, on a fast chip) and a fast one times its kernel,
+    not its launch. A virtual CPU chip keeps a small fp32 GEMM."""
+    if is_virtual_cpu(device):
+        return 256, "fp32"
+    flops = gemm_flops(device, "bf16")
+    size = 8192
+    while size > 256 and 2.0 * size**3 / flops > FIGURE_GEMM_S:
+        size //= 2
+    return size, "bf16"
 
 
 def gemm_figures(device: torch.device, size: int, dtype: str, repeats: int, seed: int = 0) -> GemmFigures:
@@ -94,8 +112,8 @@ def run_selftest(devices: str | None = None, probe_names: str | None = None, out
     bystanders_clean = all(c.exit_code == ExitCode.HEALTHY for c in faulty.chips[1:])
 
     device = chips[0].device
-    size, dtype = (8192, "bf16") if device.type != "cpu" else (256, "fp32")
-    gemm = gemm_figures(device, size, dtype, repeats=10 if device.type != "cpu" else 5)
+    size, dtype = figure_gemm(device)
+    gemm = gemm_figures(device, size, dtype, repeats=10 if not is_virtual_cpu(device) else 5)
 
     figures = {
         "device": str(device),
