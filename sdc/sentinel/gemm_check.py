@@ -2,14 +2,17 @@
 FSDP/ZeRO-3 shards and tensor-parallel pieces, where no second copy can outvote a wrong one.
 
 For an ``nn.Linear`` computing ``Y = X Wᵀ + b``, a random vector ``r`` gives two ways to the
-same numbers: ``Y r`` and ``X (Wᵀ r) + b·r``. A unit that computed one element of ``Y`` wrong
+same numbers: ``Y r`` and ``X (Wᵀ r) + b·r``. HF ``transformers``' ``Conv1D`` (GPT-2 and its
+relatives) is the same product with the weight stored transposed (``Y = X W + b``, ``W`` of shape
+(in, out)); it is checked through a transposed view of its weight, and recognised by class name
+and module so that the sentinel never imports ``transformers``. A unit that computed one element of ``Y`` wrong
 moves the first and not the second. The backward pass is checked the same way:
 ``dX = dY W``, so ``dX s = dY (W s)``. The two sides differ by roundoff only, bounded from the
 operands' magnitudes and the dtype's unit roundoff (``|X| (|W|ᵀ |r|)``, times ``eps`` and a
 safety factor), so a healthy run never trips it and an exponent or high-mantissa upset always
 does.
 
-The sentinel creates one when ``gemm_check_every > 0`` (the default). On checked steps hooks are put on ``gemm_check_layers`` Linear layers,
+The sentinel creates one when ``gemm_check_every > 0`` (the default). On checked steps hooks are put on ``gemm_check_layers`` Linear/Conv1D layers,
 rotating through the model, and removed afterwards; other steps pay nothing. Works on any
 PyTorch backend (plain tensor ops). The forward check is a forward hook that changes nothing;
 the backward check is a hook on the layer's own matrix-product node in the autograd graph
@@ -59,8 +62,28 @@ def checksum_gap(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: t
     return float(worst)
 
 
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is (a subclass of) ``transformers.pytorch_utils.Conv1D``.
+
+    By name and module rather than ``isinstance``: importing ``transformers`` costs seconds and
+    the sentinel must work without it installed."""
+    return any(cls.__name__ == "Conv1D" and cls.__module__.split(".")[0] == "transformers"
+               for cls in type(module).__mro__)
+
+
+def gemm_weight(module: nn.Module) -> torch.Tensor | None:
+    """The layer's weight as ``nn.Linear`` holds it, (out, in), or None for a module that is no
+    checked GEMM layer. A Conv1D's (in, out) weight becomes a transposed view, not a copy."""
+    if isinstance(module, nn.Linear):
+        return _full(module.weight)
+    if is_hf_conv1d(module) and getattr(module, "weight", None) is not None and module.weight.dim() == 2:
+        return _full(module.weight).t()
+    return None
+
+
 def _gemm_node(node: Any) -> Any:
-    """The autograd node of a Linear's matrix product (through the reshape of a >2-D input)."""
+    """The autograd node of a Linear's (or Conv1D's) matrix product, through the reshape of a
+    >2-D input or output."""
     for _ in range(3):
         if node is None:
             return None
@@ -74,17 +97,19 @@ def _gemm_node(node: Any) -> Any:
 
 
 class GemmChecks:
-    """Rotating ABFT checks on a model's ``nn.Linear`` layers (create on every rank alike).
+    """Rotating ABFT checks on a model's ``nn.Linear`` and HF ``Conv1D`` layers (create on
+    every rank alike).
 
     Args:
-        model: the module whose Linear layers are checked.
+        model: the module whose Linear/Conv1D layers are checked.
         every: check every N steps (0: never).
-        layers: how many Linear layers one checked step covers.
+        layers: how many of those layers one checked step covers.
         seed: the checksum vectors' generator seed.
     """
 
     def __init__(self, model: nn.Module, every: int, layers: int = 1, seed: int = 0):
-        self.linears: list[tuple[str, nn.Linear]] = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        self.linears: list[tuple[str, nn.Module]] = [
+            (n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) or is_hf_conv1d(m)]
         self.every, self.layers = every, max(1, layers)
         self.generator = torch.Generator().manual_seed(seed)
         self._handles: list[Any] = []
@@ -95,7 +120,7 @@ class GemmChecks:
     def due(self, step: int) -> bool:
         return self.every > 0 and bool(self.linears) and step % self.every == 0
 
-    def chosen(self, step: int) -> list[tuple[str, nn.Linear]]:
+    def chosen(self, step: int) -> list[tuple[str, nn.Module]]:
         start = (step // max(self.every, 1)) * self.layers
         return [self.linears[(start + i) % len(self.linears)] for i in range(min(self.layers, len(self.linears)))]
 
@@ -117,11 +142,11 @@ class GemmChecks:
     def _forward(self, name: str):
         # A forward hook that returns nothing wraps nothing: in-place ops on the output (an
         # in-place ReLU after the layer) stay legal, unlike with a module backward hook.
-        def hook(module: nn.Linear, inputs: Sequence[Any], output: torch.Tensor) -> None:
+        def hook(module: nn.Module, inputs: Sequence[Any], output: torch.Tensor) -> None:
             if not torch.is_grad_enabled() or not isinstance(output, torch.Tensor):
                 return
             try:
-                weight = _full(module.weight).detach()
+                weight = gemm_weight(module).detach()  # (out, in), whichever way it is stored
                 gap = checksum_gap(output.detach(), inputs[0].detach(), weight,
                                    None if module.bias is None else _full(module.bias).detach(), self.generator)
                 if gap > 1.0:
@@ -137,7 +162,8 @@ class GemmChecks:
     def _backward(self, name: str, weight: torch.Tensor, kind: str):
         """A hook on the layer's own GEMM node: its input gradient ``dX = dY W``."""
         def hook(grad_inputs: Sequence[Any], grad_outputs: Sequence[Any]) -> None:
-            # addmm(bias, X, Wᵀ) -> (d bias, dX, d Wᵀ); mm(X, Wᵀ) -> (dX, d Wᵀ)
+            # addmm(bias, X, Wᵀ) -> (d bias, dX, d Wᵀ); mm(X, Wᵀ) -> (dX, d Wᵀ); a Conv1D's
+            # addmm(bias, X, W) has the same layout
             dx = grad_inputs[1] if kind.startswith("Addmm") else grad_inputs[0]
             dy = grad_outputs[0]
             if dx is None or dy is None:

@@ -1,11 +1,17 @@
-"""Sample records of every kind, with every field set (and some left at their defaults)."""
+"""Sample records of every kind, with every field set (and some left at their defaults), and
+the few helpers the store tests share to feed them through the real command line (``run``),
+write them as a ledger (``jsonl``) and see what was stored (``counts``)."""
 
 from __future__ import annotations
 
 import random
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import Iterable, Mapping
 
+from click.testing import CliRunner, Result
+
+from sdc.cli import cli
 from sdc.records import (
     Chip,
     JobEvent,
@@ -16,6 +22,8 @@ from sdc.records import (
     Verdict,
     stack_hash,
 )
+from sdc.store.engine import make_engine
+from sdc.store.writer import count_rows
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 STACK = {"torch": "2.13.0", "runtime": "cuda 13.0", "driver": "580.65", "blas": "cublasLt", "extra": {"ü": [1, 2.5]}}
@@ -105,3 +113,22 @@ def one_of_each(n_results: int = 9) -> list[Record]:
     r = results(s.sweep_id, c, n_results)
     v = verdicts(c, r)
     return [*c, s, *r, *job_events(c), *v, *quarantine_events(v[0])]
+
+
+def jsonl(records: Iterable[Record]) -> str:
+    """The records as a ledger file's text: one JSON line a record."""
+    return "".join(r.to_json() + "\n" for r in records)
+
+
+def run(url: str, *args: str, input: str | None = None, env: Mapping[str, str] | None = None) -> Result:
+    """``sdc --db URL ARGS...`` through the real command line, in this process."""
+    return CliRunner().invoke(cli, ["--db", url, *args], input=input, env=env)
+
+
+def counts(url: str) -> dict[str, int]:
+    """Rows stored per record kind in the database at ``url``."""
+    engine = make_engine(url)
+    try:
+        return count_rows(engine)
+    finally:
+        engine.dispose()

@@ -14,7 +14,6 @@ from tests.store import samples
 
 from sdc.store.engine import make_engine
 from sdc.store.ingest import ingest
-from sdc.store.writer import count_rows
 
 PROCESSES = 8
 RESULTS_EACH = 2_000
@@ -38,7 +37,7 @@ def test_eight_processes_ingest_into_one_database(migrated_url, tmp_path):
         sweep = samples.sweep(host=f"node{i}")
         records = [*shared_chips, sweep, *samples.results(sweep.sweep_id, shared_chips, RESULTS_EACH, seed=i)]
         path = tmp_path / f"node{i}.jsonl"
-        path.write_text("".join(r.to_json() + "\n" for r in records))
+        path.write_text(samples.jsonl(records))
         paths.append(str(path))
 
     context = multiprocessing.get_context("fork")
@@ -61,9 +60,7 @@ def test_eight_processes_ingest_into_one_database(migrated_url, tmp_path):
     errors = [error for _, _, error in outcomes if error]
     assert errors == []
     assert len(outcomes) == PROCESSES and all(n == RESULTS_EACH for _, n, _ in outcomes)
-    engine = make_engine(migrated_url)
-    stored = count_rows(engine)
-    engine.dispose()
+    stored = samples.counts(migrated_url)
     assert stored["probe_result"] == PROCESSES * RESULTS_EACH
     assert stored["chip"] == len(shared_chips)
     assert stored["sweep"] == PROCESSES

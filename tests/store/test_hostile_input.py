@@ -11,27 +11,13 @@ import sys
 from datetime import timedelta
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import text
 from tests.store import samples
+from tests.store.samples import counts, run
 
-from sdc.cli import cli
 from sdc.records import RECORD_TYPES, RecordError, format_time, utcnow
 from sdc.store import Store
 from sdc.store.engine import make_engine
-from sdc.store.writer import count_rows
-
-
-def run(url, *args, input=None):
-    return CliRunner().invoke(cli, ["--db", url, *args], input=input)
-
-
-def counts(url) -> dict[str, int]:
-    engine = make_engine(url)
-    try:
-        return count_rows(engine)
-    finally:
-        engine.dispose()
 
 
 def ledger_objects(n_results: int = 3) -> list[dict]:

@@ -12,27 +12,13 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import select
 from tests.store import samples
+from tests.store.samples import counts, run
 
-from sdc.cli import cli
 from sdc.store.engine import make_engine
 from sdc.store.migrate import upgrade
 from sdc.store.models import ROW_TYPES
-from sdc.store.writer import count_rows
-
-
-def run(url, *args, input=None):
-    return CliRunner().invoke(cli, ["--db", url, *args], input=input)
-
-
-def counts(url) -> dict[str, int]:
-    engine = make_engine(url)
-    try:
-        return count_rows(engine)
-    finally:
-        engine.dispose()
 
 
 def good_lines(n_results: int = 5) -> list[str]:

@@ -7,14 +7,11 @@ import os
 import socket
 
 import pytest
-from click.testing import CliRunner
 from tests.store import samples
+from tests.store.samples import counts, run
 
-from sdc.cli import cli
 from sdc.store import Store
-from sdc.store.engine import make_engine
 from sdc.store.outbox import Outbox
-from sdc.store.writer import count_rows
 
 
 @pytest.fixture
@@ -26,21 +23,9 @@ def closed_port_url():
     return f"postgresql://sdc@127.0.0.1:{port}/sdc"
 
 
-def run(url, *args):
-    return CliRunner().invoke(cli, ["--db", url, *args])
-
-
-def counts(url) -> dict[str, int]:
-    engine = make_engine(url)
-    try:
-        return count_rows(engine)
-    finally:
-        engine.dispose()
-
-
 def write_ledger(path, n_results):
     records = samples.one_of_each(n_results)
-    path.write_text("".join(r.to_json() + "\n" for r in records))
+    path.write_text(samples.jsonl(records))
     return records
 
 
@@ -151,9 +136,9 @@ def test_spooled_parents_are_stored_before_children_that_need_them(closed_port_u
 
 def test_ingest_can_refer_to_chips_waiting_in_the_outbox(closed_port_url, migrated_url, tmp_path, sdc_env):
     chip_list, sweep = samples.chips(2), samples.sweep()
-    (tmp_path / "parents.jsonl").write_text("".join(r.to_json() + "\n" for r in [*chip_list, sweep]))
+    (tmp_path / "parents.jsonl").write_text(samples.jsonl([*chip_list, sweep]))
     results = samples.results(sweep.sweep_id, chip_list, 6)
-    (tmp_path / "results.jsonl").write_text("".join(r.to_json() + "\n" for r in results))
+    (tmp_path / "results.jsonl").write_text(samples.jsonl(results))
     assert run(closed_port_url, "ingest", str(tmp_path / "parents.jsonl")).exit_code == 0
     result = run(migrated_url, "ingest", str(tmp_path / "results.jsonl"))
     assert result.exit_code == 0, result.output

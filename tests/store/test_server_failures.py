@@ -96,7 +96,7 @@ def test_ingest_whose_server_stops_during_the_write_spools_piped_input(private_p
     """``sdc ingest -``: the input was consumed, so the outbox gets it from ingest's own copy."""
     upgrade(private_pg.url)
     records = samples.one_of_each(30_000)
-    payload = "".join(r.to_json() + "\n" for r in records)
+    payload = samples.jsonl(records)
     env = {**os.environ, "SDC_DATABASE_URL": private_pg.url, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "sdc", "ingest", "-"], env=env, stdin=subprocess.PIPE,

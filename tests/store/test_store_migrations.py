@@ -9,10 +9,8 @@ import typing
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from click.testing import CliRunner
 from sqlalchemy import JSON, BigInteger, Integer, String, Text, inspect, text
 
-from sdc.cli import cli
 from sdc.records import BY_KIND, INT64_FIELDS, MAX_LENGTH
 from sdc.store.engine import make_engine
 from sdc.store.migrate import (
@@ -24,6 +22,7 @@ from sdc.store.migrate import (
 )
 from sdc.store.models import ROW_TYPES, Base
 from tests.store import samples
+from tests.store.samples import run
 
 SDC_TABLES = {row.__tablename__ for row in ROW_TYPES.values()}
 
@@ -87,14 +86,10 @@ def test_models_hold_every_record_field_within_its_limits(kind):
             assert name not in INT64_FIELDS, name
 
 
-def _invoke(url: str, *args: str, env=None):
-    return CliRunner().invoke(cli, ["--db", url, *args], env=env)
-
-
 @pytest.fixture
 def spool_file(tmp_path):
     path = tmp_path / "records.jsonl"
-    path.write_text("".join(r.to_json() + "\n" for r in samples.one_of_each(3)))
+    path.write_text(samples.jsonl(samples.one_of_each(3)))
     return path
 
 
@@ -113,10 +108,10 @@ def test_every_database_command_refuses_an_empty_schema(db_url, spool_file, tmp_
     outbox.mkdir(parents=True)
     (outbox / "00000000000000000001-test-x.jsonl").write_text(spool_file.read_text())
     for args in _database_commands(spool_file, tmp_path):
-        result = _invoke(db_url, *args)
+        result = run(db_url, *args)
         assert result.exit_code == 2, (args, result.output)
         assert "run 'sdc db upgrade'" in result.output, (args, result.output)
-    result = _invoke(db_url, "db", "current")
+    result = run(db_url, "db", "current")
     assert result.exit_code == 2 and "sdc db upgrade" in result.output
     assert _tables(db_url) & SDC_TABLES == set()  # nothing was created behind the user's back
 
@@ -127,7 +122,7 @@ def test_commands_refuse_a_schema_from_an_unknown_revision(migrated_url, spool_f
         connection.execute(text("UPDATE alembic_version SET version_num = 'ffff99'"))
     engine.dispose()
     for args in _database_commands(spool_file, tmp_path)[:3]:
-        result = _invoke(migrated_url, *args)
+        result = run(migrated_url, *args)
         assert result.exit_code == 2, (args, result.output)
         assert "ffff99" in result.output and "upgrade" in result.output, (args, result.output)
 
@@ -138,7 +133,7 @@ def test_db_upgrade_against_a_newer_schema_names_both_revisions(migrated_url, sd
         connection.execute(text("UPDATE alembic_version SET version_num = 'ffff99'"))
     engine.dispose()
     for args in (["db", "upgrade"], ["db", "downgrade", "base"]):
-        result = _invoke(migrated_url, *args)
+        result = run(migrated_url, *args)
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output
         assert "at schema revision ffff99" in result.output and f"knows up to {head_revision()}" in result.output
@@ -146,10 +141,10 @@ def test_db_upgrade_against_a_newer_schema_names_both_revisions(migrated_url, sd
 
 
 def test_db_upgrade_and_current_through_the_cli(db_url, sdc_env):
-    result = _invoke(db_url, "db", "upgrade")
+    result = run(db_url, "db", "upgrade")
     assert result.exit_code == 0, result.output
     assert f"upgraded empty -> {head_revision()}" in result.output
-    result = CliRunner().invoke(cli, ["--db", db_url, "--json", "db", "current"])
+    result = run(db_url, "--json", "db", "current")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"current": head_revision(), "head": head_revision(), "at_head": True}
 

@@ -79,7 +79,7 @@ def test_bulk_ingest_round_trips_exactly(migrated_url, tmp_path):
     s = samples.sweep()
     records = [*c, s, *samples.results(s.sweep_id, c, COPY_THRESHOLD + 100)]
     path = tmp_path / "bulk.jsonl"
-    path.write_text("".join(r.to_json() + "\n" for r in records))
+    path.write_text(samples.jsonl(records))
     engine = make_engine(migrated_url)
     try:
         assert ingest(engine, [str(path)]).offered["probe_result"] == COPY_THRESHOLD + 100
