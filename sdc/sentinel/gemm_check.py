@@ -37,6 +37,30 @@ log = logging.getLogger(__name__)
 SAFETY = 64.0
 
 
+# Unit roundoff of the reduced-precision paths an fp32 matmul may take: with
+# ``torch.set_float32_matmul_precision("high")`` (or ``torch.backends.cuda.matmul.allow_tf32``)
+# its operands are rounded to TF32's 10-bit mantissa, with "medium" to bf16's 7 bits. Training
+# commonly turns TF32 on; an fp32 bound would then flag every healthy product.
+TF32_EPS = 2.0**-10
+BF16_EPS = 2.0**-7
+
+
+def matmul_eps(dtype: torch.dtype) -> float:
+    """Unit roundoff of a matmul producing ``dtype`` under the process's current precision settings."""
+    if not dtype.is_floating_point:
+        return 0.0
+    eps = torch.finfo(dtype).eps
+    if dtype != torch.float32:
+        return eps
+    precision = torch.get_float32_matmul_precision()
+    if precision == "medium":
+        return max(eps, BF16_EPS)
+    cuda_tf32 = torch.backends.cuda.matmul.allow_tf32 if torch.cuda.is_available() else False
+    if precision == "high" or cuda_tf32:
+        return max(eps, TF32_EPS)
+    return eps
+
+
 def _full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
@@ -53,8 +77,7 @@ def checksum_gap(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: t
     magnitude = x2.abs() @ (w.abs().t() @ r.abs()) + y2.abs() @ r.abs()
     if bias is not None:
         rebuilt = rebuilt + bias.to(acc) @ r
-    eps = torch.finfo(y.dtype).eps if y.dtype.is_floating_point else 0.0
-    bound = SAFETY * eps * magnitude + 1e-30
+    bound = SAFETY * matmul_eps(y.dtype) * magnitude + 1e-30
     gap = ((direct - rebuilt).abs() / bound)
     worst = gap.max() if gap.numel() else torch.zeros((), device=y.device)
     if not torch.isfinite(direct).all() and torch.isfinite(x2).all() and torch.isfinite(w).all():

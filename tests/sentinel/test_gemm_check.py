@@ -27,6 +27,34 @@ def test_healthy_gemms_stay_within_the_roundoff_bound(dtype):
     assert worst < 1.0, worst
 
 
+def _tf32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` rounded to TF32's 10-bit mantissa, to nearest, as a tensor core rounds fp32 operands."""
+    words = t.contiguous().view(torch.int32)
+    return ((words + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+@pytest.fixture
+def float32_matmul_precision():
+    before = torch.get_float32_matmul_precision()
+    yield torch.set_float32_matmul_precision
+    torch.set_float32_matmul_precision(before)
+
+
+def test_a_tf32_product_is_healthy_when_tf32_is_on_and_a_real_upset_is_still_seen(float32_matmul_precision):
+    # What an fp32 nn.Linear computes on a tensor core with TF32 on: operands rounded to TF32,
+    # products accumulated in fp32. The checksum judges it against the precision in effect.
+    # A short inner dimension: the fp32 bound grows with it, TF32's error only with its root.
+    g = torch.Generator().manual_seed(3)
+    x, w = torch.randn(64, 32, generator=g), torch.randn(96, 32, generator=g)
+    y = _tf32(x) @ _tf32(w).t()
+    float32_matmul_precision("highest")
+    assert checksum_gap(y, x, w, None, g) > 1.0  # under an fp32 bound TF32's roundoff looks like a fault
+    float32_matmul_precision("high")
+    assert checksum_gap(y, x, w, None, g) < 1.0
+    bad = Corruption("bitflip", index=777, bit=27).apply(y)
+    assert checksum_gap(bad, x, w, None, g) > 1.0
+
+
 @pytest.mark.parametrize("bit", [30, 29, 27, 24, 22])
 def test_an_upset_in_one_output_element_is_seen(bit):
     g = torch.Generator().manual_seed(bit)
