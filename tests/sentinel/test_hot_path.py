@@ -41,7 +41,7 @@ def test_losses_between_checks_are_read_late_but_reported_with_their_step():
 
 def test_a_spike_on_a_check_step_is_flagged_on_that_step():
     events: list = []
-    model, sentinel = _sentinel(events, grad_every=5, param_every=0, local_every=0, replay=False)
+    model, sentinel = _sentinel(events, grad_every=5, param_every=0, local_every=0, replay=False, check_budget=0)
     verdicts = []
     for step in range(11):
         sentinel.on_step_begin(step)
