@@ -87,18 +87,19 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     # Time spent inside the sentinel (its hooks, the local-gradient tap inside the backward
     # pass): a less noise-prone estimate of its cost than the end-to-end ratio on a shared
     # machine. Per component: the schedule's own measurement of each periodic check kind.
-    inside = {"seconds": 0.0}
+    inside = {"seconds": 0.0, "cpu": 0.0}
     per_hook: dict[str, float] = {}
     per_kind: dict[str, float] = {}
     runs_of: dict[str, int] = {}
 
     def timed(name, fn):
         def call(*a, **k):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             try:
                 return fn(*a, **k)
             finally:
                 spent = time.perf_counter() - t
+                inside["cpu"] += time.thread_time() - c
                 inside["seconds"] += spent
                 per_hook[name] = per_hook.get(name, 0.0) + spent
         return call
@@ -115,6 +116,16 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
         per_kind[kind] = per_kind.get(kind, 0.0) + time.perf_counter() - t
 
     sentinel.schedule.measure = measured
+    settle = sentinel.flags.settle
+
+    def timed_settle(*a, **k):  # the every-step flags: the reduced-gradient probe, or the exchange's wait
+        t = time.perf_counter()
+        try:
+            return settle(*a, **k)
+        finally:
+            per_kind["(flags)"] = per_kind.get("(flags)", 0.0) + time.perf_counter() - t
+
+    sentinel.flags.settle = timed_settle
     end_step = sentinel.schedule.end_step
 
     def counted_end(step):
@@ -130,12 +141,13 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     g = torch.Generator().manual_seed(rank)
     batches = [(torch.randn(args.batch, 1024, generator=g).to(device), torch.randn(args.batch, args.hidden, generator=g).to(device)) for _ in range(4)]
     step_counter = {"plain": 0, "guarded": 0}
+    cpu: dict[str, list[float]] = {"plain": [], "guarded": []}
 
     def run(kind: str, steps: int) -> float:
         model, opt = (plain, plain_opt) if kind == "plain" else (guarded, guarded_opt)
         sync(device)
         dist.barrier()
-        start = time.perf_counter()
+        start, cpu_at = time.perf_counter(), time.process_time()
         for _ in range(steps):
             step = step_counter[kind]
             batch = batches[step % len(batches)]
@@ -153,6 +165,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
                 sentinel.on_step_end(step)
             step_counter[kind] += 1
         sync(device)
+        cpu[kind].append(time.process_time() - cpu_at)  # every thread of this rank's process
         dist.barrier()
         return time.perf_counter() - start
 
@@ -164,7 +177,9 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     run("plain", 2)
     run("guarded", 2)
     wall = {"plain": [], "guarded": []}
-    inside["seconds"] = 0.0
+    inside["seconds"] = inside["cpu"] = 0.0
+    cpu["plain"].clear()
+    cpu["guarded"].clear()
     per_hook.clear()
     per_kind.clear()
     runs_of.clear()
@@ -194,7 +209,9 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
             share = inside["seconds"] / sum(wall["guarded"])
             implied = 1 - share
             print(f"time inside the sentinel on rank 0: {1000 * inside['seconds'] / steps:.1f} ms/step "
-                  f"= {100 * share:.2f}% of the step (implied ratio {implied:.3f})")
+                  f"= {100 * share:.2f}% of the step (implied ratio {implied:.3f}); its CPU time "
+                  f"{1000 * inside['cpu'] / steps:.1f} ms/step = {100 * inside['cpu'] / sum(cpu['guarded']):.2f}% of the guarded "
+                  f"steps' CPU time (wall minus CPU: waiting in collectives, or descheduled where ranks share cores)")
         else:  # a check step's first read of a device value waits for the backward pass to finish
             print("host time inside the hooks (on a GPU it includes waiting for the device, so it is no cost estimate):")
         print("  per hook, ms/step: " + ", ".join(f"{k} {1000 * v / steps:.2f}" for k, v in per_hook.items()))
@@ -203,6 +220,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
         schedule = sentinel.schedule
         print(f"  check period agreed by the ranks: {schedule.period} (stretch {schedule.stretch:.2f}, check_budget="
               f"{config.check_budget}, max_check_period={config.max_check_period}); runs in the measured steps: {runs_of}")
+        flags = per_kind.pop("(flags)", 0.0)
         periodic = sum(per_kind.values())
         rows = []
         steady_total = 0.0
@@ -215,8 +233,10 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
             rows.append(f"{kind} {100 * per_kind[kind] / wall_s:.2f}% ({1000 * each:.1f} ms each; steady {100 * steady:.2f}%)")
         every = (inside["seconds"] - periodic) / wall_s
         steady_total += every
+        mode = "reduced-gradient probe" if sentinel.flags.reduced else "flag all-reduce"
         print("  share of the guarded run inside the sentinel, per component: " + ", ".join(rows)
-              + f", every-step work and agreement {100 * every:.2f}%")
+              + f", every-step work {100 * every:.2f}% (of which the flags' {mode} {100 * flags / wall_s:.2f}%;"
+              f" the rest: hooks, check agreement, GEMM checksums)")
         print(f"  steady state at the agreed period: {100 * steady_total:.2f}% of the step")
         ratio = s / p
         print(f"end-to-end ratio {ratio:.3f}; block-to-block spread of the baseline {spread:.2f}..1")

@@ -325,10 +325,10 @@ class ReplicaSentinel:
                 self.state.flags |= FLAG_NONFINITE_GRAD
         except Exception as exc:
             self._local_error("gradient fingerprint", exc)
-        early, nonfinite = (0, 0), False
+        early, look = (0, 0), 0
         if due(self.config.flags_every, self.step):
             try:
-                *early, nonfinite = self.flags.settle(self.state, self.params, exchange)
+                *early, look = self.flags.settle(self.state, self.params, exchange)
             except Exception as exc:  # the probe reads values identical on every rank: it fails on all or none
                 self._local_error("flag exchange", exc)
         elif self.state.flags and not exchange:
@@ -357,8 +357,8 @@ class ReplicaSentinel:
                 self._record(Finding("grad_check", "ok", (), when))
         max_norm, min_norm = reduced[5], ~reduced[6]
         norm_spread = min_norm > 0 and bits_float(max_norm) > self.config.grad_norm_ratio * bits_float(min_norm)
-        if reduced[4] or norm_spread or nonfinite:
-            self._local_anomalies(nonfinite)
+        if reduced[4] or norm_spread or look:
+            self._local_anomalies(nonfinite_reduced=look == 1)
         return self._partial()
 
     def _local_anomalies(self, nonfinite_reduced: bool = False) -> None:

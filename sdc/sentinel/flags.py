@@ -6,13 +6,14 @@ ways to get one, chosen by what the gradients the sentinel sees are:
 
 * **Reduced gradients** (DDP, or a single replica): a NaN or Inf anywhere upstream of one
   rank's loss becomes non-finite local gradients there, and the all-reduce carries them into
-  every rank's reduced gradients, bit-identically. So every rank checks a sample of its
-  reduced gradients for finiteness (``reduced_grads_finite``: no collective, nothing on the
-  wire) and reaches the same answer; only when it fails do the ranks exchange their flags
-  (the replayer's gather) to find the origin. A local-only signal — a loss spike with finite
-  gradients, an Inf loss whose gradients stayed finite — travels with the next periodic
-  exchange and is reported as this rank's ``local_check`` (not replayed: that step's batch is
-  gone). This replaced an all-reduce on every step, whose host cost with four ranks sharing
+  every rank's reduced gradients, bit-identically. So every rank reads the largest magnitude
+  of a sample of them (``probe_magnitude``: no collective, nothing on the wire) and reaches
+  the same answer; only when it is not finite, or jumped a thousandfold (``GradProbe``: an
+  exponent-bit upset can overflow one rank's loss to Inf while its gradients, huge, stay
+  finite), do the ranks exchange their flags (the replayer's gather) to find the origin. A
+  local-only signal — a loss spike whose gradients stay ordinary — travels with the next
+  periodic exchange and is reported as this rank's ``local_check`` (not replayed: that
+  step's batch is gone). This replaced an all-reduce on every step, whose host cost with four ranks sharing
   two cores was ~5 ms a step (2 % of it).
 * **Sharded gradients** (FSDP/HSDP: each rank reduces a different shard, so a NaN reaches only
   some ranks): the flags travel in an asynchronous all-reduce of two int64s, launched when the
@@ -23,12 +24,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from typing import Callable, Sequence
 
 import torch
 import torch.distributed as dist
 
-from sdc.sentinel.checks import ANOMALY_FLAGS
+from sdc.sentinel.checks import ANOMALY_FLAGS, median
 from sdc.sentinel.comm import Collectives, PendingMax
 from sdc.sentinel.losses import PendingLosses
 from sdc.sentinel.state import StepState
@@ -71,16 +73,38 @@ def probe_views(grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return [g.reshape(-1) if g.dim() <= 1 else g.flatten(1)[0] for g in grads if g.numel()]
 
 
-def reduced_grads_finite(params: Sequence[torch.Tensor]) -> bool:
-    """Whether the sampled reduced gradients are all finite (one host read; the same answer on
-    every rank when the gradients are all-reduced)."""
+def probe_magnitude(params: Sequence[torch.Tensor]) -> float | None:
+    """The largest magnitude in the sampled reduced gradients (NaN or Inf if any is not
+    finite: ``max`` propagates NaN); None without gradients. One host read, the same value on
+    every rank when the gradients are all-reduced."""
     views = probe_views([p.grad for p in params if p.grad is not None])
     if not views:
-        return True
-    sample = torch.cat([v.to(views[0].device, torch.float32) for v in views])
-    if math.isfinite(float(sample.sum())):
-        return True
-    return bool(sample.isfinite().all())  # finite values whose sum overflowed are no alarm
+        return None
+    return float(torch.cat([v.to(views[0].device, torch.float32) for v in views]).abs().max())
+
+
+class GradProbe:
+    """Decides from the probe's magnitude, identically on every rank, whether to look for an
+    origin: a non-finite value, or a jump by ``SPIKE_FACTOR`` over the median of the last
+    ``WINDOW`` probes. A jump that no rank's flags explain costs one exchange, never an alarm."""
+
+    SPIKE_FACTOR = 1000.0
+    WINDOW = 32
+    WARMUP = 4
+
+    def __init__(self) -> None:
+        self.recent: deque[float] = deque(maxlen=self.WINDOW)
+
+    def fires(self, magnitude: float | None) -> tuple[bool, bool]:
+        """(look for the origin, the gradients are not finite)."""
+        if magnitude is None:
+            return False, False
+        if not math.isfinite(magnitude):
+            return True, True
+        spike = len(self.recent) >= self.WARMUP and magnitude > self.SPIKE_FACTOR * median(self.recent) > 0
+        if not spike:
+            self.recent.append(magnitude)
+        return spike, False
 
 
 class FlagExchange:
@@ -97,6 +121,7 @@ class FlagExchange:
     def __init__(self, comm: Collectives, losses: PendingLosses, reduced: bool, local_only: LocalOnly):
         self.comm, self.losses, self.reduced, self.local_only = comm, losses, reduced, local_only
         self.shared: set[int] = set()  # steps whose flags every rank has seen
+        self.probe = GradProbe()
         self.begin()
 
     def begin(self) -> None:
@@ -133,19 +158,20 @@ class FlagExchange:
                 local[0] = local[0] | self._device_flags
             self._work = self.comm.max_async(local)
 
-    def settle(self, state: StepState, params: Sequence[torch.Tensor], exchange: bool) -> tuple[int, int, bool]:
+    def settle(self, state: StepState, params: Sequence[torch.Tensor], exchange: bool) -> tuple[int, int, int]:
         """At ``on_grads_ready`` of a flags step: (any rank's flags, any rank's error flag,
-        whether every rank must now look for the origin of a non-finite reduced gradient).
-        ``exchange``: this step's periodic exchange carries the flags anyway."""
+        whether every rank must now look for an origin: 0 no, 1 the reduced gradients are not
+        finite, 2 they jumped). ``exchange``: this step's periodic exchange carries the flags."""
         if self.reduced:
             if exchange:
                 self.shared.add(state.step)
-                return 0, 0, False
-            if reduced_grads_finite(params):
-                return 0, 0, False  # a local-only anomaly of this step is reported when read
+                return 0, 0, 0
+            look, nonfinite = self.probe.fires(probe_magnitude(params))
+            if not look:
+                return 0, 0, 0  # a local-only anomaly of this step is reported when read
             self.shared.add(state.step)
             self.read(state)  # this rank's own loss flags, for the exchange that follows
-            return 0, 0, True
+            return 0, 0, 1 if nonfinite else 2
         self.shared.add(state.step)
         self.launch(state)  # normally already done by on_loss
         early = self._work.wait()
@@ -155,4 +181,4 @@ class FlagExchange:
             state.flags |= int(self._device_flags)
             if state.loss_value is None and state.loss is not None:
                 state.loss_value = float(state.loss.reshape(()).float())
-        return early[0], early[1], False
+        return early[0], early[1], 0

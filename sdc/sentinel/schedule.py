@@ -20,8 +20,8 @@ device is synchronized around it, on check steps only; a kind's first run, which
 costs, is not learnt), the step time the median wall time of
 the last ``STEP_WINDOW`` steps (a median: a pause between steps — evaluation, a checkpoint —
 does not make the steps look slower and the checks cheaper), and the allowance the budget
-less the share the sentinel's every-step work takes (measured on steps without a periodic
-check, at least a quarter of the budget). ``cap`` (``max_check_period``) bounds the period,
+less the share the sentinel's every-step work takes (its mean on steps without a periodic
+check; at least a quarter of the budget is left to the checks). ``cap`` (``max_check_period``) bounds the period,
 and so how late a fault can be named, even where the budget would stretch it further: there
 the budget gives way. The ranks agree on the largest ``s`` (the slowest rank's) in one
 all-reduce of one int64 per check step, so every rank runs the same checks at the same steps.
@@ -136,10 +136,11 @@ class CheckSchedule:
 
     @property
     def every_step_share(self) -> float:
-        """The share of a step the sentinel takes on steps without a periodic check."""
+        """The share of a step the sentinel takes on steps without a periodic check (a mean:
+        costs add up, and a rare slow hook is as much a cost as a steady one)."""
         if not self._every_step or self.step_seconds <= 0:
             return 0.0
-        return statistics.median(self._every_step) / self.step_seconds
+        return statistics.fmean(self._every_step) / self.step_seconds
 
     def inside(self, seconds: float) -> None:
         """Time spent in one of the sentinel's hooks this step."""
