@@ -4,18 +4,16 @@ faults from persistent ones — while the job runs.
 
 Protocol per step (every rank runs the same collectives in the same order):
 
-* ``on_grads_ready`` (``flags_every``): with DDP-reduced gradients, a finiteness probe of a
-  sample of them, the same on every rank, and a gather of the flags only when it fails; with
-  sharded gradients an asynchronous all-reduce(MAX) of two int64s started in ``on_loss``
-  (``flags.py``).
-* ``on_grads_ready``, on check steps only: one all-reduce(MAX) of a few int64s — the reduced
+* ``on_grads_ready`` (``flags_every``): with DDP-reduced gradients, a probe of a sample of
+  them, the same on every rank, and a gather of the flags only when it fires; with sharded
+  gradients an asynchronous all-reduce(MAX) of two int64s started in ``on_loss`` (``flags.py``).
+* ``on_grads_ready``, on check steps only (``schedule.py``: when, under one cost budget): one all-reduce(MAX) of a few int64s — the reduced
   gradients' digest and its complement (so MAX and MIN travel together), local flags, the
   local gradient norm, an error flag. Only if something is off: an all-gather of
   per-parameter digests and a majority vote, or a replay of the anomalous rank's step.
-* ``on_step_end``: on a check step, one all-reduce(MAX) of one int64 that agrees on the next
-  check periods (``schedule.py``: one cost budget for every periodic check); the same
-  comparison for parameters and optimizer state (``param_every``), then a recompute audit
-  (``audit_every``, see ``audit.py``).
+* ``on_step_end``: on a check step, an all-reduce(MAX) of one int64 agreeing on the next check
+  steps (unless ``on_grads_ready`` did), the same comparison for parameters and optimizer
+  state (``param_every``), then a recompute audit (``audit_every``, see ``audit.py``).
 
 A local failure (an exception in the sentinel's own code) becomes the error flag, so every
 rank skips the comparison together instead of one rank leaving a collective unmatched.
@@ -24,9 +22,7 @@ rank skips the comparison together instead of one rank leaving a collective unma
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
-import time
 import weakref
 from typing import Any, Callable, Sequence
 
@@ -48,24 +44,12 @@ from sdc.sentinel.losses import LossTracker, PendingLosses
 from sdc.sentinel.repair import optimizer_tensors, resync, skip_update
 from sdc.sentinel.replayer import Replayer, ReplayFn, capture_rng
 from sdc.sentinel.reporting import Reporter
-from sdc.sentinel.schedule import CheckSchedule
+from sdc.sentinel.schedule import CheckSchedule, counted
 from sdc.sentinel.state import StepState
 from sdc.sentinel.tap import LocalGradTap
 from sdc.sentinel.vote import Finding, StepVerdict, majority_vote, step_verdict
 
 log = logging.getLogger(__name__)
-
-
-def _timed(hook: Callable) -> Callable:
-    """A hook of the loop whose time counts against the check budget (schedule.py)."""
-    @functools.wraps(hook)
-    def run(self: "ReplicaSentinel", *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return hook(self, *args, **kwargs)
-        finally:
-            self.schedule.inside(time.perf_counter() - started)
-    return run
 
 
 class SentinelAbort(SystemExit):
@@ -148,7 +132,7 @@ class ReplicaSentinel:
         # The gradients seen at on_grads_ready are every rank's all-reduce (DDP over this group,
         # or one replica): a NaN anywhere shows in all of them, and no per-step exchange is needed.
         self.flags = FlagExchange(self.comm, self.losses, self.comm.size == 1 or reduced_by_ddp(model, self.comm),
-                                  self._local_only)
+                                  self.reporter, self.peers.suspect(self.comm.index))
         self.last_verified_step: int | None = None
         self.step = -1
         self.errors = 0
@@ -183,7 +167,7 @@ class ReplicaSentinel:
 
     # ------------------------------------------------------------------ hooks of the loop
 
-    @_timed
+    @counted
     def on_step_begin(self, step: int, batch: Any = None) -> None:
         """Start a step: remember the batch and RNG state a replay or audit would need."""
         self.step = step
@@ -202,7 +186,7 @@ class ReplicaSentinel:
         """The batch (and RNG state) this step consumes, for a replay or an audit."""
         self.state.batch, self.state.rng = batch, capture_rng(self.device)
 
-    @_timed
+    @counted
     def on_loss(self, loss: torch.Tensor) -> None:
         """Local checks before the reduction: non-finite loss, loss spike.
 
@@ -219,16 +203,6 @@ class ReplicaSentinel:
             if flags and not self.flags.reduced:
                 self.flags.launch(self.state)
 
-    def _read_losses(self) -> None:
-        self.flags.read(self.state)
-
-    def _local_only(self, step: int, reasons: list[str], loss: float | None) -> None:
-        # Seen on this rank only: no collective, no replay, no action (a lone skip or raise
-        # would split the replicas).
-        me = self.peers.suspect(self.comm.index)
-        log.warning("sdc sentinel: step %s: local %s on this rank (not replayed: its flags were not exchanged)", step, reasons)
-        self.reporter.emit(step, "local_check", "unattributed", (me,), {"reasons": reasons, "replayed": False, "local_only": True, "loss": loss})
-
     def observe_local_bucket(self, index: int, buffer: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
         """A local gradient bucket (DDP comm-hook wrapper) or parameter gradient (LocalGradTap)
         before its reduction. Digest and squared norm stay on the device until
@@ -244,7 +218,7 @@ class ReplicaSentinel:
         except Exception as exc:
             self._local_error("local gradient check", exc)
 
-    @_timed
+    @counted
     def on_grads_ready(self) -> StepVerdict:
         """After the data-parallel reduction (and any clipping), right before the optimizer step."""
         try:
@@ -256,7 +230,7 @@ class ReplicaSentinel:
         except Exception as exc:
             return self._internal_error("on_grads_ready", exc)
 
-    @_timed
+    @counted
     def on_step_end(self, step: int) -> StepVerdict:
         """After ``optimizer.step()``: parameter checks, the audit, then the step's verdict."""
         try:
@@ -312,7 +286,7 @@ class ReplicaSentinel:
         exchange = check or self.schedule.due("local", self.step)
         try:
             if exchange:
-                self._read_losses()  # this step's loss flags travel with the exchange
+                self.flags.read(self.state)  # this step's loss flags travel with the exchange
             if self.state.local_on_device:
                 with self.schedule.measure("local"):
                     self.state.read_local_buckets()
@@ -334,7 +308,7 @@ class ReplicaSentinel:
         elif self.state.flags and not exchange:
             # Seen on this rank only, on a step without an exchange: nothing can bring the other
             # ranks to a replay, so record what we saw.
-            self._local_only(self.step, flag_names(self.state.flags), self.state.loss_value)
+            self.flags.local_only(self.step, flag_names(self.state.flags), self.state.loss_value)
         if exchange:
             norm_bits = float_bits(norm) if norm is not None and norm == norm and norm < float("inf") else -1
             d = digest

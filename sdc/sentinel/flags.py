@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -33,7 +33,9 @@ import torch.distributed as dist
 from sdc.sentinel.checks import ANOMALY_FLAGS, median
 from sdc.sentinel.comm import Collectives, PendingMax
 from sdc.sentinel.losses import PendingLosses
+from sdc.sentinel.reporting import Reporter
 from sdc.sentinel.state import StepState
+from sdc.sentinel.vote import Suspect
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,6 @@ log = logging.getLogger(__name__)
 # through backward, every gradient upstream of it, so the first parameters (the first layers:
 # upstream of everything) and the last (the head: next to the loss) carry it.
 PROBE_TENSORS = 32
-
-LocalOnly = Callable[[int, list, "float | None"], None]
 
 
 def reduced_by_ddp(model: torch.nn.Module, comm: Collectives) -> bool:
@@ -115,11 +115,12 @@ class FlagExchange:
         losses: the rank's losses, kept on the device until read.
         reduced: the gradients seen at ``on_grads_ready`` are every rank's all-reduced (DDP,
             or one replica): probe them instead of exchanging flags on every step.
-        local_only: reports an anomaly seen by this rank alone (step, reasons, loss).
+        reporter: where this rank's events go.
+        me: this rank as a suspect, for an anomaly seen by it alone.
     """
 
-    def __init__(self, comm: Collectives, losses: PendingLosses, reduced: bool, local_only: LocalOnly):
-        self.comm, self.losses, self.reduced, self.local_only = comm, losses, reduced, local_only
+    def __init__(self, comm: Collectives, losses: PendingLosses, reduced: bool, reporter: Reporter, me: Suspect):
+        self.comm, self.losses, self.reduced, self.reporter, self.me = comm, losses, reduced, reporter, me
         self.shared: set[int] = set()  # steps whose flags every rank has seen
         self.probe = GradProbe()
         self.begin()
@@ -135,6 +136,13 @@ class FlagExchange:
             self.read(state)
         if flags_step and not self.reduced:
             self._device_flags = self.losses.device_flags(state.loss)
+
+    def local_only(self, step: int, reasons: list[str], loss: float | None) -> None:
+        """Seen on this rank only: no collective, no replay, no action (a lone skip or raise
+        would split the replicas)."""
+        log.warning("sdc sentinel: step %s: local %s on this rank (not replayed: its flags were not exchanged)", step, reasons)
+        self.reporter.emit(step, "local_check", "unattributed", (self.me,),
+                           {"reasons": reasons, "replayed": False, "local_only": True, "loss": loss})
 
     def read(self, state: StepState, final: bool = False) -> None:
         """Read the pending losses: the current step's anomaly becomes this step's flags; an

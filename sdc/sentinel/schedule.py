@@ -30,12 +30,13 @@ all-reduce of one int64 per check step, so every rank runs the same checks at th
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
 from collections import deque
 from contextlib import contextmanager
-from typing import Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -46,6 +47,18 @@ KINDS = ("local", "grads", "params", "audit")
 STEP_WINDOW = 32
 # The stretch factor travels as an integer number of thousandths.
 SCALE = 1000
+
+
+def counted(hook: Callable) -> Callable:
+    """Marks a sentinel hook whose time counts against the budget (its ``schedule.inside``)."""
+    @functools.wraps(hook)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return hook(self, *args, **kwargs)
+        finally:
+            self.schedule.inside(time.perf_counter() - started)
+    return run
 
 
 def synchronize(device: torch.device) -> None:
