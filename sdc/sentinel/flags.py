@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 # through backward, every gradient upstream of it, so the first parameters (the first layers:
 # upstream of everything) and the last (the head: next to the loss) carry it.
 PROBE_TENSORS = 32
+# Elements of a weight gradient's first row the probe reads (a few cache lines): a non-finite
+# or blown-up value upstream of a layer fills whole rows of its output gradient, and so every
+# element of its weight gradient, the leading ones included.
+PROBE_ROW = 64
 
 
 def reduced_by_ddp(model: torch.nn.Module, comm: Collectives) -> bool:
@@ -64,13 +68,15 @@ def probe_views(grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     x`` sums over every element of the layer's input ``x``, and a NaN times anything, zero
     included, is NaN: a non-finite value anywhere upstream of the layer's input shows there. A
     1-D gradient (bias, norm weight: a sum of ``dy`` over the batch) is read whole: it shows a
-    non-finite output gradient. Backward spreads a non-finite output gradient over whole rows
-    of the input gradients upstream, so every earlier layer's first row shows it too. Rows, not
-    columns: a row is contiguous (a column costs a cache miss per element). Views, no copy.
+    non-finite output gradient, even in one column. Backward spreads a non-finite output
+    gradient over whole rows of the input gradients upstream, so every earlier layer's weight
+    gradient is non-finite throughout and its first ``PROBE_ROW`` elements show it. Contiguous
+    elements, not a column (a cache miss per element): the probe reads a few cache lines per
+    tensor, right after the all-reduce, when the ranks contend for the cores. Views, no copy.
     """
     if len(grads) > PROBE_TENSORS:
         grads = list(grads[: PROBE_TENSORS // 2]) + list(grads[-(PROBE_TENSORS // 2):])
-    return [g.reshape(-1) if g.dim() <= 1 else g.flatten(1)[0] for g in grads if g.numel()]
+    return [g.reshape(-1) if g.dim() <= 1 else g.flatten(1)[0, :PROBE_ROW] for g in grads if g.numel()]
 
 
 def probe_magnitude(params: Sequence[torch.Tensor]) -> float | None:
@@ -80,7 +86,7 @@ def probe_magnitude(params: Sequence[torch.Tensor]) -> float | None:
     views = probe_views([p.grad for p in params if p.grad is not None])
     if not views:
         return None
-    return float(torch.cat([v.to(views[0].device, torch.float32) for v in views]).abs().max())
+    return float(torch.linalg.vector_norm(torch.cat(views), float("inf")))  # max |g|; cat promotes mixed dtypes
 
 
 class GradProbe:
