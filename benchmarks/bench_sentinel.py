@@ -142,6 +142,10 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     g = torch.Generator().manual_seed(rank)
     batches = [(torch.randn(args.batch, 1024, generator=g).to(device), torch.randn(args.batch, args.hidden, generator=g).to(device)) for _ in range(4)]
     step_counter = {"plain": 0, "guarded": 0}
+    # From the end of the backward pass to the end of the optimizer step, in both variants: the
+    # first work after the gradient all-reduce waits while the ranks that woke together contend
+    # for the cores, whoever does it; the difference is what on_grads_ready really adds there.
+    tail = {"plain": 0.0, "guarded": 0.0}
 
     def run(kind: str, steps: int) -> float:
         model, opt = (plain, plain_opt) if kind == "plain" else (guarded, guarded_opt)
@@ -158,9 +162,11 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
             if kind == "guarded":
                 sentinel.on_loss(loss)
             loss.backward()
+            after_backward = time.perf_counter()
             if kind == "guarded":
                 sentinel.on_grads_ready()
             opt.step()
+            tail[kind] += time.perf_counter() - after_backward
             if kind == "guarded":
                 sentinel.on_step_end(step)
             step_counter[kind] += 1
@@ -177,6 +183,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     run("guarded", 2)
     wall = {"plain": [], "guarded": []}
     inside["seconds"] = 0.0
+    tail["plain"] = tail["guarded"] = 0.0
     per_hook.clear()
     per_kind.clear()
     runs_of.clear()
@@ -209,6 +216,8 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
                   f"= {100 * share:.2f}% of the step (implied ratio {implied:.3f})")
         else:  # a check step's first read of a device value waits for the backward pass to finish
             print("host time inside the hooks (on a GPU it includes waiting for the device, so it is no cost estimate):")
+        print(f"  backward end to optimizer step end, ms/step: without {1000 * tail['plain'] / steps:.2f}, with "
+              f"{1000 * tail['guarded'] / steps:.2f} (on_grads_ready inside it {1000 * per_hook.get('on_grads_ready', 0.0) / steps:.2f})")
         print("  per hook, ms/step: " + ", ".join(f"{k} {1000 * v / steps:.2f}" for k, v in per_hook.items()))
         wall_s = sum(wall["guarded"])
         step_s = wall_s / steps

@@ -61,7 +61,9 @@ def test_a_spike_on_a_check_step_is_flagged_on_that_step():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU to observe host syncs")
 def test_no_host_sync_on_steps_without_a_check_on_the_gpu():
     events: list = []
-    model, sentinel = _sentinel(events, device="cuda", grad_every=20, param_every=100, local_every=20)
+    # flags_every=0: the per-step flags read one value by design (the reduced-gradient probe,
+    # a sync right before the optimizer step); everything else must stay on the device.
+    model, sentinel = _sentinel(events, device="cuda", grad_every=20, param_every=100, local_every=20, flags_every=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(8, 4, device="cuda")
     for step in range(1, 19):  # step 0 is a check step; 1..18 are not
