@@ -102,6 +102,8 @@ def test_at_the_defaults_a_nan_on_any_step_is_replayed():
         verdicts.append(sentinel.on_step_end(step))
     sentinel.close()
     assert [v.step for v in verdicts if not v.ok] == [7]
+    # A check step's verdict says when the checks run next (step 0: the base period, no costs yet).
+    assert verdicts[0].details["check_period"]["params"] == 20 and verdicts[0].details["next_check_step"]["params"] == 20
     replays = [e for e in events if e.kind == "replay"]
     assert [(e.step, e.details["reasons"], e.details["replayed"]) for e in replays] == [(7, ["nonfinite_loss"], True)]
     assert not [e for e in events if e.details.get("local_only")]
