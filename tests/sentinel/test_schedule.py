@@ -3,8 +3,11 @@ and the ranks agreeing on the slowest rank's stretch so they check at the same s
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from sdc.sentinel import SentinelConfig
+from sdc.sentinel.config import SentinelConfigError
 from sdc.sentinel.schedule import SCALE, CheckSchedule, period_for, stretch_for
 
 EVERY = {"local": 20, "grads": 20, "params": 20, "audit": 20}
@@ -88,3 +91,11 @@ def test_without_a_budget_every_check_runs_exactly_at_its_base_period_without_ag
     checked = _run(schedule, comm, 100, {"local": 1.0, "grads": 1.0, "params": 1.0, "audit": 1.0}, 0.1)
     assert checked == [0, 20, 30, 40, 60, 80, 90] and comm.seen == []
     assert schedule.details("params", 30) == {"check_period": 30, "next_check_step": 60}
+
+
+def test_the_budget_and_cap_settings():
+    assert SentinelConfig().check_budget == 0.01 and SentinelConfig().max_check_period == 200
+    assert SentinelConfig(audit_budget=0).check_budget == 0  # the former, audits-only name
+    for bad in (dict(check_budget=1.0), dict(check_budget=-0.1), dict(max_check_period=-1)):
+        with pytest.raises(SentinelConfigError):
+            SentinelConfig(**bad)
