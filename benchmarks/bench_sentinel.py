@@ -8,12 +8,15 @@ both alike; the ratio of whole-run throughputs is reported with the blocks' spre
 baseline's own blocks differ by more than 10% (a shared 2-core VM running 4 ranks: rates
 swung 4x within a minute), the time spent inside the sentinel's hooks is the verdict instead.
 
-The audit budget (default 1 %) sets the audit period from the audit's measured cost and the
-median step time; the sentinel's step clock is the median of recent step-to-step intervals, so
-the other variant's block between two guarded steps does not count as a slow step. The report
-says how many audits fell in the measured steps and the period the ranks agreed on, and the
-audits' share at that period in steady state (the measured window may hold one audit more or
-less than the period implies).
+The check budget (default 1 %, shared by every periodic check: local and reduced gradient
+digests, parameter and optimizer-state digests, audits) sets the check period from the checks'
+measured costs and the median step time; the sentinel's step clock is the median of recent
+step-to-step intervals, so the other variant's block between two guarded steps does not count
+as a slow step. The report gives the share of the guarded run's wall time spent inside the
+sentinel per component (each periodic check kind, and the every-step work: hooks, the
+reduced-gradient probe, the agreement), the check period the ranks agreed on, and each
+component's share in steady state at that period (the measured window may hold one check
+cycle more or less than the period implies).
 
     .venv/bin/python benchmarks/bench_sentinel.py [--ranks 4] [--blocks 4] [--steps 50] [--batch 16]
 
@@ -30,6 +33,7 @@ On a GPU (the sentinel's digests then run on the device, and any host sync it ad
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 import os
 import socket
 import tempfile
@@ -75,16 +79,22 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     plain, plain_opt = make()
     guarded, guarded_opt = make()
     overrides = {k: v for k, v in (("flags_every", args.flags_every), ("audit_every", args.audit_every),
-                                   ("audit_budget", args.audit_budget), ("gemm_check_every", args.gemm_check_every)) if v is not None}
+                                   ("check_budget", args.check_budget), ("gemm_check_every", args.gemm_check_every),
+                                   ("max_check_period", args.max_check_period)) if v is not None}
     config = SentinelConfig(job_id="bench", database_url=f"sqlite:///{tmp}/sdc.db", outbox_dir=f"{tmp}/outbox", **overrides)
     loss_fn = lambda module, batch: nn.functional.mse_loss(module(batch[0]), batch[1])  # noqa: E731
     sentinel = ReplicaSentinel(guarded, guarded_opt, config=config, deliver=(lambda batch: None) if args.no_events else None)
-    # Time spent inside the sentinel (hooks and the comm-hook's local digest): a second,
-    # less noise-prone estimate of its cost than the end-to-end ratio on a shared machine.
+    # Time spent inside the sentinel (its hooks, the local-gradient tap inside the backward
+    # pass): a less noise-prone estimate of its cost than the end-to-end ratio on a shared
+    # machine. Per component: the schedule's own measurement of each periodic check kind.
     inside = {"seconds": 0.0}
     per_hook: dict[str, float] = {}
+    per_kind: dict[str, float] = {}
+    runs_of: dict[str, int] = {}
 
     def timed(name, fn):
+        # Wall time only: a CPU-time clock is a system call, and where ranks share cores a
+        # system call is where the scheduler takes the core away (it inflated on_loss 20x).
         def call(*a, **k):
             t = time.perf_counter()
             try:
@@ -97,18 +107,34 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
 
     for name in ("on_step_begin", "on_loss", "on_grads_ready", "on_step_end", "observe_local_bucket"):
         setattr(sentinel, name, timed(name, getattr(sentinel, name)))
-    # Inside on_step_end: the audit's share on its own (counted once, in on_step_end's total).
-    audit_run = sentinel.auditor.run
+    measure = sentinel.schedule.measure
 
-    def audit(*a, **k):
+    @contextmanager
+    def measured(kind, sync=True):
+        t = time.perf_counter()
+        with measure(kind, sync):
+            yield
+        per_kind[kind] = per_kind.get(kind, 0.0) + time.perf_counter() - t
+
+    sentinel.schedule.measure = measured
+    settle = sentinel.flags.settle
+
+    def timed_settle(*a, **k):  # the every-step flags: the reduced-gradient probe, or the exchange's wait
         t = time.perf_counter()
         try:
-            return audit_run(*a, **k)
+            return settle(*a, **k)
         finally:
-            per_hook["(audit)"] = per_hook.get("(audit)", 0.0) + time.perf_counter() - t
+            per_kind["(flags)"] = per_kind.get("(flags)", 0.0) + time.perf_counter() - t
 
-    sentinel.auditor.run = audit
-    audits_before = {"n": 0}
+    sentinel.flags.settle = timed_settle
+    end_step = sentinel.schedule.end_step
+
+    def counted_end(step):
+        for kind in sentinel.schedule.due_kinds(step):
+            runs_of[kind] = runs_of.get(kind, 0) + 1
+        end_step(step)
+
+    sentinel.schedule.end_step = counted_end
     if args.no_hook:
         sentinel.replay_fn = lambda batch: loss_fn(guarded.module, batch)
     else:
@@ -116,6 +142,10 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     g = torch.Generator().manual_seed(rank)
     batches = [(torch.randn(args.batch, 1024, generator=g).to(device), torch.randn(args.batch, args.hidden, generator=g).to(device)) for _ in range(4)]
     step_counter = {"plain": 0, "guarded": 0}
+    # From the end of the backward pass to the end of the optimizer step, in both variants: the
+    # first work after the gradient all-reduce waits while the ranks that woke together contend
+    # for the cores, whoever does it; the difference is what on_grads_ready really adds there.
+    tail = {"plain": 0.0, "guarded": 0.0}
 
     def run(kind: str, steps: int) -> float:
         model, opt = (plain, plain_opt) if kind == "plain" else (guarded, guarded_opt)
@@ -132,9 +162,11 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
             if kind == "guarded":
                 sentinel.on_loss(loss)
             loss.backward()
+            after_backward = time.perf_counter()
             if kind == "guarded":
                 sentinel.on_grads_ready()
             opt.step()
+            tail[kind] += time.perf_counter() - after_backward
             if kind == "guarded":
                 sentinel.on_step_end(step)
             step_counter[kind] += 1
@@ -151,8 +183,10 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     run("guarded", 2)
     wall = {"plain": [], "guarded": []}
     inside["seconds"] = 0.0
+    tail["plain"] = tail["guarded"] = 0.0
     per_hook.clear()
-    audits_before["n"] = sentinel.auditor.rounds
+    per_kind.clear()
+    runs_of.clear()
     for block in range(args.blocks):
         # ABBA order: neither variant always runs right after the other's warm caches.
         for kind in (("plain", "guarded") if block % 2 == 0 else ("guarded", "plain")):
@@ -182,19 +216,33 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
                   f"= {100 * share:.2f}% of the step (implied ratio {implied:.3f})")
         else:  # a check step's first read of a device value waits for the backward pass to finish
             print("host time inside the hooks (on a GPU it includes waiting for the device, so it is no cost estimate):")
-        print("  per hook, ms/step: " + ", ".join(f"{k} {1000 * v / steps:.1f}" for k, v in per_hook.items()))
-        audits = sentinel.auditor.rounds - audits_before["n"]
-        if audits:
-            per_audit = per_hook.get("(audit)", 0.0) / audits
-            step_s = sum(wall["guarded"]) / steps
-            period = sentinel.auditor.period or config.audit_every
-            print(f"audits in the measured steps: {audits} of {1000 * per_audit:.0f} ms each; agreed period {period} steps "
-                  f"(audit_every={config.audit_every}, audit_budget={config.audit_budget}): audits' steady-state share "
-                  f"{100 * per_audit / (period * step_s):.2f}%, the rest of the sentinel "
-                  f"{100 * (inside['seconds'] - per_hook.get('(audit)', 0.0)) / sum(wall['guarded']):.2f}%")
-        else:
-            print(f"no audit fell in the measured steps (period {sentinel.auditor.period or config.audit_every}): "
-                  f"run more steps (--blocks, --steps) to include one")
+        print(f"  backward end to optimizer step end, ms/step: without {1000 * tail['plain'] / steps:.2f}, with "
+              f"{1000 * tail['guarded'] / steps:.2f} (on_grads_ready inside it {1000 * per_hook.get('on_grads_ready', 0.0) / steps:.2f})")
+        print("  per hook, ms/step: " + ", ".join(f"{k} {1000 * v / steps:.2f}" for k, v in per_hook.items()))
+        wall_s = sum(wall["guarded"])
+        step_s = wall_s / steps
+        schedule = sentinel.schedule
+        print(f"  check period agreed by the ranks: {schedule.period} (stretch {schedule.stretch:.2f}, check_budget="
+              f"{config.check_budget}, max_check_period={config.max_check_period}); runs in the measured steps: {runs_of}")
+        flags = per_kind.pop("(flags)", 0.0)
+        periodic = sum(per_kind.values())
+        rows = []
+        steady_total = 0.0
+        for kind in ("local", "grads", "params", "audit"):
+            if kind not in per_kind:
+                continue
+            each = per_kind[kind] / max(1, runs_of.get(kind, 1))
+            steady = each / (schedule.period[kind] * step_s)
+            steady_total += steady
+            rows.append(f"{kind} {100 * per_kind[kind] / wall_s:.2f}% ({1000 * each:.1f} ms each; steady {100 * steady:.2f}%)")
+        every = (inside["seconds"] - periodic) / wall_s
+        steady_total += every
+        mode = "reduced-gradient probe" if sentinel.flags.reduced else "flag all-reduce"
+        print("  share of the guarded run inside the sentinel, per component: " + ", ".join(rows)
+              + f", every-step work {100 * every:.2f}% (of which the flags' {mode} {100 * flags / wall_s:.2f}%;"
+              f" the rest: hooks, check agreement, GEMM checksums)")
+        print(f"  steady state at the agreed period: {100 * steady_total:.2f}% of the step (the schedule's own estimate of the "
+              f"every-step work: {100 * schedule.every_step_share:.2f}%)")
         ratio = s / p
         print(f"end-to-end ratio {ratio:.3f}; block-to-block spread of the baseline {spread:.2f}..1")
         if implied is None:
@@ -203,7 +251,8 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
             # On a shared CPU the baseline alone swings more than the 1% being measured: the
             # sentinel's own time is the verdict (an upper bound, inflated when ranks share cores).
             print(f"target <= 1% of the step inside the sentinel: {'met' if implied >= 0.99 else 'NOT met'} "
-                  f"({100 * (1 - implied):.2f}%); end-to-end ratio {ratio:.3f} with baseline spread {spread:.2f}")
+                  f"({100 * (1 - implied):.2f}% in the measured window, {100 * steady_total:.2f}% in steady state at the agreed "
+                  f"period); end-to-end ratio {ratio:.3f} with baseline spread {spread:.2f}")
     dist.destroy_process_group()
 
 
@@ -243,7 +292,7 @@ def campaign(args: argparse.Namespace) -> None:
         print(f"  {target:12s} localized {sum(o.named for o in group)}/{len(group)}")
     gaps = sorted(b - a for o in outcomes for a, b in zip(o.audit_steps[1:], o.audit_steps[2:]))
     if gaps:  # the first gap is audit_every (no step time measured yet), the later ones budgeted
-        print(f"  audit period set by audit_budget: median {gaps[len(gaps) // 2]} steps (min {gaps[0]}, max {gaps[-1]})")
+        print(f"  audit period set by check_budget: median {gaps[len(gaps) // 2]} steps (min {gaps[0]}, max {gaps[-1]})")
     named = sum(o.named for o in faulty)
     print(f"localization rate {named / len(faulty):.3f} ({named}/{len(faulty)}; the competing tool on the independent "
           f"campaign: 50/67 = 0.746); false alarms {sum(o.first is not None for o in healthy)}/{len(healthy)} healthy runs")
@@ -264,7 +313,8 @@ def main() -> None:
     parser.add_argument("--backend", default="gloo", help="gloo, or nccl with one GPU per rank")
     parser.add_argument("--flags-every", type=int, default=None, help="override SentinelConfig.flags_every")
     parser.add_argument("--audit-every", type=int, default=None, help="override SentinelConfig.audit_every (0: no audits)")
-    parser.add_argument("--audit-budget", type=float, default=None, help="override SentinelConfig.audit_budget")
+    parser.add_argument("--check-budget", type=float, default=None, help="override SentinelConfig.check_budget")
+    parser.add_argument("--max-check-period", type=int, default=None, help="override SentinelConfig.max_check_period")
     parser.add_argument("--gemm-check-every", type=int, default=None, help="override SentinelConfig.gemm_check_every")
     parser.add_argument("--no-events", action="store_true", help="drop events instead of writing them to SQLite")
     parser.add_argument("--no-hook", action="store_true", help="leave DDP's built-in C++ reduction (no local bucket checks)")

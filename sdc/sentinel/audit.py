@@ -9,8 +9,14 @@ each rank computes the same thing alone, so the faulty chip's digest stands out 
 majority vote names it, with the first parameter (in model order) whose gradient differs.
 
 The slice's owner rotates with every audit, so over ``world`` audits every rank's data is
-used; every parameter's gradient is compared at every audit (digests cost a pass over
-memory), so every layer is covered each time. With two replicas an even split is resolved by
+used. Every parameter's gradient is compared at every audit, so every layer is covered each
+time. Rotating the compared layers instead was weighed and not done: the audit's cost is the
+recompute (forward and backward of the slice), not the digests (one pass over the gradients,
+a few percent of the audit), and a weight-gradient fault (a corrupted dW GEMM) shows only in
+its own layer's digest, so a rotation would see it only every few audits. When audits run is
+the check schedule's decision (``schedule.py``, one cost budget with the other checks).
+
+With two replicas an even split is resolved by
 a second opinion: both recompute the audit again and a rank whose result does not reproduce
 is named; if both reproduce, the split stays ``unattributed`` and the audit is handed to the
 fleet as a probe case (details ``second_opinion``).
@@ -23,12 +29,8 @@ tolerance, recorded as ``comparison: tolerance``.
 from __future__ import annotations
 
 import logging
-import math
 import os
-import statistics
-import time
 import warnings
-from collections import deque
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -45,8 +47,6 @@ log = logging.getLogger(__name__)
 # Relative spread of a gradient's norm between replicas that the tolerance comparison accepts.
 TOLERANCE = 1e-4
 _NONDETERMINISTIC = ("deterministic", "nondeterministic")
-# How many recent training steps the audit budget's step time is the median of.
-STEP_WINDOW = 32
 
 
 def audit_slice(batch: Any, samples: int) -> Any:
@@ -136,39 +136,13 @@ class Auditor:
         self.model = model
         self.audits = 0
         self.rounds = 0  # audits attempted, the same count on every rank: rotates the owner
-        self.next_step = 0  # with a budget: the first step the next audit may run at
-        self.period = 0  # steps from the last audit to the next, as the ranks agreed
-        # Wall time of recent training steps (fed by the sentinel). A median, not a mean: a
-        # pause between steps (evaluation, a checkpoint, a benchmark's other variant) must not
-        # make the steps look slower and the audits cheaper than they are.
-        self._step_times: deque[float] = deque(maxlen=STEP_WINDOW)
-
-    def observe_step(self, seconds: float) -> None:
-        self._step_times.append(seconds)
-
-    @property
-    def step_seconds(self) -> float:
-        """The median wall time of the recent training steps (0 before two steps were seen)."""
-        return statistics.median(self._step_times) if self._step_times else 0.0
 
     @property
     def names(self) -> list[str]:
         return self.replayer.names + ["loss"]
 
-    def owner(self, step: int, every: int) -> int:
+    def owner(self) -> int:
         return self.rounds % self.comm.size
-
-    def due(self, step: int, every: int, budget: float) -> bool:
-        """Every ``every`` steps; with a cost budget, no sooner than the ranks agreed last time."""
-        if every <= 0:
-            return False
-        return step >= self.next_step if budget > 0 else step % every == 0
-
-    def _gap(self, seconds: float, every: int, budget: float) -> int:
-        """Steps until the next audit so that it costs at most ``budget`` of the training time."""
-        if budget <= 0 or self.step_seconds <= 0:
-            return every
-        return max(every, math.ceil(seconds / (budget * self.step_seconds)))
 
     def _compute(self, batch: Any, step: int) -> tuple[torch.Tensor, list[int], list[torch.Tensor], bool]:
         """(per-tensor digests, their word counts, the tensors, nondeterministic) of the audit here."""
@@ -188,11 +162,11 @@ class Auditor:
         nondeterministic = any(any(w in str(c.message) for w in _NONDETERMINISTIC) for c in caught)
         return tensor_sums(tensors), [word_count(t) for t in tensors], tensors, nondeterministic
 
-    def run(self, step: int, batch: Any, every: int, budget: float = 0.0) -> list[Finding]:
-        """One audit at ``step``: the owner's slice of ``batch``, recomputed by everyone."""
-        owner = self.owner(step, every)
+    def run(self, step: int, batch: Any, schedule: dict | None = None) -> list[Finding]:
+        """One audit at ``step``: the owner's slice of ``batch``, recomputed by everyone.
+        ``schedule``: when audits run (the check schedule's details), for the events."""
+        owner = self.owner()
         self.rounds += 1
-        self.next_step = step + every
         piece = None
         if self.comm.index == owner and batch is not None:
             try:
@@ -202,21 +176,18 @@ class Auditor:
         piece = self.comm.broadcast_object(piece, owner)
         if piece is None:
             return []  # decided from the broadcast value: every rank skips together
-        started = time.perf_counter()
         first = self._attempt(piece, step)
         sums, lengths, tensors, nondet, error = first
-        gap = self._gap(time.perf_counter() - started, every, budget)
         digest = (0, 0) if error else tuple(int(v) for v in combine_sums(sums, lengths))
-        reduced = self.comm.max_(torch.tensor([digest[0], digest[1], ~digest[0], ~digest[1], int(error), int(nondet), gap],
+        reduced = self.comm.max_(torch.tensor([digest[0], digest[1], ~digest[0], ~digest[1], int(error), int(nondet)],
                                               dtype=torch.int64)).tolist()
-        self.period = reduced[6]
-        self.next_step = step + self.period  # the slowest rank's gap: every rank agrees on it
         if reduced[4]:
             log.warning("sdc sentinel: step %s: a rank could not run the audit; skipped by all", step)
             return []
         self.audits += 1
-        base = {"owner_rank": self.peers.rank(owner), "samples": self.samples, "audits": self.audits,
-                "next_audit_step": self.next_step}
+        when = schedule or {}
+        base = {"owner_rank": self.peers.rank(owner), "samples": self.samples, "audits": self.audits, **when,
+                "next_audit_step": when.get("next_check_step")}
         if reduced[5]:
             norms = torch.stack([t.double().norm() for t in tensors]).cpu() if tensors else torch.zeros(len(self.names), dtype=torch.float64)
             return [self._tolerance_vote(step, norms, base)]

@@ -27,10 +27,15 @@ class SentinelConfig:
         param_every: compare parameters (and optimizer state) every N steps (0: never); by
             default on every gradient check, so a state fault is named within one period.
         optimizer_state: also compare optimizer state tensors at parameter checks.
-        flags_every: exchange the local anomaly flags every N steps (an async all-reduce of two
-            int64s overlapped with the backward pass), so a NaN or a loss spike on any such
-            step is replayed and named. 1 (default): every step. 0: only on check steps; an
-            anomaly on another step is then a ``local_check`` event of this rank alone.
+        flags_every: on every N-th step, make sure a non-finite value on any rank is replayed
+            and named at that step. Where the gradients the sentinel sees are the all-reduce
+            of every rank's (DDP, or one replica), a NaN/Inf anywhere upstream of the loss
+            reaches every rank's reduced gradients: each rank checks a sample of them for
+            finiteness (no collective) and, only if one is not finite, all exchange their
+            local flags to find the origin. Elsewhere (FSDP shards) the flags travel in an
+            async all-reduce of two int64s overlapped with the backward pass. 1 (default):
+            every step. 0: only on check steps; an anomaly on another step is then a
+            ``local_check`` event of this rank alone.
         local_every: digest each local gradient before its reduction every N steps, for the
             local norm/non-finite checks and replay (0: never).
         audit_every: run a recompute audit every N steps: all replicas recompute forward and
@@ -39,11 +44,17 @@ class SentinelConfig:
             replay function (the adapters set one).
         audit_samples: rows of the owner's batch the audit recomputes (2: BatchNorm needs
             more than one row in training mode).
-        audit_budget: the share of training time audits may take (default 0.01: 1 %). After
-            each audit the next one is put ``max(audit_every, audit time / (budget x step
-            time))`` steps later, from the audit's measured time and the median of the recent
-            training steps' wall time; the ranks agree on the slowest rank's period through the
-            audit's all-reduce. 0: exactly every ``audit_every`` steps, whatever it costs.
+        check_budget: the share of training time the sentinel may take (default 0.01: 1 %),
+            shared by every periodic check (local and reduced gradient digests, parameter and
+            optimizer-state digests, audits) less what its every-step work takes. After each
+            check step the ranks agree on one factor that stretches every base period
+            (``grad_every`` ...) until the measured costs fit (``schedule.py``); 0: every
+            check exactly at its base period, whatever it costs.
+        max_check_period: the longest period the budget may stretch a check to (default 200
+            steps: a fault is named at most that late; where the budget would need more, the
+            budget gives way). 0: no cap.
+        audit_budget: the former name of ``check_budget`` (audits only); if set, used as
+            ``check_budget``.
         gemm_check_every: every N steps, a sampled GEMM checksum on a rotating subset of the
             model's ``nn.Linear`` layers, forward and backward (0: never).
         gemm_check_layers: how many Linear layers one checked step covers.
@@ -70,7 +81,9 @@ class SentinelConfig:
     flags_every: int = 1
     audit_every: int = 20
     audit_samples: int = 2
-    audit_budget: float = 0.01
+    check_budget: float = 0.01
+    max_check_period: int = 200
+    audit_budget: Optional[float] = None
     gemm_check_every: int = 50
     gemm_check_layers: int = 1
     action: Action = "log"
@@ -90,15 +103,17 @@ class SentinelConfig:
         if self.action not in ACTIONS:
             raise SentinelConfigError(f"SentinelConfig.action: {self.action!r} is not one of {', '.join(ACTIONS)}")
         for name in ("grad_every", "param_every", "local_every", "flags_every", "warmup_steps", "audit_every",
-                     "gemm_check_every", "gemm_check_layers"):
+                     "gemm_check_every", "gemm_check_layers", "max_check_period"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise SentinelConfigError(f"SentinelConfig.{name}: must be an integer >= 0 (0 turns it off), got {value!r}")
         for name in ("loss_spike_factor", "grad_norm_ratio"):
             if not getattr(self, name) > 1.0:
                 raise SentinelConfigError(f"SentinelConfig.{name}: must be above 1.0, got {getattr(self, name)!r}")
-        if not (isinstance(self.audit_budget, (int, float)) and 0.0 <= self.audit_budget < 1.0):
-            raise SentinelConfigError(f"SentinelConfig.audit_budget: must be a share in [0, 1), got {self.audit_budget!r}")
+        if self.audit_budget is not None:
+            object.__setattr__(self, "check_budget", self.audit_budget)  # the former name
+        if not (isinstance(self.check_budget, (int, float)) and 0.0 <= self.check_budget < 1.0):
+            raise SentinelConfigError(f"SentinelConfig.check_budget: must be a share in [0, 1), got {self.check_budget!r}")
         for name in ("audit_samples", "loss_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -4,14 +4,16 @@ faults from persistent ones — while the job runs.
 
 Protocol per step (every rank runs the same collectives in the same order):
 
-* ``on_loss``: an asynchronous all-reduce(MAX) of two int64s (local anomaly flags, error
-  flag), started before the backward pass and finished by the time it ends (``flags_every``).
-* ``on_grads_ready``, on check steps only: one all-reduce(MAX) of a few int64s — the reduced
+* ``on_grads_ready`` (``flags_every``): with DDP-reduced gradients, a probe of a sample of
+  them, the same on every rank, and a gather of the flags only when it fires; with sharded
+  gradients an asynchronous all-reduce(MAX) of two int64s started in ``on_loss`` (``flags.py``).
+* ``on_grads_ready``, on check steps only (``schedule.py``: when, under one cost budget): one all-reduce(MAX) of a few int64s — the reduced
   gradients' digest and its complement (so MAX and MIN travel together), local flags, the
   local gradient norm, an error flag. Only if something is off: an all-gather of
   per-parameter digests and a majority vote, or a replay of the anomalous rank's step.
-* ``on_step_end``: the same for parameters and optimizer state (``param_every``), then a
-  recompute audit (``audit_every``, see ``audit.py``).
+* ``on_step_end``: on a check step, an all-reduce(MAX) of one int64 agreeing on the next check
+  steps (unless ``on_grads_ready`` did), the same comparison for parameters and optimizer
+  state (``param_every``), then a recompute audit (``audit_every``, see ``audit.py``).
 
 A local failure (an exception in the sentinel's own code) becomes the error flag, so every
 rank skips the comparison together instead of one rank leaving a collective unmatched.
@@ -21,8 +23,8 @@ from __future__ import annotations
 
 import atexit
 import logging
-import time
 import weakref
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -32,27 +34,24 @@ from sdc.digest import combine_sums, plan_buckets, squared_norm, tensor_sums, wo
 from sdc.node import devices
 from sdc.records import JobEvent
 from sdc.sentinel.audit import Auditor, warm_up_deterministic_mode
-from sdc.sentinel.checks import (
-    ANOMALY_FLAGS,
-    FLAG_NONFINITE_GRAD,
-    bits_float,
-    flag_names,
-    float_bits,
-)
+from sdc.sentinel.checks import FLAG_NONFINITE_GRAD, bits_float, flag_names, float_bits
 from sdc.sentinel.comm import Collectives
 from sdc.sentinel.config import EXIT_RERUN_ELSEWHERE, EXIT_VALIDATION_FAILED, SentinelConfig, due
 from sdc.sentinel.events import EventSink, store_deliver
+from sdc.sentinel.flags import FlagExchange, reduced_by_ddp
 from sdc.sentinel.gemm_check import GemmChecks
 from sdc.sentinel.identity import Peers, chip_id_for, default_job_id, model_device
 from sdc.sentinel.losses import LossTracker, PendingLosses
 from sdc.sentinel.repair import optimizer_tensors, resync, skip_update
 from sdc.sentinel.replayer import Replayer, ReplayFn, capture_rng
 from sdc.sentinel.reporting import Reporter
+from sdc.sentinel.schedule import CheckSchedule, counted
 from sdc.sentinel.state import StepState
 from sdc.sentinel.tap import LocalGradTap
 from sdc.sentinel.vote import Finding, StepVerdict, majority_vote, step_verdict
 
 log = logging.getLogger(__name__)
+
 
 class SentinelAbort(SystemExit):
     """Raised with action='raise': exit code 16 (rerun elsewhere to disambiguate) or 17 (validation failed)."""
@@ -124,15 +123,21 @@ class ReplicaSentinel:
                                  record_ok=self.config.record_ok)
         self.replayer = Replayer(self.comm, params, self.names, self.peers, replay_fn, buffers=list(model.buffers()))
         self.auditor = Auditor(self.comm, self.replayer, self.peers, self.config.audit_samples, model)
+        c = self.config
+        self.schedule = CheckSchedule({"local": c.local_every, "grads": c.grad_every, "params": c.param_every,
+                                       "audit": c.audit_every}, c.check_budget, c.max_check_period, self.device)
         if self.config.audit_every:
             warm_up_deterministic_mode()
         self.loss_tracker = LossTracker(self.config.loss_spike_factor, self.config.warmup_steps, self.config.loss_window)
         self.losses = PendingLosses(self.loss_tracker)
+        # The gradients seen at on_grads_ready are every rank's all-reduce (DDP over this group,
+        # or one replica): a NaN anywhere shows in all of them, and no per-step exchange is needed.
+        self.flags = FlagExchange(self.comm, self.losses, self.comm.size == 1 or reduced_by_ddp(model, self.comm),
+                                  self.reporter, self.peers.suspect(self.comm.index))
         self.last_verified_step: int | None = None
         self.step = -1
         self.errors = 0
         self.closed = False
-        self._last_step_end: float | None = None
         # Set by adapters (attach_ddp) that need local gradients seen before their reduction.
         self.local_tap: LocalGradTap | None = None
         # Sampled GEMM checksums on rotating nn.Linear layers (gemm_check_every=0 turns them off).
@@ -163,12 +168,13 @@ class ReplicaSentinel:
 
     # ------------------------------------------------------------------ hooks of the loop
 
+    @counted
     def on_step_begin(self, step: int, batch: Any = None) -> None:
         """Start a step: remember the batch and RNG state a replay or audit would need."""
         self.step = step
         self._reset_step()
         try:
-            if self.local_tap is not None and due(self.config.local_every, step):
+            if self.local_tap is not None and self.schedule.due("local", step):
                 self.local_tap.arm()
             if self.gemm_checks is not None:
                 self.gemm_checks.arm(step)
@@ -181,53 +187,22 @@ class ReplicaSentinel:
         """The batch (and RNG state) this step consumes, for a replay or an audit."""
         self.state.batch, self.state.rng = batch, capture_rng(self.device)
 
+    @counted
     def on_loss(self, loss: torch.Tensor) -> None:
         """Local checks before the reduction: non-finite loss, loss spike.
 
-        The loss stays on its device: reading it costs an accelerator a host sync. On
-        ``flags_every`` steps its flags are computed on the device and all-reduced
-        asynchronously; the values are read together at the next check step (or after
-        ``MAX_PENDING_LOSSES`` steps), when the tracker learns them.
+        The loss stays on its device: reading it costs an accelerator a host sync. Its value is
+        read together with the others at the next check step (or after ``MAX_PENDING_LOSSES``
+        steps), when the tracker learns it; how its flags reach the other ranks: ``flags.py``.
         """
         flags = due(self.config.flags_every, self.step)
         try:
-            self.state.loss = loss.detach()
-            self.losses.add(self.step, self.state.loss)
-            if self.losses.full:
-                self._read_losses()
-            if flags:
-                self._device_flags = self.losses.device_flags(self.state.loss)
+            self.flags.on_loss(self.state, loss, flags)
         except Exception as exc:
             self._local_error("on_loss", exc)
         finally:
-            if flags:
-                self._launch_flags()
-
-    def _read_losses(self) -> None:
-        """The current step's anomaly becomes this step's flags; an earlier step's was seen on
-        this rank alone, too late to bring the other ranks to a replay, so it is recorded."""
-        for reading in self.losses.read():
-            if reading.step == self.step:
-                self.state.loss_value = reading.value
-                if reading.anomaly:
-                    self.state.flags |= ANOMALY_FLAGS[reading.anomaly]
-            elif reading.anomaly and not due(self.config.flags_every, reading.step):
-                self._local_only(reading.step, [reading.anomaly], reading.value)  # flagged steps were exchanged then
-
-    def _local_only(self, step: int, reasons: list[str], loss: float | None) -> None:
-        # Seen on this rank only: no collective, no replay, no action (a lone skip or raise
-        # would split the replicas).
-        me = self.peers.suspect(self.comm.index)
-        log.warning("sdc sentinel: step %s: local %s on this rank (not replayed: flags_every=%s)", step, reasons, self.config.flags_every)
-        self.reporter.emit(step, "local_check", "unattributed", (me,), {"reasons": reasons, "replayed": False, "local_only": True, "loss": loss})
-
-    def _launch_flags(self) -> None:
-        if self._flags_work is None:
-            local = torch.tensor([self.state.flags, int(self.state.error)], dtype=torch.int64)
-            if self._device_flags is not None:
-                local = local.to(self._device_flags.device)
-                local[0] = local[0] | self._device_flags
-            self._flags_work = self.comm.max_async(local)
+            if flags and not self.flags.reduced:
+                self.flags.launch(self.state)
 
     def observe_local_bucket(self, index: int, buffer: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
         """A local gradient bucket (DDP comm-hook wrapper) or parameter gradient (LocalGradTap)
@@ -235,14 +210,16 @@ class ReplicaSentinel:
         ``on_grads_ready`` reads all buckets at once: a host sync here would stall the
         overlap of backward and reduction.
         """
-        if not due(self.config.local_every, self.step):
+        if not self.schedule.due("local", self.step):
             return
         try:
-            self.state.local_on_device[index] = (tensor_sums([buffer])[0], squared_norm(buffer))
+            with self.schedule.measure("local", sync=False):  # inside the backward pass: no device sync
+                self.state.local_on_device[index] = (tensor_sums([buffer])[0], squared_norm(buffer))
             self.state.local_layout[index] = tuple(self._index_of.get(id(p), -1) for p in params)
         except Exception as exc:
             self._local_error("local gradient check", exc)
 
+    @counted
     def on_grads_ready(self) -> StepVerdict:
         """After the data-parallel reduction (and any clipping), right before the optimizer step."""
         try:
@@ -254,6 +231,7 @@ class ReplicaSentinel:
         except Exception as exc:
             return self._internal_error("on_grads_ready", exc)
 
+    @counted
     def on_step_end(self, step: int) -> StepVerdict:
         """After ``optimizer.step()``: parameter checks, the audit, then the step's verdict."""
         try:
@@ -269,7 +247,7 @@ class ReplicaSentinel:
             return
         self.closed = True
         try:
-            self._read_losses()
+            self.flags.read(self.state, final=True)
         except Exception:
             log.exception("sdc sentinel: could not read the last losses")
         self.sink.close()
@@ -278,8 +256,7 @@ class ReplicaSentinel:
 
     def _reset_step(self) -> None:
         self.state = StepState(self.step)
-        self._flags_work: Any = None
-        self._device_flags: torch.Tensor | None = None
+        self.flags.begin()
         self._findings: list[Finding] = []
         self._checks: list[str] = []
         self._skipped = False
@@ -302,68 +279,77 @@ class ReplicaSentinel:
         return tensor_sums(grads)
 
     def _grads_ready(self) -> StepVerdict:
-        check = due(self.config.grad_every, self.step)
+        self.schedule.agree(self.comm, self.step)  # before anything that could fail on one rank
+        check = self.schedule.due("grads", self.step)
         per_param = None
         digest = (0, 0)
         norm = None
-        exchange = check or due(self.config.local_every, self.step)
+        exchange = check or self.schedule.due("local", self.step)
         try:
             if exchange:
-                self._read_losses()  # this step's loss flags travel with the exchange
-            self.state.read_local_buckets()
+                self.flags.read(self.state)  # this step's loss flags travel with the exchange
+            if self.state.local_on_device:
+                with self.schedule.measure("local"):
+                    self.state.read_local_buckets()
             if check:
-                per_param = self._grad_fingerprints()
-                digest = tuple(int(v) for v in combine_sums(per_param, [word_count(p) for p in self.params]))
+                with self.schedule.measure("grads"):
+                    per_param = self._grad_fingerprints()
+                    digest = tuple(int(v) for v in combine_sums(per_param, [word_count(p) for p in self.params]))
             norm = self.state.local_norm
             if norm is not None and not norm < float("inf"):
                 self.state.flags |= FLAG_NONFINITE_GRAD
         except Exception as exc:
             self._local_error("gradient fingerprint", exc)
-        early = [0, 0]
+        early, look = (0, 0), 0
         if due(self.config.flags_every, self.step):
-            self._launch_flags()  # normally already done by on_loss
-            early = self._flags_work.wait()
-            self._flags_work = None
-            if early[0] and self._device_flags is not None:
-                # Some rank raised a flag: now this rank's own flags and loss are worth a sync.
-                self.state.flags |= int(self._device_flags)
-                if self.state.loss_value is None and self.state.loss is not None:
-                    self.state.loss_value = float(self.state.loss.reshape(()).float())
+            try:
+                *early, look = self.flags.settle(self.state, self.params, exchange)
+            except Exception as exc:  # the probe reads values identical on every rank: it fails on all or none
+                self._local_error("flag exchange", exc)
         elif self.state.flags and not exchange:
             # Seen on this rank only, on a step without an exchange: nothing can bring the other
             # ranks to a replay, so record what we saw.
-            self._local_only(self.step, flag_names(self.state.flags), self.state.loss_value)
+            self.flags.local_only(self.step, flag_names(self.state.flags), self.state.loss_value)
         if exchange:
             norm_bits = float_bits(norm) if norm is not None and norm == norm and norm < float("inf") else -1
             d = digest
             vector = torch.tensor([d[0], d[1], ~d[0], ~d[1], self.state.flags, norm_bits, ~norm_bits, int(self.state.error)],
                                   dtype=torch.int64)
-            reduced = self.comm.max_(vector).tolist()
-        else:  # nothing to compare: no collective on this step beyond the early flags
+            with self.schedule.measure("grads" if check else "local", sync=False):
+                reduced = self.comm.max_(vector).tolist()
+        else:  # nothing to compare: no collective on this step beyond the flags
             reduced = [0, 0, ~0, ~0, 0, -1, ~-1, 0]
         if reduced[7] or early[1]:
             return self._partial()  # some rank could not fingerprint: nobody compares this step
         reduced[4] |= early[0]
         if check:
             self._checks.append("grads")
+            when = self.schedule.details("grads", self.step)
             if reduced[0] != ~reduced[2] or reduced[1] != ~reduced[3]:
-                self._vote("grad_check", per_param, grads=True)
+                with self.schedule.measure("grads", sync=False):
+                    self._vote("grad_check", per_param, grads=True, details=when)
             else:
-                self._record(Finding("grad_check", "ok"))
+                self._record(Finding("grad_check", "ok", (), when))
         max_norm, min_norm = reduced[5], ~reduced[6]
         norm_spread = min_norm > 0 and bits_float(max_norm) > self.config.grad_norm_ratio * bits_float(min_norm)
-        if reduced[4] or norm_spread:
-            self._local_anomalies()
+        if reduced[4] or norm_spread or look:
+            self._local_anomalies(nonfinite_reduced=look == 1)
         return self._partial()
 
-    def _local_anomalies(self) -> None:
+    def _local_anomalies(self, nonfinite_reduced: bool = False) -> None:
         findings, fault = self.replayer.local_anomalies(self.state, self.config.grad_norm_ratio, self.config.replay)
+        if nonfinite_reduced and not findings:
+            # Every rank's reduced gradients are non-finite, no rank's loss was: a backward
+            # fault on a step without local gradient digests. Seen by all, owned by none.
+            findings = [Finding("local_check", "unattributed", (), {
+                "reasons": ["nonfinite_reduced_grad"], "replayed": False,
+                "why": "the reduced gradients are not finite and no rank's loss or local gradients flagged it"})]
         for finding in findings:
             self._record(finding)
         if fault and self.config.action in ("skip_step", "resync"):
             self._skip()  # the reduced gradients carry the fault to everyone: drop the update
 
-    def _vote(self, kind: str, per_param: torch.Tensor | None, *, grads: bool) -> None:
+    def _vote(self, kind: str, per_param: torch.Tensor | None, *, grads: bool, details: dict | None = None) -> None:
         names = self.names if grads else self._param_state_names()
         if per_param is None:
             per_param = torch.zeros((len(names), 2), dtype=torch.int64)
@@ -371,7 +357,7 @@ class ReplicaSentinel:
         result = majority_vote([[tuple(pair) for pair in replica] for replica in everyone], names)
         suspects = tuple(self.peers.suspect(r, n) for r, n in result.minority.items())
         disagreeing = sorted({n for s in suspects for n in s.params} | set(result.unattributed))
-        details = {"disagreeing_params": disagreeing,
+        details = {**(details or {}), "disagreeing_params": disagreeing,
                    "buckets": sorted({self._bucket_of[n] for n in disagreeing if n in self._bucket_of})}
         self._record(Finding(kind, result.diagnosis, suspects, details))
         if result.diagnosis == "unattributed" and grads and self.replay_fn is not None:
@@ -423,18 +409,27 @@ class ReplicaSentinel:
         if reduced[4]:
             return
         self._checks.append("params")
+        when = self.schedule.details("params", self.step)
         if reduced[0] != ~reduced[2] or reduced[1] != ~reduced[3]:
-            self._vote("param_check", per_param, grads=False)
+            self._vote("param_check", per_param, grads=False, details=when)
         else:
-            self._record(Finding("param_check", "ok"))
+            self._record(Finding("param_check", "ok", (), when))
 
     def _step_end(self, step: int) -> StepVerdict:
         self.step = step
-        if due(self.config.param_every, step):
-            self._param_check()
-        self._time_step()
+        try:
+            return self._checks_of_step_end(step)
+        finally:
+            self.schedule.end_step(step)
+
+    def _checks_of_step_end(self, step: int) -> StepVerdict:
+        self.schedule.agree(self.comm, step)  # unless on_grads_ready did: before anything that could fail
+        if self.schedule.due("params", step):
+            with self.schedule.measure("params"):
+                self._param_check()
         if self.audit_due(step):
-            findings = self.auditor.run(step, self.state.batch, self.config.audit_every, self.config.audit_budget)
+            with self.schedule.measure("audit"):
+                findings = self.auditor.run(step, self.state.batch, self.schedule.details("audit", step))
             if findings:
                 self._checks.append("audit")
             for finding in findings:
@@ -444,6 +439,9 @@ class ReplicaSentinel:
                 self._checks.append("gemm")
                 self._record(finding)
         verdict = self._partial()
+        if self._checks:  # when the checks run, as the ranks agreed: a fault is named within one period
+            verdict = replace(verdict, details={**verdict.details, "check_period": dict(self.schedule.period),
+                                                "next_check_step": {k: self.schedule.next_step(k, step) for k in self.schedule.due_kinds(step)}})
         if verdict.ok and self._checks and not self.state.error:
             self.last_verified_step = step
         if self.certifier is not None:
@@ -451,16 +449,14 @@ class ReplicaSentinel:
         self._maybe_raise(verdict)
         return verdict
 
-    def _time_step(self) -> None:
-        """The wall time from the last step's end to this one's, for the audits' cost budget."""
-        now = time.perf_counter()
-        if self._last_step_end is not None:
-            self.auditor.observe_step(now - self._last_step_end)
-        self._last_step_end = now
-
     def audit_due(self, step: int) -> bool:
         """Whether ``on_step_end(step)`` will run a recompute audit (the same answer on every rank)."""
-        return self.replayer.replay_fn is not None and self.auditor.due(step, self.config.audit_every, self.config.audit_budget)
+        return self.replayer.replay_fn is not None and self.schedule.due("audit", step)
+
+    def check_due(self, kind: str, step: int) -> bool:
+        """Whether step ``step`` runs the periodic check ``kind`` (``local``, ``grads``,
+        ``params``, ``audit``), as the ranks agreed: the same answer on every rank."""
+        return self.audit_due(step) if kind == "audit" else self.schedule.due(kind, step)
 
     # ------------------------------------------------------------------ verdicts
 

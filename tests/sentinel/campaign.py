@@ -27,9 +27,9 @@ CORRUPTION_ARGS = {
     "set": dict(value=0.0), "noise": dict(sigma=0.5), "warp": dict(bit=21),
 }
 # A compute fault starts at COMPUTE_START; a state fault strikes at STATE_STEP; a transient
-# compute fault hits the first audit at or after TRANSIENT_AUDIT_STEP. The audit period is the
-# sentinel's own (audit_budget stretches it by the measured cost), so a run lasts until the
-# audits the scoring window needs have run, at most MAX_STEPS.
+# compute fault hits the first audit at or after TRANSIENT_AUDIT_STEP. The check periods are the
+# sentinel's own (check_budget stretches them by the measured costs), so a run lasts until the
+# audits and parameter checks the scoring window needs have run, at most MAX_STEPS.
 COMPUTE_START, STATE_STEP, TRANSIENT_AUDIT_STEP = 11, 13, 40
 MAX_STEPS = 1000
 
@@ -86,11 +86,13 @@ def scenarios(world: int, healthy: int, full: bool) -> list[dict]:
     return out
 
 
-def done(step: int, steps: int, audit_steps: list[int]) -> bool:
-    """At least ``steps`` steps, two audits after the compute faults start and one after the
-    transient's step: the same on every rank (the audit schedule is agreed)."""
+def done(step: int, steps: int, audit_steps: list[int], param_steps: list[int]) -> bool:
+    """At least ``steps`` steps, two audits after the compute faults start, one after the
+    transient's step and a parameter check after the state faults: the same on every rank
+    (the check schedule is agreed)."""
     after = [s for s in audit_steps if s >= COMPUTE_START]
-    return step >= steps and len(after) >= 2 and after[-1] >= TRANSIENT_AUDIT_STEP
+    state_checked = any(s > STATE_STEP for s in param_steps)
+    return step >= steps and len(after) >= 2 and after[-1] >= TRANSIENT_AUDIT_STEP and state_checked
 
 
 def run(scenario: dict, steps: int) -> dict:
@@ -116,13 +118,15 @@ def run(scenario: dict, steps: int) -> dict:
         param = model[3].weight if model_name == "mlp" else model.block.linear2.weight
         fault = ComputeFault(unit if target == "activation" else param, corruption, timing,
                              "forward" if target == "activation" else "backward")
-    verdicts, audit_steps, transient_step = [], [], None
+    verdicts, audit_steps, param_steps, transient_step = [], [], [], None
     step = -1
-    while step + 1 < MAX_STEPS and not done(step + 1, steps, audit_steps):
+    while step + 1 < MAX_STEPS and not done(step + 1, steps, audit_steps, param_steps):
         step += 1
-        audit = sentinel.audit_due(step)  # decided by the previous audit's agreed period
+        audit = sentinel.audit_due(step)  # decided by the periods agreed at the last check step
         if audit:
             audit_steps.append(step)
+        if sentinel.check_due("params", step):
+            param_steps.append(step)
         batch = batch_for(model_name, scenario["seed"], rank, step)
         if fault is not None and scenario["timing"] != "transient" and step == COMPUTE_START:
             fault.arm()
@@ -148,7 +152,7 @@ def run(scenario: dict, steps: int) -> dict:
             verdicts.append({"step": step, "diagnosis": verdict.diagnosis, "suspects": [s.rank for s in verdict.suspects],
                              "findings": verdict.details.get("findings")})
     sentinel.close()
-    return {"scenario": scenario, "rank": rank, "verdicts": verdicts, "audit_steps": audit_steps,
+    return {"scenario": scenario, "rank": rank, "verdicts": verdicts, "audit_steps": audit_steps, "param_steps": param_steps,
             "transient_step": transient_step, "steps": step + 1,
             "events": [e for e in events if e["diagnosis"] not in ("ok",)],
             "fired": fault.fired if fault is not None else None}

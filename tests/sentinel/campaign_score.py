@@ -9,8 +9,6 @@ from pathlib import Path
 
 from campaign import COMPUTE_START, STATE_STEP
 
-CHECK_EVERY = 20  # param_every at the defaults the campaign runs at
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -23,15 +21,16 @@ class Outcome:
     unattributed: bool  # seen, not attributed (two replicas, each reproducing itself)
     first: int | None  # first step with a finding
     audit_steps: tuple[int, ...] = ()  # the steps the (budgeted) audits ran at
+    param_steps: tuple[int, ...] = ()  # the steps the (budgeted) parameter checks ran at
 
 
-def window(scenario: dict, audit_steps: list[int], transient_step: int | None) -> tuple[int, int]:
-    """The steps a finding must fall in, from the audits the sentinel actually ran (its period
-    is stretched by the audit budget): a state fault by the next parameter check, a transient
+def window(scenario: dict, audit_steps: list[int], transient_step: int | None, param_steps: list[int]) -> tuple[int, int]:
+    """The steps a finding must fall in, from the checks the sentinel actually ran (their period
+    is stretched by the check budget): a state fault by the next parameter check, a transient
     at the audit it hit, a persistent fault by the first audit after it starts (one audit
     period), an intermittent one (hitting an audit with p = 0.5) by the second."""
     if scenario["target"] in ("param", "optimizer"):
-        return STATE_STEP, STATE_STEP + CHECK_EVERY
+        return STATE_STEP, next((s for s in param_steps if s > STATE_STEP), -1)  # one check period
     if scenario["timing"] == "transient":
         return (transient_step, transient_step) if transient_step is not None else (0, -1)
     after = [s for s in audit_steps if s >= COMPUTE_START] + [-1, -1]  # -1: the run ended first
@@ -44,12 +43,15 @@ def score(out: Path) -> list[Outcome]:
     for results in zip(*ranks):
         scenario = results[0]["scenario"]
         verdicts = results[0]["verdicts"]  # every rank reaches the same verdicts
-        assert all(r["verdicts"] == verdicts and r["audit_steps"] == results[0]["audit_steps"] for r in results), scenario["name"]
+        assert all(r["verdicts"] == verdicts and r["audit_steps"] == results[0]["audit_steps"]
+                   and r["param_steps"] == results[0]["param_steps"] for r in results), scenario["name"]
         blamed = [v for v in verdicts if v["suspects"]]
-        lo, hi = window(scenario, results[0]["audit_steps"], results[0]["transient_step"]) if scenario["target"] else (0, -1)
+        lo, hi = (window(scenario, results[0]["audit_steps"], results[0]["transient_step"], results[0]["param_steps"])
+                  if scenario["target"] else (0, -1))
         right = [v for v in blamed if v["suspects"] == [scenario["rank"]] and lo <= v["step"] <= hi]
         wrong = [v for v in blamed if v["suspects"] != [scenario["rank"]]] if scenario["target"] else verdicts
         outcomes.append(Outcome(scenario["name"], scenario.get("timing"), scenario["target"], scenario["rank"],
                                 bool(right), bool(wrong), any(v["diagnosis"] == "unattributed" for v in verdicts),
-                                verdicts[0]["step"] if verdicts else None, tuple(results[0]["audit_steps"])))
+                                verdicts[0]["step"] if verdicts else None, tuple(results[0]["audit_steps"]),
+                                tuple(results[0]["param_steps"])))
     return outcomes

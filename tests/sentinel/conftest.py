@@ -26,7 +26,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-SCENARIOS = ("healthy", "replicas", "local", "error", "two_ranks", "replay_failure", "log_once", "hsdp", "fsdp_gemm", "hsdp_gemm")
+SCENARIOS = ("healthy", "replicas", "local", "error", "two_ranks", "replay_failure", "log_once", "hsdp", "fsdp_gemm", "hsdp_gemm", "defaults")
 
 
 @dataclass

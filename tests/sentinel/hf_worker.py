@@ -24,7 +24,7 @@ def main(scenario: str, out: str, database: str) -> int:
     rows = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (80, 12), generator=g)]
     fault = ActivationFault(model.lm_head, flat_index=3, bit=30, persistent=scenario == "persistent")
     config = SentinelConfig(grad_every=1, param_every=2, local_every=1, warmup_steps=3, action="skip_step", audit_every=0,
-                            database_url=database, outbox_dir=out + "/outbox")
+                            check_budget=0, database_url=database, outbox_dir=out + "/outbox")
     callback = SentinelTrainerCallback(config)
     args = transformers.TrainingArguments(output_dir=out + "/hf", max_steps=10, per_device_train_batch_size=4, report_to=[],
                                           save_strategy="no", logging_strategy="no", use_cpu=True, ddp_backend="gloo",

@@ -24,7 +24,7 @@ def _train(action: str, persistent: bool, fault_step: int = 6, steps: int = 10, 
     fault = ActivationFault(model[2], flat_index=0, bit=30, persistent=persistent)
     events = []
     loss_of = lambda batch: nn.functional.mse_loss(model(batch[0]), batch[1])  # noqa: E731
-    config = SentinelConfig(**{"grad_every": 1, "param_every": 1, "warmup_steps": 2, "action": action, **overrides})
+    config = SentinelConfig(**{"grad_every": 1, "param_every": 1, "warmup_steps": 2, "action": action, "check_budget": 0, **overrides})
     sentinel = ReplicaSentinel(model, opt, config=config, replay_fn=loss_of, deliver=events.extend)
     snapshots = {}
     verdicts = []

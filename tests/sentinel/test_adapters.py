@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def _config(tmp_path) -> SentinelConfig:
-    return SentinelConfig(grad_every=1, param_every=2, local_every=1, warmup_steps=3, action="skip_step",
+    return SentinelConfig(grad_every=1, param_every=2, local_every=1, warmup_steps=3, action="skip_step", check_budget=0,
                           database_url=f"sqlite:///{tmp_path / 'none' / 'sdc.db'}", outbox_dir=str(tmp_path / "outbox"))
 
 

@@ -18,13 +18,13 @@ from sdc.sentinel.certify import certifier_for, manifest_path, read_manifest
 
 
 def train(tmp_path, steps: int, saves: dict[int, str], fault_step: int | None = None, budget: float = 0.0,
-          audited: list[int] | None = None, step_seconds: float = 0.0):
-    """Audits exactly every 20 steps unless ``budget`` (SentinelConfig.audit_budget) stretches them;
+          audited: list | None = None, step_seconds: float = 0.0, cap: int = 200):
+    """Checks and audits exactly every 20 steps unless ``budget`` (SentinelConfig.check_budget) stretches them;
     ``step_seconds`` makes each step last that long (a model whose step outweighs the audit)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    sentinel = ReplicaSentinel(model, optimizer, config=SentinelConfig(audit_budget=budget), deliver=lambda events: None,
+    sentinel = ReplicaSentinel(model, optimizer, config=SentinelConfig(check_budget=budget, max_check_period=cap), deliver=lambda events: None,
                                replay_fn=lambda b: nn.functional.mse_loss(model(b[0]), b[1]))
     for step in range(steps):
         x = torch.randn(8, 4)
@@ -37,8 +37,9 @@ def train(tmp_path, steps: int, saves: dict[int, str], fault_step: int | None = 
         sentinel.on_grads_ready()
         optimizer.step()
         time.sleep(step_seconds)
-        if "audit" in sentinel.on_step_end(step).checks and audited is not None:
-            audited.append(step)
+        checks = sentinel.on_step_end(step).checks
+        if audited is not None and ("audit" in checks or "params" in checks):
+            audited.append((step, "params" in checks, "audit" in checks))
         if step in saves:
             path = tmp_path / saves[step]
             torch.save(model.state_dict(), path)
@@ -55,16 +56,22 @@ def test_a_checkpoint_is_certified_by_the_next_clean_cycle(tmp_path):
     assert read_manifest(tmp_path / "b.pt")["status"] == "candidate"
 
 
-def test_with_the_default_audit_budget_a_checkpoint_waits_for_the_next_audit(tmp_path):
-    """The default budget (1 %) stretches the audit period past the parameter checks' 20 steps
-    (an audit here costs about a ms, a step 2 ms): a checkpoint stays a candidate through clean
-    parameter checks and is certified at the first audit after it."""
-    audited: list[int] = []
-    budget = SentinelConfig().audit_budget
+def test_with_the_default_check_budget_a_checkpoint_waits_for_the_next_check_cycle(tmp_path):
+    """The default budget (1 %) stretches the period of every check alike (an audit here costs
+    about a ms, a step 2 ms): parameter checks and audits stay on the same steps, one cycle, and
+    a checkpoint is certified at the first cycle after it, which comes later than 20 steps but
+    no later than the cap on the period (max_check_period, 50 here) allows."""
+    audited: list[tuple[int, bool, bool]] = []
+    budget = SentinelConfig().check_budget
     assert budget > 0
-    train(tmp_path, 150, {25: "a.pt"}, budget=budget, audited=audited, step_seconds=0.002)
-    after = [s for s in audited if s > 25]
-    assert after and after[0] > 40, audited  # parameter checks at 40, 60 ... did not certify it alone
+    train(tmp_path, 150, {45: "a.pt"}, budget=budget, audited=audited, step_seconds=0.002, cap=50)
+    assert all(params and audit for _, params, audit in audited), audited  # one cycle: both at once
+    steps = [s for s, _, _ in audited]
+    after = [s for s in steps if s > 45]
+    # Base periods until a cost is learnt (none at step 0; the first cycle's one-time costs are
+    # not learnt), then stretched, never past the cap.
+    assert steps[:3] == [0, 20, 40] and after and 60 < after[0] <= 40 + 50, steps
+    assert all(b - a <= 50 for a, b in zip(steps, steps[1:])), steps
     assert read_manifest(tmp_path / "a.pt")["certified_by_step"] == after[0]
 
 

@@ -41,7 +41,7 @@ def test_losses_between_checks_are_read_late_but_reported_with_their_step():
 
 def test_a_spike_on_a_check_step_is_flagged_on_that_step():
     events: list = []
-    model, sentinel = _sentinel(events, grad_every=5, param_every=0, local_every=0, replay=False)
+    model, sentinel = _sentinel(events, grad_every=5, param_every=0, local_every=0, replay=False, check_budget=0)
     verdicts = []
     for step in range(11):
         sentinel.on_step_begin(step)
@@ -61,7 +61,9 @@ def test_a_spike_on_a_check_step_is_flagged_on_that_step():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU to observe host syncs")
 def test_no_host_sync_on_steps_without_a_check_on_the_gpu():
     events: list = []
-    model, sentinel = _sentinel(events, device="cuda", grad_every=20, param_every=100, local_every=20)
+    # flags_every=0: the per-step flags read one value by design (the reduced-gradient probe,
+    # a sync right before the optimizer step); everything else must stay on the device.
+    model, sentinel = _sentinel(events, device="cuda", grad_every=20, param_every=100, local_every=20, flags_every=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(8, 4, device="cuda")
     for step in range(1, 19):  # step 0 is a check step; 1..18 are not
@@ -100,6 +102,8 @@ def test_at_the_defaults_a_nan_on_any_step_is_replayed():
         verdicts.append(sentinel.on_step_end(step))
     sentinel.close()
     assert [v.step for v in verdicts if not v.ok] == [7]
+    # A check step's verdict says when the checks run next (step 0: the base period, no costs yet).
+    assert verdicts[0].details["check_period"]["params"] == 20 and verdicts[0].details["next_check_step"]["params"] == 20
     replays = [e for e in events if e.kind == "replay"]
     assert [(e.step, e.details["reasons"], e.details["replayed"]) for e in replays] == [(7, ["nonfinite_loss"], True)]
     assert not [e for e in events if e.details.get("local_only")]

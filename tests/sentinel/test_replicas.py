@@ -153,3 +153,24 @@ def test_a_corrupted_shard_gemm_is_named_by_its_checksum(jobs, scenario, group_o
         assert all("gemm" in v["checks"] for v in r["verdicts"])
     found = [e for e in run.events if e.kind == "gemm_check" and e.diagnosis == "divergence"]
     assert found and all(e.details["suspects"][0]["params"] == ["3"] for e in found)
+
+
+def test_at_the_defaults_a_nan_on_any_step_is_replayed_and_named_without_a_per_step_exchange(jobs):
+    """DDP at the defaults: no collective on steps without a check. An Inf in rank 2's forward
+    at step 7 reaches every rank's reduced gradients, so every rank stops at step 7 together,
+    replays, and names rank 2; a loss spike with finite gradients (rank 1, step 33) is local
+    only: reported by that rank, not replayed, no verdict."""
+    run = jobs["defaults"]
+    for rank in range(4):
+        bad = run.not_ok_steps(rank)
+        assert set(bad) == {7}, bad
+        assert bad[7]["diagnosis"] == "transient" and [s["rank"] for s in bad[7]["suspects"]] == [2]
+        assert bad[7]["checks"] == []  # not a check step
+    replays = [e for e in run.events if e.kind == "replay" and e.step == 7]
+    assert replays and {e.details["reasons"][0] for e in replays} == {"nonfinite_loss"}
+    assert all(e.details["replayed"] for e in replays)
+    local = [e for e in run.events if e.details.get("local_only")]
+    assert [(e.rank, e.step, e.details["reasons"]) for e in local] == [(1, 33, ["loss_spike"])]
+    # The budget stretched the check period past the base 20 steps: the events say so.
+    grad = [e for e in run.events if e.kind == "grad_check" and e.step == 20]
+    assert grad and all(e.details["next_check_step"] == 20 + e.details["check_period"] for e in grad)

@@ -23,18 +23,24 @@ MODEL_CONFIG = {"inputs": 8, "hidden": 32, "outputs": 4, "dropout": 0.1}
 # gloo), so the digests and the sentinel's device paths run there; HSDP stays on the CPU.
 DEVICE = torch.device(os.environ.get("SDC_TEST_DEVICE", "cpu"))
 
+# name: SentinelConfig overrides. These scenarios test what each check finds at a chosen step,
+# so their checks run exactly at their periods (check_budget=0; the budget's schedule is tested
+# in test_schedule.py and by the campaign) -- except "defaults", the sentinel as shipped.
+EXACT = dict(check_budget=0)
 SCENARIOS = {
-    # name: SentinelConfig overrides
-    "healthy": dict(grad_every=1, param_every=5, local_every=1, action="log"),
-    "replicas": dict(grad_every=1, param_every=5, local_every=1, action="resync", optimizer_state=True),
-    "local": dict(grad_every=1, param_every=5, local_every=1, flags_every=1, action="skip_step", warmup_steps=5),
-    "two_ranks": dict(grad_every=1, param_every=5, local_every=1, action="skip_step"),
-    "replay_failure": dict(grad_every=1, param_every=5, local_every=1, action="skip_step"),
-    "error": dict(grad_every=1, param_every=5, local_every=1, action="log"),
-    "log_once": dict(grad_every=1, param_every=5, local_every=1, action="log"),
-    "hsdp": dict(grad_every=1, param_every=5, local_every=0, action="log"),
-    "fsdp_gemm": dict(gemm_check_every=1, gemm_check_layers=2, action="log"),
-    "hsdp_gemm": dict(grad_every=1, param_every=5, local_every=0, gemm_check_every=1, gemm_check_layers=2, action="log"),
+    "healthy": dict(**EXACT, grad_every=1, param_every=5, local_every=1, action="log"),
+    "replicas": dict(**EXACT, grad_every=1, param_every=5, local_every=1, action="resync", optimizer_state=True),
+    "local": dict(**EXACT, grad_every=1, param_every=5, local_every=1, flags_every=1, action="skip_step", warmup_steps=5),
+    "two_ranks": dict(**EXACT, grad_every=1, param_every=5, local_every=1, action="skip_step"),
+    "replay_failure": dict(**EXACT, grad_every=1, param_every=5, local_every=1, action="skip_step"),
+    "error": dict(**EXACT, grad_every=1, param_every=5, local_every=1, action="log"),
+    "log_once": dict(**EXACT, grad_every=1, param_every=5, local_every=1, action="log"),
+    "hsdp": dict(**EXACT, grad_every=1, param_every=5, local_every=0, action="log"),
+    "fsdp_gemm": dict(**EXACT, gemm_check_every=1, gemm_check_layers=2, action="log"),
+    "hsdp_gemm": dict(**EXACT, grad_every=1, param_every=5, local_every=0, gemm_check_every=1, gemm_check_layers=2, action="log"),
+    # The shipped defaults, but for the action: skip_step drops the update the Inf at step 7
+    # would make (under "log" it turns every parameter NaN), so the later steps still say something.
+    "defaults": dict(action="skip_step"),
 }
 
 
@@ -206,6 +212,10 @@ def run_scenario(scenario: str, steps: int, args: argparse.Namespace) -> dict | 
             backward_fault["armed"] = True
         if scenario == "local" and rank == 0 and step == 46:
             batch = (batch[0], batch[1] * 30)  # bad data: a real spike every replay reproduces
+        if scenario == "defaults" and rank == 2 and step == 7:
+            transient.arm()  # an Inf in the forward pass, on a step with no periodic check
+        if scenario == "defaults" and rank == 1 and step == 33:
+            batch = (batch[0], batch[1] * 30)  # a loss spike with finite gradients: seen by rank 1 alone
         if scenario == "local" and rank == 3:
             if step == 26:
                 transient.arm()
