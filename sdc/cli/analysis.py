@@ -54,6 +54,10 @@ def analyze_command(app: AppContext, since: str | None, dry_run: bool, wait_s: f
     out, err = app.out, app.err
     prefix = "[bold]DRY RUN[/bold] (nothing stored): " if dry_run else ""
     out.print(f"{prefix}analysed {report.results:,} probe results of {report.chips:,} chips and {report.job_events:,} job events")
+    from sdc.analysis.slow import SYNC_JOB_SLOWDOWN
+
+    for floor in report.slow_floors:
+        out.print(_t(floor.sentence(SYNC_JOB_SLOWDOWN)))
     if report.breaker_tripped:
         err.print(f"[bold red]{_t(report.breaker_message)}[/bold red]")
     if not report.verdicts:

@@ -329,6 +329,7 @@ class SimulatedFleet:
             result_id=rows,  # row numbers stand in for ids in the fast path
             cohort_labels=labels,
             host_labels=list(self.host_names),
+            model_labels=list(s.models),
         )
 
     def round_time(self, upto_round: int) -> float:
