@@ -28,8 +28,8 @@ import numpy as np
 
 from sdc.analysis.evidence import NO_DIGEST, STATUS_CODES, Evidence
 from sdc.records import Chip, ProbeResult, Record, Sweep
+from sdc.sim.kinds import FAULT_KINDS
 
-FAULT_KINDS = ("persistent", "intermittent", "slow", "slow5", "degrading", "nondeterministic", "unreliable")
 BURN_ITERATIONS = 36_000  # repeats of the burn case: beyond int16, as a real burn of minutes
 DEFAULT_CASES = tuple(
     (probe, name, dtype)
