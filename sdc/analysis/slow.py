@@ -176,7 +176,16 @@ def slow_analysis(ev: Evidence, cfg: AnalysisConfig, now: float) -> tuple[list[F
     np.minimum.at(gap, pair_chip[w_pairs], pair_gap[w_pairs])
 
     # Practical thresholds from each model's measured chip-to-chip spread (log units).
-    floors, effect_thr, gap_thr = _floors(ev, cfg, effect, gap, tested, full)
+    node_members = np.zeros(n_chips)
+    node_slow = np.zeros(n_chips, dtype=bool)
+    node_median = np.zeros(n_chips)
+    latest = np.flatnonzero(from_end == 1)
+    together, members = _slow_together(node_of_pair[latest], pair_dev[latest] <= np.log1p(-cfg.slow_min_effect))
+    node_slow[pair_chip[latest]] = together
+    node_members[pair_chip[latest]] = members
+    node_median[pair_chip[latest]] = np.nan_to_num(others[latest], nan=0.0)
+
+    floors, effect_thr, gap_thr = _floors(ev, cfg, effect, gap, tested, full & ~node_slow, node_members)
     slowdown = 1.0 - np.exp(np.nan_to_num(effect, nan=0.0))  # 0.1 = 10% slower than peers
     slow = tested & (np.nan_to_num(effect, nan=0.0) <= -effect_thr) & sig_z & sig_mw
 
@@ -198,14 +207,6 @@ def slow_analysis(ev: Evidence, cfg: AnalysisConfig, now: float) -> tuple[list[F
     # of its node in every window sweep; chips slow together with their node are the node's
     # (power, cooling, PCIe).
     own = slow & (gap >= gap_thr)
-    node_members = np.zeros(n_chips)
-    node_slow = np.zeros(n_chips, dtype=bool)
-    node_median = np.zeros(n_chips)
-    latest = np.flatnonzero(from_end == 1)
-    together, members = _slow_together(node_of_pair[latest], pair_dev[latest] <= np.log1p(-cfg.slow_min_effect))
-    node_slow[pair_chip[latest]] = together
-    node_members[pair_chip[latest]] = members
-    node_median[pair_chip[latest]] = np.nan_to_num(others[latest], nan=0.0)
     gap = np.where(np.isfinite(gap), gap, 0.0)
     drift_any = drifting.copy()
     drifting &= ~node_slow  # a node sinking as a whole is the node's, as above
@@ -266,17 +267,21 @@ def slow_analysis(ev: Evidence, cfg: AnalysisConfig, now: float) -> tuple[list[F
     return findings, [floors[m] for m in sorted(floors)]
 
 
-def _floors(ev: Evidence, cfg: AnalysisConfig, effect, gap, tested, full) -> tuple[dict[int, SlowFloor], np.ndarray, np.ndarray]:
+def _floors(ev: Evidence, cfg: AnalysisConfig, effect, gap, tested, measurable, node_members) -> tuple[dict[int, SlowFloor], np.ndarray, np.ndarray]:
     """Per chip model its ``SlowFloor``; per chip the effect and node-gap thresholds (log units).
 
-    The spread is 1.4826 x the MAD across the model's chips of their window effect (and of
-    their gap to their node), around its median, the healthy centre: the median ignores the
-    few slow chips and slow nodes, and the effect already holds what makes healthy chips
-    differ from window to window (timing noise, throttles the least-slow sweep did not hide),
-    so the threshold is set on the very statistic it is applied to. A chip is slow at
+    The spread is 1.4826 x the MAD across the model's chips of their window effect, around its
+    median, the healthy centre: the median ignores the few slow chips and slow nodes, and the
+    effect already holds what makes healthy chips differ from window to window (timing noise,
+    throttles the least-slow sweep did not hide), so the threshold is set on the very
+    statistic it is applied to. The gap to the node is the chip's offset less the median of
+    its m node mates', so its spread is the spread x sqrt(1 + pi / 2m) (the variance of a
+    median of m): derived, not measured, since gaps of a node's chips share their mates'
+    median and a fleet of a dozen nodes would measure their spread roughly. A chip is slow at
     ``slow_spread_k`` spreads beyond that centre (the least slow of a few sweeps sits a little
     above the cohort median), and never nearer the cohort median than ``slow_min_effect``.
-    Measured on chips with a full window where a model has enough of them.
+    Measured on chips with a full window, off nodes slow as a whole (their slowness is the
+    node's, not silicon spread), where a model has enough of them.
     """
     min_effect, min_gap = -np.log1p(-cfg.slow_min_effect), -np.log1p(-cfg.node_gap)
     effect_thr = np.full(ev.n_chips, min_effect)
@@ -286,9 +291,11 @@ def _floors(ev: Evidence, cfg: AnalysisConfig, effect, gap, tested, full) -> tup
     k = cfg.slow_spread_k
     for model in np.unique(ev.chip_model[tested]):
         of_model = tested & (ev.chip_model == model)
-        measured = of_model & full if (of_model & full).sum() >= SPREAD_MIN_CHIPS else of_model
+        measured = of_model & measurable if (of_model & measurable).sum() >= SPREAD_MIN_CHIPS else of_model
         centre, spread = _centre_spread(effect[measured])
-        node_centre, node_spread = _centre_spread(gap[measured & np.isfinite(gap)])
+        node_centre = _centre_spread(gap[measured & np.isfinite(gap)])[0]
+        mates = node_members[measured & (node_members >= 2)] - 1
+        node_spread = spread * float(np.sqrt(1 + np.pi / (2 * np.median(mates)))) if mates.size else spread
         e_thr = max(min_effect, k * spread - centre)
         g_thr = max(min_gap, node_centre + k * node_spread)
         effect_thr[of_model], gap_thr[of_model] = e_thr, g_thr
