@@ -60,7 +60,7 @@ class SlowFloor:
     """What the slow test can resolve among the chips of one model.
 
     ``spread``: the chips' persistent chip-to-chip spread of their window effect (log units, ~
-    a share); ``threshold`` and ``node_threshold``: the least slowdown (share) called slow, and
+    a share), ``node_spread`` that of their gap to their node mates; ``threshold`` and ``node_threshold``: the least slowdown (share) called slow, and
     the least gap to the chip's node; ``detectable``: the slowdown found in 95 % of chips (a
     smaller one hides in the healthy spread).
     """
@@ -175,7 +175,8 @@ def slow_analysis(ev: Evidence, cfg: AnalysisConfig, now: float) -> tuple[list[F
     gap = np.full(n_chips, np.inf)
     np.minimum.at(gap, pair_chip[w_pairs], pair_gap[w_pairs])
 
-    # Practical thresholds from each model's measured chip-to-chip spread (log units).
+    # Nodes slow as a whole in the chip's latest sweep (most of its chips, at least two), and
+    # how many chips of the model each node had then.
     node_members = np.zeros(n_chips)
     node_slow = np.zeros(n_chips, dtype=bool)
     node_median = np.zeros(n_chips)
@@ -185,6 +186,7 @@ def slow_analysis(ev: Evidence, cfg: AnalysisConfig, now: float) -> tuple[list[F
     node_members[pair_chip[latest]] = members
     node_median[pair_chip[latest]] = np.nan_to_num(others[latest], nan=0.0)
 
+    # Practical thresholds from each model's measured chip-to-chip spread (log units).
     floors, effect_thr, gap_thr = _floors(ev, cfg, effect, gap, tested, full & ~node_slow, node_members)
     slowdown = 1.0 - np.exp(np.nan_to_num(effect, nan=0.0))  # 0.1 = 10% slower than peers
     slow = tested & (np.nan_to_num(effect, nan=0.0) <= -effect_thr) & sig_z & sig_mw
@@ -296,8 +298,12 @@ def _floors(ev: Evidence, cfg: AnalysisConfig, effect, gap, tested, measurable, 
         node_centre = _centre_spread(gap[measured & np.isfinite(gap)])[0]
         mates = node_members[measured & (node_members >= 2)] - 1
         node_spread = spread * float(np.sqrt(1 + np.pi / (2 * np.median(mates)))) if mates.size else spread
-        e_thr = max(min_effect, k * spread - centre)
-        g_thr = max(min_gap, node_centre + k * node_spread)
+        # The thresholds use the spread's upper 2-standard-error bound: a MAD of n chips is off
+        # by 1.17/sqrt(n) of itself (one sd), and a model of 70 chips measuring a 1.5 % spread
+        # as 1.0 % would otherwise call its healthy 3-sigma chips slow.
+        margin = 1 + 2 * 1.166 / np.sqrt(max(int(measured.sum()), 1))
+        e_thr = max(min_effect, k * spread * margin - centre)
+        g_thr = max(min_gap, node_centre + k * node_spread * margin)
         effect_thr[of_model], gap_thr[of_model] = e_thr, g_thr
         # A chip d slower than it would be sits d below the healthy centre, give or take a
         # spread: found in 95 % past the effect threshold and, on a node with other chips, the gap's.
