@@ -9,8 +9,9 @@ in one sweep is not. A chip is slow when all of these hold:
 - the effect is at least the practical threshold slower than the cohort median:
   ``max(slow_min_effect, slow_spread_k x the spread)``, where the spread is the chip model's
   measured chip-to-chip spread of the effect (MAD across chips, so the few slow chips do not
-  widen it); a fleet whose chips differ more needs a bigger slowdown, and ``floor_of`` says
-  which slowdown the spread lets the test find (``SlowFloor``);
+  widen it, at its upper 2-standard-error bound); a fleet whose chips differ more needs a
+  bigger slowdown, and a ``SlowFloor`` per chip model says which slowdown the spread lets the
+  test find;
 - its robust z-score among chips of its model is significant (BH across chips);
 - a one-sided stratified Mann–Whitney rank test against its peers agrees (BH across chips).
 
@@ -60,9 +61,10 @@ class SlowFloor:
     """What the slow test can resolve among the chips of one model.
 
     ``spread``: the chips' persistent chip-to-chip spread of their window effect (log units, ~
-    a share), ``node_spread`` that of their gap to their node mates; ``threshold`` and ``node_threshold``: the least slowdown (share) called slow, and
-    the least gap to the chip's node; ``detectable``: the slowdown found in 95 % of chips (a
-    smaller one hides in the healthy spread).
+    a share), ``node_spread`` that of their gap to their node mates; ``threshold`` and
+    ``node_threshold``: the least slowdown (share) called slow, and the least gap to the chip's
+    node; ``detectable``: the slowdown found in 95 % of chips (a smaller one hides in the
+    healthy spread).
     """
 
     model: str
