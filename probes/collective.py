@@ -19,13 +19,14 @@ tests the device's copies and memory but not its interconnect. The result says w
 Throughput is the per-device bus bandwidth (the NCCL-tests convention): bytes * 2(n-1)/n for
 all-reduce, bytes * (n-1)/n for all-gather, over the time. Determinism: with two ranks each
 element is one addition (order does not matter); with more, the ring order is fixed for a
-fixed topology. Judged bit for bit.
+fixed topology. Judged bit for bit. Each repeat is timed on the device's clock (``DeviceTimer``:
+events on the rank's stream around the collective, group setup left out); a CPU rank, with no
+device event, by the host clock; ``telemetry["timing_clock"]`` says which.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 from typing import Any, Sequence
 
@@ -33,7 +34,7 @@ import torch
 import torch.distributed as dist
 
 from probes.base import Case, Outcome, Probe, Unsupported
-from probes.harness import UNIT_ROUNDOFF, DistinctOutputs, Repeats, judge, randn, synchronize
+from probes.harness import UNIT_ROUNDOFF, DeviceTimer, DistinctOutputs, Repeats, judge, randn, timed_fault_stretch
 from probes.sizing import host_seconds, sized, transfer_bandwidth
 
 TIMEOUT = timedelta(seconds=60)
@@ -77,6 +78,7 @@ class _Rank:
         self.injector = injector
         self.outputs = DistinctOutputs()
         self.timings: list[float] = []
+        self.clock = "wall"  # "device" when the rank's device has timing events
 
 
 def _collective(op: str, ranks: list[_Rank], repeats: int, backend: str | None, probe: str, case: str) -> None:
@@ -96,12 +98,16 @@ def _collective(op: str, ranks: list[_Rank], repeats: int, backend: str | None, 
                     module.set_device(me.device)
             group = _process_group(store, rank, world, me.device, backend)
             data = me.data.to(me.device)
+            # The collective itself, on the device's clock (events on this rank's stream, which
+            # waits for the collective's): not the group's setup, not the host's launch.
+            # Only a CPU rank, which has no device event, is timed by the host clock.
+            timer = DeviceTimer(me.device)
+            me.clock = timer.clock
             for repeat in range(repeats):
                 if me.injector:
                     me.injector.before(probe, case)
                 barrier.wait()
-                synchronize(me.device)
-                start = time.perf_counter()
+                timer.start()
                 source = data.cpu() if staged else data
                 if op == "all_reduce":
                     out = source.clone()
@@ -112,11 +118,8 @@ def _collective(op: str, ranks: list[_Rank], repeats: int, backend: str | None, 
                     out = torch.cat(gathered)
                 if staged:
                     out = out.to(me.device)
-                synchronize(me.device)
-                elapsed = time.perf_counter() - start
+                elapsed = timed_fault_stretch(me.injector, probe, case, timer.stop())
                 if me.injector:
-                    me.injector.stretch(probe, case, elapsed)
-                    elapsed = time.perf_counter() - start
                     out = me.injector.corrupt(out, probe, case, repeat)
                 me.timings.append(elapsed)
                 me.outputs.add(out)
@@ -186,7 +189,8 @@ class CollectiveProbe(Probe):
         outcomes = []
         for rank, me in enumerate(ranks):
             assert me.outputs.first is not None
-            result = Repeats(first=me.outputs.first, digests=me.outputs.digests, timings=me.timings, distinct=len(me.outputs.digests))
+            result = Repeats(first=me.outputs.first, digests=me.outputs.digests, timings=me.timings,
+                             distinct=len(me.outputs.digests), clock=me.clock)
             outcome = judge(result, ref, bound)
             outcome.throughput, outcome.throughput_unit = nbytes * factor / min(me.timings) / 1e9, "GB/s"
             outcome.telemetry.update({"c10d_backend": used, "rank": rank, "world": world})

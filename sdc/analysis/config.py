@@ -38,6 +38,15 @@ class AnalysisConfig:
     slow_min_effect: float = 0.03
     slow_high_effect: float = 0.03
     node_gap: float = 0.03
+    # The effect and node-gap thresholds are never below this many of the chip model's
+    # measured chip-to-chip spreads (MAD across its chips, taken at its upper 2-standard-error
+    # bound, so a model of few chips that measures its spread low by chance is covered), so
+    # healthy tails stay healthy whatever the fleet's silicon and power spread. A healthy
+    # chip's window effect is mostly its persistent offset, so the false-quarantine target
+    # (<= 1 per 10,000 healthy chips per 30 sweeps) is a per-chip tail of 1e-4: 3.7 spreads
+    # for a normal spread. 4 (P = 3.2e-5) leaves a factor 3 for tails heavier than normal; the
+    # z and rank tests still stand behind it.
+    slow_spread_k: float = 4.0
     # Floor of the spread of chips' robust z-scores among chips of a model (z units).
     chip_scale_floor: float = 0.25
     # Drift (CUSUM on the chip's own per-sweep throughput): slack and alarm level (log units).

@@ -53,6 +53,8 @@ class Evidence:
     probe_case_keys: list[tuple] = field(default_factory=list)
     # Host names, indexed by ``chip_host`` codes (for node-scoped findings).
     host_labels: list[str] = field(default_factory=list)
+    # Chip model names, indexed by ``chip_model`` codes (for what the slow test can resolve).
+    model_labels: list[str] = field(default_factory=list)
 
     @property
     def n_results(self) -> int:
@@ -169,6 +171,7 @@ class EvidenceBuilder:
         models = [self.chip_info.get(c, ("", ""))[1] for c in chip_ids]
         return Evidence(
             host_labels=list(dict.fromkeys(hosts)),
+            model_labels=list(dict.fromkeys(models)),
             chip_ids=np.asarray(chip_ids, dtype=object),
             chip_host=_codes(hosts),
             chip_model=_codes(models),

@@ -17,7 +17,7 @@ from sdc.analysis.evidence import Evidence, JobEvidence
 from sdc.analysis.findings import SEVERITY_RANK, Finding
 from sdc.analysis.inconsistent import find_nondeterministic, find_replica_disagreements
 from sdc.analysis.precision import without_stack_bound_breaks
-from sdc.analysis.slow import find_slow
+from sdc.analysis.slow import SlowFloor, slow_analysis
 from sdc.analysis.unreliable import find_unreliable
 from sdc.analysis.wrong import find_wrong
 from sdc.records import Verdict, new_id
@@ -34,8 +34,17 @@ def analyze(
     chip breaks the fp64 bound identically are a finding about the stack (``sdc precision``),
     so they are taken out of chip blame first.
     """
+    findings, chip_ids, _ = analyze_fleet(ev, cfg, now, jobs)
+    return findings, chip_ids
+
+
+def analyze_fleet(
+    ev: Evidence, cfg: AnalysisConfig, now: float, jobs: JobEvidence | None = None
+) -> tuple[list[Finding], list[str], list[SlowFloor]]:
+    """``analyze``, and per chip model the slowdown its chip-to-chip spread lets the slow test find."""
     ev = without_stack_bound_breaks(ev)
-    findings = find_wrong(ev, cfg, now) + find_slow(ev, cfg, now) + find_nondeterministic(ev, cfg, now) + find_unreliable(ev, cfg, now)
+    slow, floors = slow_analysis(ev, cfg, now)
+    findings = find_wrong(ev, cfg, now) + slow + find_nondeterministic(ev, cfg, now) + find_unreliable(ev, cfg, now)
     chip_ids = list(ev.chip_ids)
     if jobs is not None and len(jobs):
         index = {c: i for i, c in enumerate(chip_ids)}
@@ -44,7 +53,7 @@ def analyze(
         for chip, code in index.items():
             chip_ids[code] = chip
         findings += _merge_inconsistent(findings, job_findings)
-    return findings, chip_ids
+    return findings, chip_ids, floors
 
 
 def _merge_inconsistent(existing: list[Finding], from_jobs: list[Finding]) -> list[Finding]:

@@ -164,6 +164,7 @@ def _assemble(chips, sweeps, cases, a) -> Evidence:
         probe_case=case,
         probe_case_keys=[(p, int(v), k, int(seed)) for p, v, k, _stack, seed in cases],
         host_labels=host_enc.labels(),
+        model_labels=model_enc.labels(),
     )
 
 

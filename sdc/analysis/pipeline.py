@@ -5,7 +5,7 @@ returns and applies the quarantine policy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Sequence
 
@@ -14,13 +14,14 @@ from sqlalchemy import Engine
 from sdc.analysis.config import AnalysisConfig
 from sdc.analysis.evidence import Evidence, JobEvidence
 from sdc.analysis.findings import Finding
-from sdc.analysis.ledger import MAX_EVIDENCE_IDS, analyze, to_verdicts
+from sdc.analysis.ledger import MAX_EVIDENCE_IDS, analyze_fleet, to_verdicts
 from sdc.analysis.load import (
     load_evidence,
     load_job_events,
     result_ids_for,
     throttle_reasons,
 )
+from sdc.analysis.slow import SlowFloor
 from sdc.records import Verdict
 
 
@@ -32,6 +33,7 @@ class AnalysisResult:
     evidence: Evidence
     jobs: JobEvidence
     chip_ids: Sequence[str]  # every chip the analysis knows, including chips seen only in jobs
+    slow_floors: list[SlowFloor] = field(default_factory=list)  # per chip model: what the slow test resolves
 
 
 def run_analysis(
@@ -40,14 +42,14 @@ def run_analysis(
     """Verdicts from the evidence observed at or after ``since``, stamped ``now``."""
     ev = load_evidence(engine, since)
     jobs = load_job_events(engine, since)
-    findings, chip_ids = analyze(ev, cfg, now.timestamp(), jobs)
+    findings, chip_ids, floors = analyze_fleet(ev, cfg, now.timestamp(), jobs)
     for f in findings:  # name the evidence: result ids stay in the store until a verdict needs them
         if f.rows.size:
             f.event_ids = result_ids_for(engine, ev, f.rows[:MAX_EVIDENCE_IDS]) + f.event_ids
             f.rows = f.rows[:0]
     _explain_slow(engine, findings)
     verdicts = to_verdicts(findings, chip_ids, ev.result_id, analysis_id, now)
-    return AnalysisResult(verdicts, ev, jobs, chip_ids)
+    return AnalysisResult(verdicts, ev, jobs, chip_ids, floors)
 
 
 def _explain_slow(engine, findings: list[Finding]) -> None:

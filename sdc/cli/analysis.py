@@ -11,6 +11,7 @@ import click
 from sdc.cli.context import AppContext, fail, handles_errors, pass_app
 from sdc.exitcodes import ExitCode
 from sdc.records import parse_time, utcnow
+from sdc.sim.kinds import FAULT_KINDS
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
 
@@ -54,6 +55,10 @@ def analyze_command(app: AppContext, since: str | None, dry_run: bool, wait_s: f
     out, err = app.out, app.err
     prefix = "[bold]DRY RUN[/bold] (nothing stored): " if dry_run else ""
     out.print(f"{prefix}analysed {report.results:,} probe results of {report.chips:,} chips and {report.job_events:,} job events")
+    from sdc.analysis.slow import SYNC_JOB_SLOWDOWN
+
+    for floor in report.slow_floors:
+        out.print(_t(floor.sentence(SYNC_JOB_SLOWDOWN)))
     if report.breaker_tripped:
         err.print(f"[bold red]{_t(report.breaker_message)}[/bold red]")
     if not report.verdicts:
@@ -275,7 +280,7 @@ def status_command(app: AppContext) -> None:
 @click.option("--chips-per-host", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--sweeps", type=click.IntRange(1, 10_000), default=5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--faults", default="", help="Planted faults, e.g. 'persistent=1,slow=2' (kinds: persistent, intermittent, slow, degrading, nondeterministic).")
+@click.option("--faults", default="", help=f"Planted faults, e.g. 'persistent=1,slow=2' (kinds: {', '.join(FAULT_KINDS)}).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, writable=True), help="JSON lines for 'sdc ingest'.")
 @click.option("--truth", type=click.Path(dir_okay=False, writable=True), help="Ground-truth JSON file (planted faults per chip).")
 @click.option("--onset", type=int, default=None, help="Faults start at a random sweep up to this one (default: half the sweeps).")

@@ -42,6 +42,7 @@ class AnalysisReport:
     results: int = 0
     job_events: int = 0
     states: dict[str, str] = field(default_factory=dict)  # after this analysis
+    slow_floors: list = field(default_factory=list)  # sdc.analysis.slow.SlowFloor per chip model
 
     @property
     def exit_code(self) -> ExitCode:
@@ -63,6 +64,7 @@ class AnalysisReport:
             "job_events": self.job_events,
             "breaker_tripped": self.breaker_tripped,
             "breaker_message": self.breaker_message,
+            "slow_floors": [f.to_json_dict() for f in self.slow_floors],
             "verdicts": [v.to_json_dict() for v in self.verdicts],
             "transitions": [e.to_json_dict() for e in self.transitions],
             "exit_code": int(self.exit_code),
@@ -104,6 +106,7 @@ def _analyze(store, settings: Settings, since: datetime | None, dry_run: bool) -
     ev = result.evidence
     report.chips, report.results, report.job_events = ev.n_chips, ev.n_results, len(result.jobs)
     report.verdicts = result.verdicts
+    report.slow_floors = result.slow_floors
 
     # The fleet is every chip we have evidence of: chips seen only in training jobs count too.
     history_events = quarantine_events(engine)

@@ -28,8 +28,8 @@ import numpy as np
 
 from sdc.analysis.evidence import NO_DIGEST, STATUS_CODES, Evidence
 from sdc.records import Chip, ProbeResult, Record, Sweep
+from sdc.sim.kinds import FAULT_KINDS
 
-FAULT_KINDS = ("persistent", "intermittent", "slow", "slow5", "degrading", "nondeterministic", "unreliable")
 BURN_ITERATIONS = 36_000  # repeats of the burn case: beyond int16, as a real burn of minutes
 DEFAULT_CASES = tuple(
     (probe, name, dtype)
@@ -329,6 +329,7 @@ class SimulatedFleet:
             result_id=rows,  # row numbers stand in for ids in the fast path
             cohort_labels=labels,
             host_labels=list(self.host_names),
+            model_labels=list(s.models),
         )
 
     def round_time(self, upto_round: int) -> float:

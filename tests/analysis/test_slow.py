@@ -95,12 +95,14 @@ def test_one_sweep_is_never_enough_for_a_slow_quarantine():
 
 def test_five_percent_slow_is_found_and_chips_throttled_seven_percent_once_are_not():
     # The target: >= 95 % of 5 %-slow chips within 3 sweeps, over 20 fleets, and no
-    # healthy chip throttled 7 % in one sweep acted on (a third of every fleet is).
+    # healthy chip throttled 7 % in one sweep acted on (a third of every fleet is). The
+    # threshold follows the chip-to-chip spread measured on the fleet: 192 chips measure it
+    # to within ~10 % (64 chips, to ~20 %, which now and then puts 5 % below the floor).
     caught = 0
     for seed in range(20):
         tp = noisy(100 + seed, spread=0.006)  # the simulator's chip-to-chip spread (sdc.sim.fleet)
         rng = np.random.default_rng(seed)
-        throttled = {f"c{i:02d}": int(rng.integers(0, 3)) for i in range(0, 64, 3)}  # a third of the fleet
+        throttled = {f"c{i:02d}": int(rng.integers(0, 3)) for i in range(0, 192, 3)}  # a third of the fleet
 
         def conditions(r):
             if r.chip == "c40":
@@ -109,7 +111,7 @@ def test_five_percent_slow_is_found_and_chips_throttled_seven_percent_once_are_n
                 return tp(r, 0.93)
             return tp(r)
 
-        found = run([conditions(r) for r in fleet(64, sweeps=3, cases=CASES)], 64, 3 * DAY)
+        found = run([conditions(r) for r in fleet(192, sweeps=3, cases=CASES)], 192, 3 * DAY)
         acted_on = {c: f.severity for c, f in found.items() if f.severity != "low"}
         assert set(acted_on) <= {"c40"}, seed
         caught += acted_on.get("c40") == "high"

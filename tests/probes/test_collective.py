@@ -42,6 +42,8 @@ def test_a_fault_on_one_rank_is_recorded_against_that_chip_only(spec):
         assert result.case["params"]["world"] == len(chips)
         assert result.telemetry["participants"] == ids
         assert result.telemetry["c10d_backend"] == "gloo"
+        # CPU ranks have no device event: the host clock timed the collective, and says so.
+        assert result.telemetry["timing_clock"] == "wall" and len(result.timings) == 2 and min(result.timings) > 0
         wrong = result.chip_id == ids[-1]
         assert (result.status == "mismatch") == wrong, (result.chip_id, result.status, result.message)
     assert len(collective) == 2 * len(chips)  # one result per chip per case: every rank judged
@@ -63,6 +65,7 @@ def test_on_a_plugin_without_a_c10d_backend_gloo_stages_through_the_host():
     summary, results = _sweep("testdev:0,testdev:1", ["testdev:0:bitflip:rate=1,probe=collective"])
     collective = [r for r in results if r.probe == "collective"]
     assert {r.telemetry["c10d_backend"] for r in collective} == {HOST_STAGED}
+    assert {r.telemetry["timing_clock"] for r in collective} <= {"device", "wall"}
     assert {(r.chip_id.rsplit(":", 1)[-1], r.status) for r in collective} == {("0", "mismatch"), ("1", "ok")}
     assert all(HOST_STAGED in r.message for r in collective if r.status == "ok")
 

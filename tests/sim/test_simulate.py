@@ -45,3 +45,13 @@ def test_fault_list_parsing_names_the_problem():
     assert parse_faults("slow=2, persistent=1") == {"slow": 2, "persistent": 1}
     with pytest.raises(ValueError, match="needs a count"):
         parse_faults("slow")
+
+
+def test_simulate_help_lists_every_fault_kind_the_simulator_plants():
+    from click.testing import CliRunner
+
+    from sdc.cli import cli
+    from sdc.sim.fleet import FAULT_KINDS
+
+    text = " ".join(CliRunner().invoke(cli, ["simulate", "--help"]).output.split())
+    assert all(kind in text.split("kinds: ", 1)[1] for kind in FAULT_KINDS) and "unreliable" in text
