@@ -127,6 +127,21 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
             per_kind["(flags)"] = per_kind.get("(flags)", 0.0) + time.perf_counter() - t
 
     sentinel.flags.settle = timed_settle
+    # The GEMM checksums run in forward/backward hooks on the checked layers, outside the
+    # sentinel's own hooks: time them too, or the share leaves them out.
+    from sdc.sentinel import gemm_check
+    checksum = gemm_check.checksum_gap
+
+    def timed_checksum(*a, **k):
+        t = time.perf_counter()
+        try:
+            return checksum(*a, **k)
+        finally:
+            spent = time.perf_counter() - t
+            inside["seconds"] += spent
+            per_kind["(gemm)"] = per_kind.get("(gemm)", 0.0) + spent
+
+    gemm_check.checksum_gap = timed_checksum
     end_step = sentinel.schedule.end_step
 
     def counted_end(step):
@@ -225,6 +240,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
         print(f"  check period agreed by the ranks: {schedule.period} (stretch {schedule.stretch:.2f}, check_budget="
               f"{config.check_budget}, max_check_period={config.max_check_period}); runs in the measured steps: {runs_of}")
         flags = per_kind.pop("(flags)", 0.0)
+        gemm = per_kind.pop("(gemm)", 0.0)
         periodic = sum(per_kind.values())
         rows = []
         steady_total = 0.0
@@ -235,12 +251,14 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
             steady = each / (schedule.period[kind] * step_s)
             steady_total += steady
             rows.append(f"{kind} {100 * per_kind[kind] / wall_s:.2f}% ({1000 * each:.1f} ms each; steady {100 * steady:.2f}%)")
-        every = (inside["seconds"] - periodic) / wall_s
-        steady_total += every
+        every = (inside["seconds"] - periodic - gemm) / wall_s
+        steady_total += every + gemm / wall_s
+        rows.append(f"GEMM checksums {100 * gemm / wall_s:.2f}% (every gemm_check_every={config.gemm_check_every} steps, "
+                    "in the layers' forward/backward hooks)")
         mode = "reduced-gradient probe" if sentinel.flags.reduced else "flag all-reduce"
         print("  share of the guarded run inside the sentinel, per component: " + ", ".join(rows)
               + f", every-step work {100 * every:.2f}% (of which the flags' {mode} {100 * flags / wall_s:.2f}%;"
-              f" the rest: hooks, check agreement, GEMM checksums)")
+              f" the rest: hooks, check agreement, the checksums' exchange)")
         print(f"  steady state at the agreed period: {100 * steady_total:.2f}% of the step (the schedule's own estimate of the "
               f"every-step work: {100 * schedule.every_step_share:.2f}%)")
         ratio = s / p

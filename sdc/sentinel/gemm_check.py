@@ -67,14 +67,20 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 
 def checksum_gap(y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                  generator: torch.Generator) -> float:
-    """How far ``Y r`` is from ``X (Wᵀ r) + b·r``, in units of the roundoff bound (> 1: wrong)."""
-    acc = torch.float64 if y.device.type == "cpu" else torch.float32
-    r = torch.rand(weight.shape[0], generator=generator, dtype=acc).to(y.device) + 0.5
+    """How far ``Y r`` is from ``X (Wᵀ r) + b·r``, in units of the roundoff bound (> 1: wrong).
+
+    Computed in fp32 (fp64 for an fp64 layer) on every device: the check's own roundoff is of
+    the GEMM's order, far inside the bound, and an fp64 copy of every checked weight made the
+    check cost ~15x its GEMM at small batches on a CPU (matrix-vector products as ``Wᵀ @ r``:
+    ``r @ W`` is 6x slower there).
+    """
+    acc = torch.float64 if y.dtype == torch.float64 else torch.float32
+    r = (torch.rand(weight.shape[0], generator=generator, dtype=acc) + 0.5).to(y.device)
     y2, x2 = y.reshape(-1, y.shape[-1]).to(acc), x.reshape(-1, x.shape[-1]).to(acc)
     w = weight.to(acc)
     direct = y2 @ r
     rebuilt = x2 @ (w.t() @ r)
-    magnitude = x2.abs() @ (w.abs().t() @ r.abs()) + y2.abs() @ r.abs()
+    magnitude = x2.abs() @ (w.abs().t() @ r) + y2.abs() @ r  # r > 0
     if bias is not None:
         rebuilt = rebuilt + bias.to(acc) @ r
     bound = SAFETY * matmul_eps(y.dtype) * magnitude + 1e-30
