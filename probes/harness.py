@@ -29,6 +29,7 @@ import torch
 
 from probes.base import Outcome
 from sdc.digest import digest
+from sdc.node.devices import synchronize  # noqa: F401  (probes import it from here)
 
 DTYPES: dict[str, torch.dtype] = {
     "fp64": torch.float64,
@@ -106,15 +107,6 @@ def generator(seed: int, *salt: object) -> torch.Generator:
 def randn(shape: Sequence[int], seed: int, *salt: object, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Standard normal values made on the CPU (fp64, then rounded): identical bytes on every chip."""
     return torch.randn(tuple(shape), generator=generator(seed, *salt), dtype=torch.float64).to(dtype)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cpu":
-        return
-    module = getattr(torch, device.type, None)
-    sync = getattr(module, "synchronize", None)
-    if sync is not None:
-        sync(device)
 
 
 LAUNCH_BOUND_S = 50e-6  # below this much device time a case times its launch, not the chip

@@ -261,3 +261,13 @@ def _parse_one(name: str) -> ChipHandle:
     if index >= count:
         raise DeviceError(f"device '{name}': this machine has {count} {backend} device(s)")
     return accelerator_chip(backend, index)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (no-op on the CPU), so a host timer sees device time."""
+    if device.type == "cpu":
+        return
+    module = getattr(torch, device.type, None)
+    sync = getattr(module, "synchronize", None)
+    if sync is not None:
+        sync(device)

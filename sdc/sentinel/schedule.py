@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
+from sdc.node.devices import synchronize
 from sdc.sentinel.comm import Collectives
 
 KINDS = ("local", "grads", "params", "audit")
@@ -59,16 +60,6 @@ def counted(hook: Callable) -> Callable:
         finally:
             self.schedule.inside(time.perf_counter() - started)
     return run
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (no-op on the CPU), so a host timer sees device time."""
-    if device.type == "cpu":
-        return
-    module = getattr(torch, device.type, None)
-    sync = getattr(module, "synchronize", None)
-    if sync is not None:
-        sync(device)
 
 
 def stretch_for(costs: Mapping[str, float], every: Mapping[str, int], allowance: float, step_seconds: float) -> float:
