@@ -67,7 +67,7 @@ if __name__ == "__main__":
     code = main(*sys.argv[1:4])
     # Everything this worker reports is written (verdict files, the sentinel closed and its
     # events spooled, the process group destroyed). Skip the interpreter's teardown: under load
-    # it aborted in about one full-suite run in five with "terminate called without an active
+    # it aborted in one of three full-suite runs (2026-12-01) with "terminate called without an active
     # exception" (SIGABRT) from a C++ thread of torch/transformers, after the results were
     # written; the test is about the diagnoses, not torch's teardown (see the closing note).
     sys.stdout.flush()
