@@ -27,6 +27,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from sdc.files import atomic_write, fsync_dir
 from sdc.records import Record, RecordError, from_json
+from sdc.store.sweeps import process_alive
 
 SUFFIX = ".jsonl"
 SEQUENCE_FILE = ".sequence"
@@ -171,21 +172,13 @@ def remove_stale_temporaries(directory: Path, max_age_s: float = STALE_TEMP_SECO
             old = now - path.stat().st_mtime > max_age_s
         except FileNotFoundError:
             continue
-        if old or (pid is not None and pid != os.getpid() and not _alive(pid)):
+        if old or (pid is not None and pid != os.getpid() and not process_alive(pid)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed.append(path)
     return removed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

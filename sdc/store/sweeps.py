@@ -10,7 +10,8 @@ from sdc.records import utcnow
 from sdc.store.models import SweepRow
 
 
-def _alive(pid: int | None) -> bool:
+def process_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` of this host still runs (one we may not signal counts as alive)."""
     if not pid:
         return False
     try:
@@ -32,7 +33,7 @@ def mark_abandoned_sweeps(engine: Engine, host: str) -> list[str]:
         rows = connection.execute(
             select(table.c.sweep_id, table.c.pid).where(table.c.host == host, table.c.status == "running")
         ).all()
-        dead = [sweep_id for sweep_id, pid in rows if not _alive(pid) or pid == os.getpid()]
+        dead = [sweep_id for sweep_id, pid in rows if not process_alive(pid) or pid == os.getpid()]
         if dead:
             connection.execute(
                 update(table)
