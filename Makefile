@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py sdc/digest/kernels/digest.c
+$(VENV)/.installed: pyproject.toml setup.py sdc/digest/kernels/digest.c sdc/digest/kernels/magnitude.c
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned, so nothing below pulls a multi-GB CUDA build

@@ -13,7 +13,7 @@ setup(
     ext_modules=[
         Extension(
             "sdc.digest._native",
-            sources=["sdc/digest/kernels/digest.c"],
+            sources=["sdc/digest/kernels/digest.c", "sdc/digest/kernels/magnitude.c"],
             extra_compile_args=["-O3", "-std=c99"],
             optional=True,
         )

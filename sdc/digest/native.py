@@ -30,7 +30,11 @@ MASK = (1 << 64) - 1
 PARALLEL_MIN_WORDS = 1 << 20
 ISA_NAMES = {0: "plain", 1: "avx2", 2: "avx512"}
 
+# dtype codes of kernels/magnitude.c
+MAGNITUDE_DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
+
 _lock = threading.Lock()
+_magnitude: ctypes._CFuncPtr | None = None
 _functions: dict[int, ctypes._CFuncPtr] | None = None
 _isa: str | None = None
 _failed = False
@@ -44,7 +48,7 @@ def library_path() -> str | None:
 
 
 def _load() -> dict[int, ctypes._CFuncPtr] | None:
-    global _functions, _failed, _isa
+    global _functions, _failed, _isa, _magnitude
     if _functions is not None or _failed:
         return _functions
     with _lock:
@@ -66,6 +70,11 @@ def _load() -> dict[int, ctypes._CFuncPtr] | None:
                 fn.restype = None
             lib.sdc_digest_isa.restype = ctypes.c_int
             _isa = ISA_NAMES.get(lib.sdc_digest_isa(), "unknown")
+            magnitude = getattr(lib, "sdc_max_magnitude", None)  # absent from a build older than it
+            if magnitude is not None:
+                magnitude.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+                magnitude.restype = ctypes.c_double
+                _magnitude = magnitude
             _functions = functions
         except Exception as exc:  # any failure means: use the eager path
             log.info("sdc digest: native CPU kernel unavailable (%s); using the eager path", exc)
@@ -81,6 +90,27 @@ def instruction_set() -> str | None:
 
 def available() -> bool:
     return _load() is not None
+
+
+def magnitude_available() -> bool:
+    return _load() is not None and _magnitude is not None
+
+
+class MagnitudeProbe:
+    """The largest magnitude over the first ``counts[i]`` elements at each of a fixed list of
+    addresses of one float dtype (``kernels/magnitude.c``): built once, called on every step
+    with that step's addresses (0 for an array absent this step)."""
+
+    def __init__(self, dtype: torch.dtype, counts: list[int]):
+        if not magnitude_available():
+            raise RuntimeError("native magnitude kernel unavailable")
+        self.code = MAGNITUDE_DTYPES[dtype]
+        self.n = len(counts)
+        self._addresses_type = ctypes.c_void_p * self.n
+        self._counts = (ctypes.c_int64 * self.n)(*counts)
+
+    def __call__(self, addresses: list[int]) -> float:
+        return _magnitude(self._addresses_type(*addresses), self._counts, self.n, self.code)
 
 
 def _run(fn, address: int, count: int) -> tuple[int, int]:

@@ -46,17 +46,21 @@ class SentinelConfig:
             more than one row in training mode).
         check_budget: the share of training time the sentinel may take (default 0.01: 1 %),
             shared by every periodic check (local and reduced gradient digests, parameter and
-            optimizer-state digests, audits) less what its every-step work takes. After each
+            optimizer-state digests, audits, GEMM checksums) less what its every-step work takes. After each
             check step the ranks agree on one factor that stretches every base period
             (``grad_every`` ...) until the measured costs fit (``schedule.py``); 0: every
             check exactly at its base period, whatever it costs.
-        max_check_period: the longest period the budget may stretch a check to (default 200
-            steps: a fault is named at most that late; where the budget would need more, the
-            budget gives way). 0: no cap.
+        max_check_seconds: the longest period the budget may stretch a check to, in wall
+            time at the median step time (default 300: a fault is named at most five minutes
+            late, or one base period where that is longer; where the budget would need more,
+            the budget gives way). 0: no time cap.
+        max_check_period: the same cap in steps (default 0: none; set it to bound how many
+            steps a fault can poison, whatever their length).
         audit_budget: the former name of ``check_budget`` (audits only); if set, used as
             ``check_budget``.
         gemm_check_every: every N steps, a sampled GEMM checksum on a rotating subset of the
-            model's ``nn.Linear`` layers, forward and backward (0: never).
+            model's ``nn.Linear`` layers, forward and backward (0: never); a periodic check
+            like the others, under ``check_budget``.
         gemm_check_layers: how many Linear layers one checked step covers.
         action: what to do on a finding: ``log``, ``skip_step`` (drop this step's update),
             ``resync`` (copy parameters and optimizer state from a majority rank) or
@@ -82,7 +86,8 @@ class SentinelConfig:
     audit_every: int = 20
     audit_samples: int = 2
     check_budget: float = 0.01
-    max_check_period: int = 200
+    max_check_seconds: float = 300.0
+    max_check_period: int = 0
     audit_budget: Optional[float] = None
     gemm_check_every: int = 50
     gemm_check_layers: int = 1
@@ -112,6 +117,9 @@ class SentinelConfig:
                 raise SentinelConfigError(f"SentinelConfig.{name}: must be above 1.0, got {getattr(self, name)!r}")
         if self.audit_budget is not None:
             object.__setattr__(self, "check_budget", self.audit_budget)  # the former name
+        if not (isinstance(self.max_check_seconds, (int, float)) and self.max_check_seconds >= 0):
+            raise SentinelConfigError(f"SentinelConfig.max_check_seconds: must be a number of seconds >= 0 (0: no time cap), "
+                                      f"got {self.max_check_seconds!r}")
         if not (isinstance(self.check_budget, (int, float)) and 0.0 <= self.check_budget < 1.0):
             raise SentinelConfigError(f"SentinelConfig.check_budget: must be a share in [0, 1), got {self.check_budget!r}")
         for name in ("audit_samples", "loss_window"):

@@ -43,7 +43,7 @@ from sdc.sentinel.gemm_check import GemmChecks
 from sdc.sentinel.identity import Peers, chip_id_for, default_job_id, model_device
 from sdc.sentinel.losses import LossTracker, PendingLosses
 from sdc.sentinel.repair import optimizer_tensors, resync, skip_update
-from sdc.sentinel.replayer import Replayer, ReplayFn, capture_rng
+from sdc.sentinel.replayer import Replayer, ReplayFn, RngCapture
 from sdc.sentinel.reporting import Reporter
 from sdc.sentinel.schedule import CheckSchedule, counted
 from sdc.sentinel.state import StepState
@@ -121,11 +121,18 @@ class ReplicaSentinel:
         self.reporter = Reporter(self.sink, job_id=self.job_id, rank=self.comm.global_rank, world_size=self.comm.size,
                                  host=self.host, chip_id=self.chip_id, action=self.config.action,
                                  record_ok=self.config.record_ok)
+        self.rng = RngCapture(self.device)
         self.replayer = Replayer(self.comm, params, self.names, self.peers, replay_fn, buffers=list(model.buffers()))
         self.auditor = Auditor(self.comm, self.replayer, self.peers, self.config.audit_samples, model)
         c = self.config
+        # Sampled GEMM checksums on rotating nn.Linear layers (gemm_check_every=0 turns them off).
+        self.gemm_checks: GemmChecks | None = None
+        if c.gemm_check_every:
+            self.gemm_checks = GemmChecks(model, c.gemm_check_layers, timer=lambda: self.schedule.measure("gemm"))
+        gemm_every = c.gemm_check_every if self.gemm_checks is not None and self.gemm_checks.linears else 0
         self.schedule = CheckSchedule({"local": c.local_every, "grads": c.grad_every, "params": c.param_every,
-                                       "audit": c.audit_every}, c.check_budget, c.max_check_period, self.device)
+                                       "audit": c.audit_every, "gemm": gemm_every}, c.check_budget, c.max_check_period,
+                                      self.device, max_seconds=c.max_check_seconds)
         if self.config.audit_every:
             warm_up_deterministic_mode()
         self.loss_tracker = LossTracker(self.config.loss_spike_factor, self.config.warmup_steps, self.config.loss_window)
@@ -140,10 +147,9 @@ class ReplicaSentinel:
         self.closed = False
         # Set by adapters (attach_ddp) that need local gradients seen before their reduction.
         self.local_tap: LocalGradTap | None = None
-        # Sampled GEMM checksums on rotating nn.Linear layers (gemm_check_every=0 turns them off).
-        self.gemm_checks: GemmChecks | None = (
-            GemmChecks(model, self.config.gemm_check_every, self.config.gemm_check_layers) if self.config.gemm_check_every else None)
         self.certifier: Any = None
+        self._quiet_verdict: StepVerdict | None = None
+        self._remember = self.config.replay or bool(self.config.audit_every)
         self._reset_step()
         # Events still queued when the interpreter exits are delivered (recipes without close()).
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -157,6 +163,15 @@ class ReplicaSentinel:
     @params.setter
     def params(self, value: list[torch.Tensor]) -> None:
         self.replayer.params = value
+
+    def gradients_reduced_by(self, wrapper: nn.Module) -> bool:
+        """Adapters that give the sentinel the unwrapped module (Lightning, the HF Trainer) tell
+        it the DDP wrapper here, before the first step: if it reduces over the sentinel's group,
+        the gradients at ``on_grads_ready`` are the same all-reduce on every rank, and the flags
+        need no per-step exchange (``flags.py``). Returns whether they now go that way."""
+        if not self.flags.reduced and reduced_by_ddp(wrapper, self.comm):
+            self.flags.reduced = True
+        return self.flags.reduced
 
     @property
     def replay_fn(self) -> ReplayFn | None:
@@ -174,18 +189,19 @@ class ReplicaSentinel:
         self.step = step
         self._reset_step()
         try:
-            if self.local_tap is not None and self.schedule.due("local", step):
-                self.local_tap.arm()
-            if self.gemm_checks is not None:
-                self.gemm_checks.arm(step)
-            if batch is not None and (self.config.replay or self.config.audit_every):
-                self.remember_batch(batch)
+            if not self.schedule.quiet(step):
+                if self.local_tap is not None and self.schedule.due("local", step):
+                    self.local_tap.arm()
+                if self.gemm_checks is not None and self.schedule.due("gemm", step):
+                    self.gemm_checks.arm()
+            if batch is not None and self._remember:
+                self.state.batch, self.state.rng = batch, self.rng.capture()
         except Exception as exc:
             self._local_error("on_step_begin", exc)
 
     def remember_batch(self, batch: Any) -> None:
         """The batch (and RNG state) this step consumes, for a replay or an audit."""
-        self.state.batch, self.state.rng = batch, capture_rng(self.device)
+        self.state.batch, self.state.rng = batch, self.rng.capture()
 
     @counted
     def on_loss(self, loss: torch.Tensor) -> None:
@@ -278,7 +294,25 @@ class ReplicaSentinel:
         grads = [p.grad if p.grad is not None else p.new_zeros(0) for p in self.params]
         return tensor_sums(grads)
 
+    def _quiet_grads_ready(self) -> StepVerdict:
+        """``_grads_ready`` on a step without a periodic check: only the flags, nothing to compare."""
+        if due(self.config.flags_every, self.step):
+            try:
+                flags, error, look = self.flags.settle(self.state, self.params, False)
+            except Exception as exc:  # the probe reads values identical on every rank: it fails on all or none
+                self._local_error("flag exchange", exc)
+                return self._partial()
+            if error:
+                return self._partial()  # some rank could not take part: nobody acts on this step
+            if flags or look:  # every rank saw it (exchanged flags, or the same reduced gradients)
+                self._local_anomalies(nonfinite_reduced=look == 1)
+        elif self.state.flags:
+            self.flags.local_only(self.step, flag_names(self.state.flags), self.state.loss_value)
+        return self._partial()
+
     def _grads_ready(self) -> StepVerdict:
+        if self.schedule.quiet(self.step):
+            return self._quiet_grads_ready()
         self.schedule.agree(self.comm, self.step)  # before anything that could fail on one rank
         check = self.schedule.due("grads", self.step)
         per_param = None
@@ -423,6 +457,12 @@ class ReplicaSentinel:
             self.schedule.end_step(step)
 
     def _checks_of_step_end(self, step: int) -> StepVerdict:
+        if self.schedule.quiet(step):  # most steps: no periodic check, only what on_grads_ready found
+            verdict = self._partial()
+            if self.certifier is not None:
+                self.certifier.on_verdict(self, verdict)
+            self._maybe_raise(verdict)
+            return verdict
         self.schedule.agree(self.comm, step)  # unless on_grads_ready did: before anything that could fail
         if self.schedule.due("params", step):
             with self.schedule.measure("params"):
@@ -434,7 +474,7 @@ class ReplicaSentinel:
                 self._checks.append("audit")
             for finding in findings:
                 self._record(finding)
-        if self.gemm_checks is not None:
+        if self.gemm_checks is not None and self.schedule.due("gemm", step):
             for finding in self.gemm_checks.collect(self.comm, self.peers):
                 self._checks.append("gemm")
                 self._record(finding)
@@ -465,6 +505,10 @@ class ReplicaSentinel:
         self.reporter.finding(self.step, finding)
 
     def _partial(self) -> StepVerdict:
+        if not (self._findings or self._checks or self._skipped or self._resynced):
+            if self._quiet_verdict is None or self._quiet_verdict.step != self.step:  # most steps: nothing to weigh
+                self._quiet_verdict = StepVerdict(self.step, details={"findings": []})
+            return self._quiet_verdict
         return step_verdict(self.step, self._findings, checks=self._checks, skipped=self._skipped, resynced=self._resynced)
 
     def _maybe_raise(self, verdict: StepVerdict) -> None:

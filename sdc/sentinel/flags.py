@@ -30,6 +30,7 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
+from sdc.digest import native
 from sdc.sentinel.checks import ANOMALY_FLAGS, median
 from sdc.sentinel.comm import Collectives, PendingMax
 from sdc.sentinel.losses import PendingLosses
@@ -44,10 +45,8 @@ log = logging.getLogger(__name__)
 # through backward, every gradient upstream of it, so the first parameters (the first layers:
 # upstream of everything) and the last (the head: next to the loss) carry it.
 PROBE_TENSORS = 32
-# Elements of a weight gradient's first row the probe reads (a few cache lines): a non-finite
-# or blown-up value upstream of a layer fills whole rows of its output gradient, and so every
-# element of its weight gradient, the leading ones included.
-PROBE_ROW = 64
+# Longest row of a weight gradient the probe reads whole (a few pages); a longer one is cut.
+PROBE_ROW = 4096
 
 
 def reduced_by_ddp(model: torch.nn.Module, comm: Collectives) -> bool:
@@ -61,8 +60,29 @@ def reduced_by_ddp(model: torch.nn.Module, comm: Collectives) -> bool:
         return False
 
 
-def probe_views(grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """A few elements of each gradient that a non-finite value upstream cannot miss.
+# How the probe reads one gradient, decided from its parameter's shape once.
+_WHOLE, _ROW, _CUT_ROW, _FLAT_ROW = range(4)
+
+
+def _count(shape: torch.Size, reading: int) -> int:
+    """How many elements from a gradient's start its reading covers (C-contiguous layout)."""
+    if reading == _WHOLE:
+        return max(1, shape.numel())
+    row = shape.numel() // shape[0]
+    return row if reading == _ROW else min(row, PROBE_ROW)
+
+
+def _reading(shape: torch.Size) -> int:
+    if len(shape) <= 1:
+        return _WHOLE
+    if len(shape) == 2:
+        return _ROW if shape[1] <= PROBE_ROW else _CUT_ROW
+    return _FLAT_ROW
+
+
+class GradientProbe:
+    """A few elements of each of ``PROBE_TENSORS`` gradients that a non-finite value upstream
+    cannot miss, read in one host sync.
 
     For a weight ``W`` of ``y = x Wᵀ`` (or a convolution's), the first row ``dW[0] = dy[:, 0]ᵀ
     x`` sums over every element of the layer's input ``x``, and a NaN times anything, zero
@@ -70,23 +90,86 @@ def probe_views(grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     1-D gradient (bias, norm weight: a sum of ``dy`` over the batch) is read whole: it shows a
     non-finite output gradient, even in one column. Backward spreads a non-finite output
     gradient over whole rows of the input gradients upstream, so every earlier layer's weight
-    gradient is non-finite throughout and its first ``PROBE_ROW`` elements show it. Contiguous
-    elements, not a column (a cache miss per element): the probe reads a few cache lines per
-    tensor, right after the all-reduce, when the ranks contend for the cores. Views, no copy.
+    gradient is non-finite throughout and its first row shows it.
+
+    Why a plan made once: the probe runs on every step right after the backward pass, when the
+    caches hold the step's tensors and not the interpreter's code, and every Python-level tensor
+    operation costs several times what it does warm. So the tensors are chosen once, each read
+    with one view (a row is a contiguous view, no copy), and the views are concatenated and
+    reduced in two more operations.
     """
-    if len(grads) > PROBE_TENSORS:
-        grads = list(grads[: PROBE_TENSORS // 2]) + list(grads[-(PROBE_TENSORS // 2):])
-    return [g.reshape(-1) if g.dim() <= 1 else g.flatten(1)[0, :PROBE_ROW] for g in grads if g.numel()]
+
+    def __init__(self, params: Sequence[torch.Tensor]):
+        chosen = list(params)
+        if len(chosen) > PROBE_TENSORS:
+            chosen = chosen[: PROBE_TENSORS // 2] + chosen[-(PROBE_TENSORS // 2):]
+        self.plan = [(p, _reading(p.shape)) for p in chosen if p.numel()]
+        # On the CPU, with sdc's C kernel built: the same elements, read by one call per dtype
+        # from the gradients' addresses (a gradient has its parameter's device and dtype).
+        self.native: list[tuple[list[torch.Tensor], native.MagnitudeProbe]] = []
+        if self.plan and native.magnitude_available() and all(
+                p.device.type == "cpu" and p.dtype in native.MAGNITUDE_DTYPES for p, _ in self.plan):
+            by_dtype: dict[torch.dtype, list[tuple[torch.Tensor, int]]] = {}
+            for p, reading in self.plan:
+                by_dtype.setdefault(p.dtype, []).append((p, _count(p.shape, reading)))
+            self.native = [([p for p, _ in entries], native.MagnitudeProbe(dtype, [n for _, n in entries]))
+                           for dtype, entries in by_dtype.items()]
+
+    def views(self) -> list[torch.Tensor]:
+        views = []
+        for param, reading in self.plan:
+            g = param.grad
+            if g is None:
+                continue
+            if reading == _ROW:
+                views.append(g[0])
+            elif reading == _WHOLE:
+                views.append(g.reshape(-1) if g.dim() == 0 else g)
+            elif reading == _CUT_ROW:
+                views.append(g[0, :PROBE_ROW])
+            else:
+                views.append(g.flatten(1)[0, :PROBE_ROW])
+        return views
+
+    def _native_magnitude(self) -> float | None:
+        """The C kernel's reading, or None where a gradient is laid out unlike its parameter
+        (then its first elements in memory are not its first row)."""
+        largest, seen = 0.0, False
+        for params, probe in self.native:
+            addresses = []
+            for p in params:
+                g = p.grad
+                if g is None:
+                    addresses.append(0)
+                elif not g.is_contiguous():
+                    return None
+                else:
+                    addresses.append(g.data_ptr())
+                    seen = True
+            value = probe(addresses)
+            if not value <= largest:  # larger, or NaN (which must win)
+                largest = value
+                if value != value:
+                    break
+        return largest if seen else None
+
+    def magnitude(self) -> float | None:
+        """The largest magnitude in the sampled reduced gradients (NaN or Inf if any is not
+        finite: ``max`` propagates NaN); None without gradients. One host read, the same value
+        on every rank when the gradients are all-reduced."""
+        if self.native:
+            value = self._native_magnitude()
+            if value is not None or not any(p.grad is not None for p, _ in self.plan):
+                return value
+        views = self.views()
+        if not views:
+            return None
+        return float(torch.linalg.vector_norm(torch.cat(views), float("inf")))  # max |g|; cat promotes mixed dtypes
 
 
 def probe_magnitude(params: Sequence[torch.Tensor]) -> float | None:
-    """The largest magnitude in the sampled reduced gradients (NaN or Inf if any is not
-    finite: ``max`` propagates NaN); None without gradients. One host read, the same value on
-    every rank when the gradients are all-reduced."""
-    views = probe_views([p.grad for p in params if p.grad is not None])
-    if not views:
-        return None
-    return float(torch.linalg.vector_norm(torch.cat(views), float("inf")))  # max |g|; cat promotes mixed dtypes
+    """``GradientProbe(params).magnitude()``: the probe of these parameters' gradients, once."""
+    return GradientProbe(params).magnitude()
 
 
 class GradProbe:
@@ -97,9 +180,14 @@ class GradProbe:
     SPIKE_FACTOR = 1000.0
     WINDOW = 32
     WARMUP = 4
+    # The median is taken anew after this many new values (not on every step: it is the one
+    # sort the every-step path would do, and a median of 32 barely moves in 8 steps).
+    REFRESH = 8
 
     def __init__(self) -> None:
         self.recent: deque[float] = deque(maxlen=self.WINDOW)
+        self._bar = float("inf")  # SPIKE_FACTOR x the median; inf while warming up
+        self._stale = 0
 
     def fires(self, magnitude: float | None) -> tuple[bool, bool]:
         """(look for the origin, the gradients are not finite)."""
@@ -107,9 +195,14 @@ class GradProbe:
             return False, False
         if not math.isfinite(magnitude):
             return True, True
-        spike = len(self.recent) >= self.WARMUP and magnitude > self.SPIKE_FACTOR * median(self.recent) > 0
+        spike = magnitude > self._bar
         if not spike:
             self.recent.append(magnitude)
+            self._stale += 1
+            if len(self.recent) == self.WARMUP or (len(self.recent) > self.WARMUP and self._stale >= self.REFRESH):
+                middle = median(self.recent)
+                self._bar = self.SPIKE_FACTOR * middle if middle > 0 else float("inf")
+                self._stale = 0
         return spike, False
 
 
@@ -129,6 +222,8 @@ class FlagExchange:
         self.comm, self.losses, self.reduced, self.reporter, self.me = comm, losses, reduced, reporter, me
         self.shared: set[int] = set()  # steps whose flags every rank has seen
         self.probe = GradProbe()
+        self.gradients: GradientProbe | None = None  # planned on the first settle, over the sentinel's parameters
+        self._planned_for: Sequence[torch.Tensor] | None = None
         self.begin()
 
     def begin(self) -> None:
@@ -180,7 +275,9 @@ class FlagExchange:
             if exchange:
                 self.shared.add(state.step)
                 return 0, 0, 0
-            look, nonfinite = self.probe.fires(probe_magnitude(params))
+            if self.gradients is None or self._planned_for is not params:
+                self.gradients, self._planned_for = GradientProbe(params), params
+            look, nonfinite = self.probe.fires(self.gradients.magnitude())
             if not look:
                 return 0, 0, 0  # a local-only anomaly of this step is reported when read
             self.shared.add(state.step)

@@ -12,8 +12,11 @@ operands' magnitudes and the dtype's unit roundoff (``|X| (|W|ᵀ |r|)``, times 
 safety factor), so a healthy run never trips it and an exponent or high-mantissa upset always
 does.
 
-The sentinel creates one when ``gemm_check_every > 0`` (the default). On checked steps hooks are put on ``gemm_check_layers`` Linear/Conv1D layers,
-rotating through the model, and removed afterwards; other steps pay nothing. Works on any
+The sentinel creates one when ``gemm_check_every > 0`` (the default); its check schedule says
+which steps are checked (every ``gemm_check_every`` steps, stretched like every other periodic
+check when their costs exceed the check budget). On checked steps hooks are put on
+``gemm_check_layers`` Linear/Conv1D layers, rotating through the model, and removed afterwards;
+other steps pay nothing. Works on any
 PyTorch backend (plain tensor ops). The forward check is a forward hook that changes nothing;
 the backward check is a hook on the layer's own matrix-product node in the autograd graph
 (``AddmmBackward``/``MmBackward``), so in-place ops after the layer keep working. The result is exchanged at the step's end, so every rank
@@ -23,7 +26,8 @@ reaches the same verdict: the failing rank is named (``kind: gemm_check``).
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 from torch import nn
@@ -131,35 +135,42 @@ class GemmChecks:
 
     Args:
         model: the module whose Linear/Conv1D layers are checked.
-        every: check every N steps (0: never).
         layers: how many of those layers one checked step covers.
         seed: the checksum vectors' generator seed.
+        timer: a context manager factory timing the checksums' work (the check schedule's
+            measurement of its ``gemm`` kind, so that the checksums count against the budget).
     """
 
-    def __init__(self, model: nn.Module, every: int, layers: int = 1, seed: int = 0):
+    def __init__(self, model: nn.Module, layers: int = 1, seed: int = 0,
+                 timer: Callable[[], ContextManager[Any]] = nullcontext):
         self.linears: list[tuple[str, nn.Module]] = [
             (n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) or is_hf_conv1d(m)]
-        self.every, self.layers = every, max(1, layers)
+        self.layers = max(1, layers)
         self.generator = torch.Generator().manual_seed(seed)
+        self.timer = timer
         self._handles: list[Any] = []
         self._failures: list[tuple[str, str, float]] = []
         self._checked: list[str] = []
-        self.step = -1
+        self.rounds = 0  # checked steps so far: the rotation's position, the same on every rank
 
-    def due(self, step: int) -> bool:
-        return self.every > 0 and bool(self.linears) and step % self.every == 0
+    @property
+    def armed(self) -> bool:
+        return bool(self._handles)
 
-    def chosen(self, step: int) -> list[tuple[str, nn.Module]]:
-        start = (step // max(self.every, 1)) * self.layers
+    def chosen(self) -> list[tuple[str, nn.Module]]:
+        """The layers the next checked step covers."""
+        start = self.rounds * self.layers
         return [self.linears[(start + i) % len(self.linears)] for i in range(min(self.layers, len(self.linears)))]
 
-    def arm(self, step: int) -> None:
-        """Hook the layers due at ``step`` (called by the sentinel at the step's beginning)."""
+    def arm(self) -> None:
+        """Hook the layers of this checked step (called by the sentinel at its beginning)."""
         self.disarm()
-        self.step, self._failures, self._checked = step, [], []
-        if not self.due(step):
+        self._failures, self._checked = [], []
+        if not self.linears:
             return
-        for name, module in self.chosen(step):
+        chosen = self.chosen()
+        self.rounds += 1  # before hooking: a failure below must not shift this rank's rotation
+        for name, module in chosen:
             self._handles.append(module.register_forward_hook(self._forward(name)))
             self._checked.append(name)
 
@@ -176,8 +187,9 @@ class GemmChecks:
                 return
             try:
                 weight = gemm_weight(module).detach()  # (out, in), whichever way it is stored
-                gap = checksum_gap(output.detach(), inputs[0].detach(), weight,
-                                   None if module.bias is None else _full(module.bias).detach(), self.generator)
+                with self.timer():
+                    gap = checksum_gap(output.detach(), inputs[0].detach(), weight,
+                                       None if module.bias is None else _full(module.bias).detach(), self.generator)
                 if gap > 1.0:
                     self._failures.append((name, "forward", gap))
                 node = _gemm_node(output.grad_fn)
@@ -198,7 +210,8 @@ class GemmChecks:
             if dx is None or dy is None:
                 return  # the first layer: no gradient for its input
             try:
-                gap = checksum_gap(dx.detach(), dy.detach(), weight.t(), None, self.generator)
+                with self.timer():
+                    gap = checksum_gap(dx.detach(), dy.detach(), weight.t(), None, self.generator)
                 if gap > 1.0:
                     self._failures.append((name, "backward", gap))
             except Exception:
@@ -207,9 +220,8 @@ class GemmChecks:
         return hook
 
     def collect(self, comm: Any, peers: Any) -> list[Finding]:
-        """At the step's end, on every rank: exchange who failed and turn it into findings."""
-        if not self.due(self.step):
-            return []
+        """At a checked step's end, on every rank (armed or not: a rank whose arming failed
+        still enters the exchange): exchange who failed and turn it into findings."""
         self.disarm()
         failed = torch.tensor([int(bool(self._failures))], dtype=torch.int64)
         if not comm.max_(failed).tolist()[0]:

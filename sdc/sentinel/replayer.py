@@ -37,17 +37,31 @@ ReplayFn = Callable[[Any], torch.Tensor]
 # ---------------------------------------------------------------------- one replay
 
 
+class RngCapture:
+    """Takes the RNG state a step starts from: the CPU generator's, CUDA's once CUDA is in use,
+    and, for another accelerator, that device type's generators. What to look for is decided
+    once: this runs at the start of every training step."""
+
+    def __init__(self, device: torch.device | None = None):
+        self._cuda = torch.backends.cuda.is_built()
+        self._other: tuple[str, Callable[[], Any]] | None = None
+        if device is not None and device.type not in ("cpu", "cuda", "meta"):
+            get_all = getattr(getattr(torch, device.type, None), "get_rng_state_all", None)
+            if get_all is not None:
+                self._other = (device.type, get_all)
+
+    def capture(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+        if self._cuda and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        if self._other is not None:
+            state[self._other[0]] = self._other[1]()
+        return state
+
+
 def capture_rng(device: torch.device | None = None) -> dict[str, Any]:
     """The CPU generator's state and, for an accelerator, that device type's generators."""
-    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    if device is not None and device.type not in ("cpu", "cuda", "meta"):
-        module = getattr(torch, device.type, None)
-        get_all = getattr(module, "get_rng_state_all", None)
-        if get_all is not None:
-            state[device.type] = get_all()
-    return state
+    return RngCapture(device).capture()
 
 
 def _set_rng(state: dict[str, Any]) -> None:

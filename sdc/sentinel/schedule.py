@@ -1,6 +1,6 @@
 """CheckSchedule: at which steps the sentinel's periodic checks run — local-gradient digests,
-reduced-gradient digests, parameter and optimizer-state digests, recompute audits — under one
-cost budget that all of them share, agreed across ranks.
+reduced-gradient digests, parameter and optimizer-state digests, recompute audits, GEMM
+checksums — under one cost budget that all of them share, agreed across ranks.
 
 Why one budget: what each check costs relative to a training step depends on the machine. On
 an accelerator the digests run at memory bandwidth and an audit of a 2-row slice is a sliver
@@ -13,7 +13,7 @@ period on the same steps (one *check cycle*: what certification waits for).
 The rule, after each check step::
 
     s = sum over kinds k of cost_k / base_k  /  (allowance x step time)
-    period_k = max(base_k, min(cap, ceil(base_k x s)))
+    period_k = max(base_k, min(cap_k, ceil(base_k x s)))
 
 ``cost_k`` is the last measured cost of check kind k (host wall time; on an accelerator the
 device is synchronized around it, on check steps only; a kind's first run, which pays one-time
@@ -21,11 +21,15 @@ costs, is not learnt), the step time the median wall time of
 the last ``STEP_WINDOW`` steps (a median: a pause between steps — evaluation, a checkpoint —
 does not make the steps look slower and the checks cheaper), and the allowance the budget
 less the share the sentinel's every-step work takes (its mean on steps without a periodic
-check; at least a quarter of the budget is left to the checks). ``cap`` (``max_check_period``) bounds the period,
-and so how late a fault can be named, even where the budget would stretch it further: there
-the budget gives way. The ranks agree on the largest ``s`` (the slowest rank's) in one
-all-reduce of one int64 per check step, so every rank runs the same checks at the same steps.
-``budget=0``: each check exactly every ``base_k`` steps (``step % base_k == 0``), no agreement.
+check; at least a quarter of the budget is left to the checks). The cap bounds how late a
+fault can be named, even where the budget would stretch the period further (there the budget
+gives way): ``max_seconds`` of wall time at the median step time (``max_check_seconds``,
+default 300 s: a time, because what a late detection wastes is chip-hours, and 200 steps are
+4 s of a small CPU job but an hour of a large model's), and optionally ``cap`` steps
+(``max_check_period``). The ranks agree on the largest ``s`` and the smallest step-time cap
+in one all-reduce of two int64s per check step, so every rank runs the same checks at the
+same steps. ``budget=0``: each check exactly every ``base_k`` steps (``step % base_k == 0``), no
+agreement.
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ import torch
 from sdc.node.devices import synchronize
 from sdc.sentinel.comm import Collectives
 
-KINDS = ("local", "grads", "params", "audit")
+KINDS = ("local", "grads", "params", "audit", "gemm")
 # How many recent steps the step time (and the every-step work) is the median of.
 STEP_WINDOW = 32
 # The stretch factor travels as an integer number of thousandths.
 SCALE = 1000
+# "No cap on the period" as the ranks exchange it (an int64 above any real step count).
+NO_CAP = 1 << 62
 
 
 def counted(hook: Callable) -> Callable:
@@ -71,6 +77,13 @@ def stretch_for(costs: Mapping[str, float], every: Mapping[str, int], allowance:
     return max(1.0, per_step / (allowance * step_seconds))
 
 
+def steps_within(seconds: float, step_seconds: float) -> int:
+    """How many steps of ``step_seconds`` fit in ``seconds`` (0: no bound: either is unknown or off)."""
+    if seconds <= 0 or step_seconds <= 0:
+        return 0
+    return max(1, int(seconds / step_seconds + 1e-9))  # 3.0 / 0.1 is 29.999...
+
+
 def period_for(every: int, stretch: float, cap: int) -> int:
     """Steps between two checks of base period ``every`` under ``stretch``, at most ``cap``
     (0: no cap) unless the base period itself is longer."""
@@ -87,16 +100,19 @@ class CheckSchedule:
         every: base period of each check kind (``KINDS``; 0: never).
         budget: share of the training time all periodic checks together may take (0: run
             each exactly at its base period).
-        cap: the longest period the budget may stretch a check to (0: none).
+        cap: the longest period, in steps, the budget may stretch a check to (0: none).
         device: the model's device (synchronized around a cost measurement off the CPU).
+        max_seconds: the longest period in wall time at the median step time (0: none).
     """
 
-    def __init__(self, every: Mapping[str, int], budget: float, cap: int, device: torch.device | None = None):
+    def __init__(self, every: Mapping[str, int], budget: float, cap: int, device: torch.device | None = None,
+                 max_seconds: float = 0.0):
         self.every = {k: int(every.get(k, 0)) for k in KINDS}
-        self.budget, self.cap = float(budget), int(cap)
+        self.budget, self.cap, self.max_seconds = float(budget), int(cap), float(max_seconds)
+        self.active = tuple(k for k in KINDS if self.every[k] > 0)
         self.device = device or torch.device("cpu")
         self.stretch = 1.0
-        self.period = dict(self.every)  # as the ranks last agreed
+        self.period = {k: self.every[k] for k in self.active}  # as the ranks last agreed (kinds that are on)
         self.next = {k: 0 for k in KINDS}  # first step each kind may run at
         self.upcoming: dict[str, int] = {}  # agreed at this step, applied when it ends
         self.costs: dict[str, float] = {}  # last measured seconds per kind
@@ -107,6 +123,7 @@ class CheckSchedule:
         self._last_end: float | None = None
         self._agreed: int | None = None
         self._warm: set[str] = set()
+        self._first_due = 0 if self.active else NO_CAP  # the earliest step any kind is due (budgeted schedule)
 
     # ------------------------------------------------------------------ decisions
 
@@ -119,7 +136,13 @@ class CheckSchedule:
         return step >= self.next[kind]
 
     def due_kinds(self, step: int) -> list[str]:
-        return [k for k in KINDS if self.due(k, step)]
+        return [k for k in self.active if self.due(k, step)]
+
+    def quiet(self, step: int) -> bool:
+        """No periodic check is due at ``step``: the hooks take their short path."""
+        if self.budget > 0:
+            return step < self._first_due
+        return not any(step % self.every[k] == 0 for k in self.active)
 
     def next_step(self, kind: str, step: int) -> int:
         """The step the next check of ``kind`` is due after one run at ``step``."""
@@ -174,19 +197,24 @@ class CheckSchedule:
         periods. Entered by every rank at the same steps (``due`` is the same everywhere), once
         per step: the sentinel calls it first thing in ``on_grads_ready`` and ``on_step_end``,
         before anything that could fail on one rank."""
-        ran = self.due_kinds(step)
-        if self.budget <= 0 or not ran or self._agreed == step:
+        if self.budget <= 0 or self._agreed == step or self.quiet(step):
             return
+        ran = self.due_kinds(step)
         self._agreed = step  # once per step, whichever hook comes first
         try:
             proposal = math.ceil(SCALE * stretch_for(self.costs, self.every, self.allowance(), self.step_seconds))
+            within = steps_within(self.max_seconds, self.step_seconds) or NO_CAP
         except Exception:  # a local failure must not skip the all-reduce the others enter
-            proposal = SCALE
-        agreed = int(comm.max_(torch.tensor([proposal], dtype=torch.int64)).tolist()[0])
-        self.stretch = max(1.0, agreed / SCALE)
-        for kind in KINDS:
-            if self.every[kind] > 0:
-                self.period[kind] = period_for(self.every[kind], self.stretch, self.cap)
+            proposal, within = SCALE, NO_CAP
+        # MAX of the stretch, and MAX of the time cap's complement: the smallest cap (the
+        # fastest-stepping rank's, so that none of them names a fault later than the cap).
+        agreed, inverse = comm.max_(torch.tensor([proposal, ~within], dtype=torch.int64)).tolist()
+        self.stretch = max(1.0, int(agreed) / SCALE)
+        within = ~int(inverse)
+        cap = min(self.cap or NO_CAP, within)
+        cap = 0 if cap >= NO_CAP else cap
+        for kind in self.active:
+            self.period[kind] = period_for(self.every[kind], self.stretch, cap)
         self.upcoming = {kind: step + self.period[kind] for kind in ran}
 
     def end_step(self, step: int) -> None:
@@ -200,7 +228,10 @@ class CheckSchedule:
             # deterministic-mode switch): learnt from its second run on.
             self.costs.update({k: v for k, v in self._measured.items() if k in self._warm})
             self._warm |= set(self._measured)
-        elif not self.due_kinds(step):
+        elif self.quiet(step):
             self._every_step.append(self._inside)
-        self.next.update(self.upcoming)
-        self.upcoming, self._measured, self._inside = {}, {}, 0.0
+        if self.upcoming:
+            self.next.update(self.upcoming)
+            self._first_due = min((self.next[k] for k in self.active), default=NO_CAP)
+            self.upcoming = {}
+        self._measured, self._inside = {}, 0.0

@@ -81,7 +81,8 @@ def _train(fault_where: str | None, steps: int = 12):
 
         model[2].register_forward_hook(plant)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    config = SentinelConfig(gemm_check_every=1, gemm_check_layers=3, audit_every=0)
+    # check_budget=0: a checksum on every step, whatever it costs against these tiny steps
+    config = SentinelConfig(gemm_check_every=1, gemm_check_layers=3, audit_every=0, check_budget=0)
     sentinel = ReplicaSentinel(model, optimizer, config=config, deliver=lambda e: None)
     if fault is not None:
         fault.arm()
@@ -121,16 +122,42 @@ def test_a_healthy_run_passes_every_checksum():
 
 def test_rotation_covers_every_linear_layer():
     model = nn.Sequential(*[nn.Linear(4, 4) for _ in range(5)])
-    checks = GemmChecks(model, every=10, layers=2)
-    covered = {name for step in range(0, 60, 10) for name, _ in checks.chosen(step)}
+    checks = GemmChecks(model, layers=2)
+    covered = set()
+    for _ in range(3):  # three checked steps of two layers each: all five
+        covered |= {name for name, _ in checks.chosen()}
+        checks.arm()
+        checks.disarm()
     assert covered == {"0", "1", "2", "3", "4"}
-    assert GemmChecks(model, every=0).due(0) is False
+
+
+def test_the_checksums_are_a_periodic_check_under_the_budget():
+    """At the default budget the checksums' measured cost stretches their period like any
+    other check's (a tiny model: checks every step would cost far more than 1 %), and the
+    time they take counts as the schedule's ``gemm`` kind."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
+    sentinel = ReplicaSentinel(model, config=SentinelConfig(gemm_check_every=1, audit_every=0), deliver=lambda e: None)
+    checked = []
+    for step in range(60):
+        x = torch.randn(32, 16)
+        model.zero_grad()
+        sentinel.on_step_begin(step, None)
+        loss = model(x).pow(2).mean()
+        sentinel.on_loss(loss)
+        loss.backward()
+        sentinel.on_grads_ready()
+        if "gemm" in sentinel.on_step_end(step).checks:
+            checked.append(step)
+    sentinel.close()
+    assert checked[:2] == [0, 1] and len(checked) < 30, checked  # base period until a cost is learnt, then stretched
+    assert sentinel.schedule.costs["gemm"] > 0 and sentinel.schedule.period["gemm"] > 1
 
 
 def test_in_place_ops_after_a_checked_layer_keep_working():
     """An in-place ReLU right after a checked Linear (common in real models) must not break."""
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 8), nn.ReLU(inplace=True), nn.Linear(8, 1))
-    sentinel = ReplicaSentinel(model, config=SentinelConfig(gemm_check_every=1, gemm_check_layers=3, audit_every=0),
+    sentinel = ReplicaSentinel(model, config=SentinelConfig(gemm_check_every=1, gemm_check_layers=3, audit_every=0, check_budget=0),
                                deliver=lambda e: None)
     for step in range(3):
         x = torch.randn(5, 4)
@@ -149,8 +176,8 @@ def test_a_three_dimensional_input_is_checked_both_ways():
     """Sequence inputs (batch, tokens, features): the backward check finds the layer's GEMM node
     through the reshape."""
     layer = nn.Linear(8, 8)
-    checks = GemmChecks(nn.Sequential(layer), every=1)
-    checks.arm(0)
+    checks = GemmChecks(nn.Sequential(layer))
+    checks.arm()
     x = torch.randn(2, 5, 8, requires_grad=True)
     layer(x).pow(2).sum().backward()
     assert checks._failures == []
@@ -159,7 +186,7 @@ def test_a_three_dimensional_input_is_checked_both_ways():
         out.grad_fn.next_functions[0][0].register_hook(lambda gi, go: (gi[0], upset.apply(gi[1]), gi[2]))
 
     handle = layer.register_forward_hook(plant)
-    checks.arm(1)  # re-registers the check after the fault's hook
+    checks.arm()  # re-registers the check after the fault's hook
     x = torch.randn(2, 5, 8, requires_grad=True)
     layer(x).pow(2).sum().backward()
     handle.remove()

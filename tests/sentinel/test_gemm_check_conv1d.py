@@ -34,7 +34,7 @@ def tiny_gpt2(seed: int, n_layer: int = 2, init: float = 0.02, dtype: torch.dtyp
 def _train(model: nn.Module, steps: int, seed: int = 0, lr: float = 1e-3):
     """Every checkable layer on every step; AdamW so the weights move away from their init."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    config = SentinelConfig(gemm_check_every=1, gemm_check_layers=1000, audit_every=0)
+    config = SentinelConfig(gemm_check_every=1, gemm_check_layers=1000, audit_every=0, check_budget=0)
     events: list = []
     sentinel = ReplicaSentinel(model, optimizer, config=config, deliver=events.extend)
     g = torch.Generator().manual_seed(seed)
@@ -69,7 +69,7 @@ def _failures(events) -> dict[int, set[tuple[str, str]]]:
 
 def test_every_conv1d_of_gpt2_is_a_checked_layer():
     model = tiny_gpt2(0)
-    names = [n for n, _ in GemmChecks(model, every=1).linears]
+    names = [n for n, _ in GemmChecks(model).linears]
     expected = [f"transformer.h.{b}.{c}" for b in range(2) for c in CONV1D_PER_BLOCK] + ["lm_head"]
     assert names == expected
     # a Conv1D that is not HF's (by module) and torch's own nn.Conv1d are not GEMM layers

@@ -1,5 +1,6 @@
-"""The check schedule: one cost budget shared by every periodic check, a cap on the period,
-and the ranks agreeing on the slowest rank's stretch so they check at the same steps."""
+"""The check schedule: one cost budget shared by every periodic check, a cap on the period
+(in wall time, optionally in steps), and the ranks agreeing on the slowest rank's stretch and
+the tightest cap so they check at the same steps."""
 
 from __future__ import annotations
 
@@ -8,21 +9,23 @@ import torch
 
 from sdc.sentinel import SentinelConfig
 from sdc.sentinel.config import SentinelConfigError
-from sdc.sentinel.schedule import SCALE, CheckSchedule, period_for, stretch_for
+from sdc.sentinel.schedule import NO_CAP, SCALE, CheckSchedule, period_for, steps_within, stretch_for
 
 EVERY = {"local": 20, "grads": 20, "params": 20, "audit": 20}
 
 
 class Ranks:
-    """The all-reduce(MAX) of a group whose other ranks propose ``others``."""
+    """The all-reduce(MAX) of a group whose other ranks propose the stretches ``others`` and
+    the time caps (in steps) ``caps`` (none: no time cap)."""
 
-    def __init__(self, others: list[int]):
+    def __init__(self, others: list[int], caps: list[int] | None = None):
         self.others = others
+        self.caps = caps or [NO_CAP] * len(others)
         self.seen: list[int] = []
 
     def max_(self, values: torch.Tensor) -> torch.Tensor:
         self.seen.append(int(values[0]))
-        return torch.tensor([max([int(values[0]), *self.others])])
+        return torch.tensor([max([int(values[0]), *self.others]), max([int(values[1]), *(~c for c in self.caps)])])
 
 
 def test_costs_that_fit_keep_the_base_periods_and_costs_that_do_not_stretch_all_alike():
@@ -76,6 +79,46 @@ def test_a_slow_machine_is_held_to_the_cap():
     assert all(b - a == 50 for a, b in zip(checked[2:], checked[3:])) and here.period["audit"] == 50
 
 
+def test_the_time_cap_bounds_the_period_in_wall_time_at_the_step_time():
+    assert steps_within(300.0, 0.1) == 3000 and steps_within(300.0, 0.0) == 0 and steps_within(0.0, 0.1) == 0
+    assert steps_within(1.0, 5.0) == 1  # a step longer than the cap: one step (the base period still wins)
+    costs = {"local": 0, "grads": 0, "params": 0, "audit": 5.0}  # needs a stretch of 250 at 100 ms steps
+    # 3 s of 100 ms steps is 30 steps; no step cap.
+    here = CheckSchedule(EVERY, budget=0.01, cap=0, max_seconds=3.0)
+    checked = _run(here, Ranks([]), 200, costs, 0.1)
+    assert here.period["audit"] == 30 and all(b - a == 30 for a, b in zip(checked[2:], checked[3:])), checked
+    # 60 s allows 600 steps: the budget's 5000 is held to it.
+    roomy = CheckSchedule(EVERY, budget=0.01, cap=0, max_seconds=60.0)
+    _run(roomy, Ranks([]), 100, costs, 0.1)
+    assert roomy.period["audit"] == 600
+    # The step cap and the time cap together: the tighter wins.
+    both = CheckSchedule(EVERY, budget=0.01, cap=400, max_seconds=60.0)
+    _run(both, Ranks([]), 100, costs, 0.1)
+    assert both.period["audit"] == 400
+    # A time cap below the base period never shortens it.
+    short = CheckSchedule(EVERY, budget=0.01, cap=0, max_seconds=0.5)
+    _run(short, Ranks([]), 100, costs, 0.1)
+    assert short.period["audit"] == 20
+
+
+def test_the_ranks_take_the_tightest_time_cap_so_that_none_names_a_fault_late():
+    costs = {"local": 0, "grads": 0, "params": 0, "audit": 5.0}
+    here = CheckSchedule(EVERY, budget=0.01, cap=0, max_seconds=60.0)  # 600 steps here
+    _run(here, Ranks([0], caps=[120]), 100, costs, 0.1)  # another rank's steps are 5x shorter
+    assert here.period["audit"] == 120
+    alone_uncapped = CheckSchedule(EVERY, budget=0.01, cap=0, max_seconds=0.0)
+    _run(alone_uncapped, Ranks([0]), 100, costs, 0.1)
+    assert alone_uncapped.period["audit"] == 5000  # no cap anywhere: the budget alone
+
+
+def test_only_the_kinds_that_are_on_are_scheduled_and_a_schedule_with_none_is_always_quiet():
+    schedule = CheckSchedule({**EVERY, "gemm": 50}, budget=0.01, cap=0)
+    assert schedule.due_kinds(0) == ["local", "grads", "params", "audit", "gemm"]
+    off = CheckSchedule({}, budget=0.01, cap=0)
+    comm = Ranks([])
+    assert _run(off, comm, 50, {}, 0.1) == [] and comm.seen == [] and all(off.quiet(s) for s in range(50))
+
+
 def test_the_sentinels_every_step_work_comes_out_of_the_budget():
     schedule = CheckSchedule(EVERY, budget=0.01, cap=0)
     schedule._step_times.extend([0.1] * 4)
@@ -94,8 +137,10 @@ def test_without_a_budget_every_check_runs_exactly_at_its_base_period_without_ag
 
 
 def test_the_budget_and_cap_settings():
-    assert SentinelConfig().check_budget == 0.01 and SentinelConfig().max_check_period == 200
+    defaults = SentinelConfig()
+    assert defaults.check_budget == 0.01 and defaults.max_check_seconds == 300.0 and defaults.max_check_period == 0
     assert SentinelConfig(audit_budget=0).check_budget == 0  # the former, audits-only name
-    for bad in (dict(check_budget=1.0), dict(check_budget=-0.1), dict(max_check_period=-1)):
+    for bad in (dict(check_budget=1.0), dict(check_budget=-0.1), dict(max_check_period=-1), dict(max_check_seconds=-1),
+                dict(max_check_seconds="5 min")):
         with pytest.raises(SentinelConfigError):
             SentinelConfig(**bad)

@@ -70,6 +70,7 @@ class SentinelTrainer(Trainer):
         self.sentinel_callback = sentinel_callback
         self._replaying = False
         self._num_items: Any = None
+        self._wrapper_told = False
 
     def _replay_loss(self, batch: dict) -> Any:
         """The step's loss recomputed the way the Trainer computed it, without DDP's hooks."""
@@ -90,6 +91,9 @@ class SentinelTrainer(Trainer):
             self._num_items = num_items_in_batch
             if sentinel.replayer.replay_fn is None:
                 sentinel.replay_fn = self._replay_loss
+            if not self._wrapper_told:  # the first step, on every rank: ``model`` is the DDP wrapper
+                self._wrapper_told = True
+                sentinel.gradients_reduced_by(model)
         result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch, **kwargs)
         loss = result[0] if return_outputs else result
         if watching:

@@ -49,6 +49,9 @@ class SentinelCallback(pl.Callback):
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         self._accumulate = max(1, int(getattr(trainer, "accumulate_grad_batches", 1) or 1))
         self.sentinel = ReplicaSentinel(pl_module, optimizer, group=self.group, config=self.config, **self.kwargs)
+        wrapper = getattr(trainer.strategy, "model", None)  # the DDP wrapper, under the DDP strategy
+        if wrapper is not None:
+            self.sentinel.gradients_reduced_by(wrapper)
         if self.sentinel.replayer.replay_fn is None:
             self.sentinel.replay_fn = lambda batch: _loss(pl_module.training_step(batch, self._batch_idx)) / self._accumulate
 
