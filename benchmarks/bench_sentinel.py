@@ -104,6 +104,8 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
                 spent = time.perf_counter() - t
                 inside["seconds"] += spent
                 per_hook[name] = per_hook.get(name, 0.0) + spent
+                if name == "on_step_end":
+                    step_ended()
         return call
 
     for name in ("on_step_begin", "on_loss", "on_grads_ready", "on_step_end", "observe_local_bucket"):
@@ -137,10 +139,21 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     outside_hooks = {"gemm"}
     end_step = sentinel.schedule.end_step
 
+    # Time inside the sentinel per step, apart for steps with and without a periodic check:
+    # steady state is the quiet steps' mean plus each check step's extra at the agreed period.
+    per_step = {"last": 0.0, "quiet": [], "checked": []}
+
     def counted_end(step):
-        for kind in sentinel.schedule.due_kinds(step):
+        due = sentinel.schedule.due_kinds(step)
+        for kind in due:
             runs_of[kind] = runs_of.get(kind, 0) + 1
+        per_step["due"] = bool(due)
         end_step(step)
+
+    def step_ended():  # after on_step_end's own time is counted: a step's whole time inside
+        spent = inside["seconds"] - per_step["last"]
+        per_step["last"] = inside["seconds"]
+        per_step["checked" if per_step.get("due") else "quiet"].append(spent)
 
     sentinel.schedule.end_step = counted_end
     if args.no_hook:
@@ -195,6 +208,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
     per_hook.clear()
     per_kind.clear()
     runs_of.clear()
+    per_step.update(last=0.0, quiet=[], checked=[])
     for block in range(args.blocks):
         # ABBA order: neither variant always runs right after the other's warm caches.
         for kind in (("plain", "guarded") if block % 2 == 0 else ("guarded", "plain")):
@@ -244,12 +258,22 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
             steady_total += steady
             label = "GEMM checksums (in the layers' forward/backward hooks)" if kind == "gemm" else kind
             rows.append(f"{label} {100 * per_kind[kind] / wall_s:.2f}% ({1000 * each:.1f} ms each; steady {100 * steady:.2f}%)")
-        every = (inside["seconds"] - periodic) / wall_s
-        steady_total += every
+        quiet = per_step["quiet"]
+        quiet_mean = sum(quiet) / len(quiet) if quiet else 0.0
+        every = quiet_mean / step_s  # the every-step work: what a step without a periodic check takes
+        checked = per_step["checked"]
+        # What a check step takes beyond the quiet steps' work and the checks' measured blocks
+        # (agreement, the exchange, building the verdict), at the rate check steps come: one
+        # per check cycle, and the GEMM checksums' own steps.
+        extra = (sum(checked) - quiet_mean * len(checked) - periodic) / len(checked) if checked else 0.0
+        cycle = min((v for k, v in schedule.period.items() if k != "gemm"), default=0)
+        rate = (1 / cycle if cycle else 0.0) + (1 / schedule.period["gemm"] if "gemm" in schedule.period else 0.0)
+        steady_total += every + max(0.0, extra) * rate / step_s
         mode = "reduced-gradient probe" if sentinel.flags.reduced else "flag all-reduce"
         print("  share of the guarded run inside the sentinel, per component: " + ", ".join(rows)
-              + f", every-step work {100 * every:.2f}% (of which the flags' {mode} {100 * flags / wall_s:.2f}%;"
-              f" the rest: the hooks themselves, remembering the batch and RNG state, the losses)")
+              + f", every-step work {100 * every:.2f}% ({1000 * quiet_mean:.3f} ms on each of {len(quiet)} steps without a "
+              f"check; the flags' {mode} {100 * flags / wall_s:.2f}% of the run; the rest: the hooks themselves, the batch "
+              f"and RNG state, the losses), check steps' other work {1000 * extra:.1f} ms each ({len(checked)} steps)")
         print(f"  steady state at the agreed period: {100 * steady_total:.2f}% of the step (the schedule's own estimate of the "
               f"every-step work: {100 * schedule.every_step_share:.2f}%)")
         ratio = s / p
@@ -258,10 +282,14 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, tmp: str)
             print(f"target >= 0.99: {'met' if ratio >= 0.99 else 'NOT met'} (end-to-end ratio {ratio:.3f})")
         else:
             # On a shared CPU the baseline alone swings more than the 1% being measured: the
-            # sentinel's own time is the verdict (an upper bound, inflated when ranks share cores).
-            print(f"target <= 1% of the step inside the sentinel: {'met' if implied >= 0.99 else 'NOT met'} "
-                  f"({100 * (1 - implied):.2f}% in the measured window, {100 * steady_total:.2f}% in steady state at the agreed "
-                  f"period); end-to-end ratio {ratio:.3f} with baseline spread {spread:.2f}")
+            # sentinel's own time is the verdict (an upper bound, inflated when ranks share cores),
+            # in steady state: each check's measured cost over the period the ranks agreed, plus
+            # the measured every-step work. The window's own share depends on how many check
+            # cycles fall into it (the first ones run at the base period, before any cost is
+            # learnt; later periods may be longer than the window).
+            print(f"target <= 1% of the step inside the sentinel: {'met' if steady_total <= 0.01 else 'NOT met'} "
+                  f"({100 * steady_total:.2f}% in steady state at the agreed period; {100 * (1 - implied):.2f}% in the "
+                  f"measured window); end-to-end ratio {ratio:.3f} with baseline spread {spread:.2f}")
     dist.destroy_process_group()
 
 

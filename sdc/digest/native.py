@@ -13,6 +13,7 @@ eager path; nothing is compiled at run time.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import importlib.util
 import logging
@@ -106,11 +107,11 @@ class MagnitudeProbe:
             raise RuntimeError("native magnitude kernel unavailable")
         self.code = MAGNITUDE_DTYPES[dtype]
         self.n = len(counts)
-        self._addresses_type = ctypes.c_void_p * self.n
         self._counts = (ctypes.c_int64 * self.n)(*counts)
 
     def __call__(self, addresses: list[int]) -> float:
-        return _magnitude(self._addresses_type(*addresses), self._counts, self.n, self.code)
+        table = array.array("Q", addresses)  # kept alive through the call
+        return _magnitude(table.buffer_info()[0], self._counts, self.n, self.code)
 
 
 def _run(fn, address: int, count: int) -> tuple[int, int]:

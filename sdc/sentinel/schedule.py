@@ -21,7 +21,8 @@ costs, is not learnt), the step time the median wall time of
 the last ``STEP_WINDOW`` steps (a median: a pause between steps — evaluation, a checkpoint —
 does not make the steps look slower and the checks cheaper), and the allowance the budget
 less the share the sentinel's every-step work takes (its mean on steps without a periodic
-check; at least a quarter of the budget is left to the checks). The cap bounds how late a
+check; at least ``CHECK_FLOOR`` of the budget is left to the checks: where the every-step work
+alone takes more, the checks still run, and the time cap bounds how rarely). The cap bounds how late a
 fault can be named, even where the budget would stretch the period further (there the budget
 gives way): ``max_seconds`` of wall time at the median step time (``max_check_seconds``,
 default 300 s: a time, because what a late detection wastes is chip-hours, and 200 steps are
@@ -52,6 +53,10 @@ KINDS = ("local", "grads", "params", "audit", "gemm")
 STEP_WINDOW = 32
 # The stretch factor travels as an integer number of thousandths.
 SCALE = 1000
+# The share of the budget the periodic checks keep however much the every-step work takes: a
+# tenth, so that the sentinel's total stays within the budget while its every-step work is
+# up to nine tenths of it (a short CPU step), and still has checks to run beyond that.
+CHECK_FLOOR = 0.1
 # "No cap on the period" as the ranks exchange it (an int64 above any real step count).
 NO_CAP = 1 << 62
 
@@ -188,7 +193,7 @@ class CheckSchedule:
             self._measured[kind] = self._measured.get(kind, 0.0) + time.perf_counter() - started
 
     def allowance(self) -> float:
-        return max(self.budget - self.every_step_share, self.budget / 4)
+        return max(self.budget - self.every_step_share, self.budget * CHECK_FLOOR)
 
     # ------------------------------------------------------------------ agreement
 

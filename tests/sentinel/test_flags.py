@@ -4,10 +4,12 @@ training (a firing costs an exchange)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
-from sdc.sentinel.flags import GradProbe, probe_magnitude
+from sdc.digest import native
+from sdc.sentinel.flags import GradientProbe, GradProbe, probe_magnitude
 
 
 def _mlp(seed: int, bias: bool = True) -> nn.Sequential:
@@ -48,9 +50,9 @@ def test_a_non_finite_value_anywhere_in_the_forward_pass_reaches_the_probe():
                 magnitude = probe_magnitude(_grads(model, x, y, corrupt))
                 if magnitude is not None and magnitude == magnitude and magnitude < float("inf"):
                     missed.append((seed, bias, layer))
-    # Without biases a value in the last layer's output beyond the first row's 64 columns' reach
-    # shows only in that output's row of dW (MSE is elementwise): the one documented blind spot.
-    assert [m for m in missed if not (not m[1] and m[2] == 4)] == []
+    # The whole first row of each weight gradient: no blind spot left (64 elements of it
+    # missed a value in a bias-free last layer's output beyond their reach).
+    assert missed == []
 
 
 def test_an_exponent_upset_that_overflows_the_loss_shows_as_a_thousandfold_jump():
@@ -86,3 +88,51 @@ def test_healthy_training_never_fires_the_probe():
             look, _ = probe.fires(probe_magnitude(_grads(model, x, torch.tanh(x @ w))))
             assert not look, (seed, step)
             opt.step()
+
+
+def _gradients(dtype: torch.dtype, seed: int) -> list[nn.Parameter]:
+    """Parameters of every shape the probe reads differently, with gradients of ``dtype``."""
+    g = torch.Generator().manual_seed(seed)
+    params = [nn.Parameter(torch.zeros(shape, dtype=dtype)) for shape in [(8, 100), (8,), (3, 4, 5, 5), (), (2, 9000)]]
+    for p in params:
+        p.grad = (torch.randn(p.shape, generator=g) * 10.0 ** (seed % 5 - 2)).to(dtype)
+    return params
+
+
+def _torch_reading(probe: GradientProbe) -> float:
+    return float(torch.linalg.vector_norm(torch.cat([v.reshape(-1).double() for v in probe.views()]), float("inf")))
+
+
+@pytest.mark.skipif(not native.magnitude_available(), reason="sdc's C kernel was not built (no C compiler at install)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_the_c_kernel_reads_what_the_torch_views_read_for_every_dtype(dtype):
+    """On the CPU the probe reads the gradients from their addresses in one C call; it must see
+    exactly the elements and values the views see, and every NaN and Inf among them."""
+    for seed in range(10):
+        params = _gradients(dtype, seed)
+        probe = GradientProbe(params)
+        assert probe.native, "the CPU probe must take the C path"
+        assert probe.magnitude() == _torch_reading(probe)
+        # A special value in each read region, also at its last element, and one just outside.
+        for index, at in ((1, (7,)), (0, (0, 99)), (2, (0, 3, 4, 4)), (3, ()), (4, (0, 4095))):
+            for value in (float("nan"), float("inf"), float("-inf")):
+                saved = params[index].grad[at].clone()
+                params[index].grad[at] = value
+                got = probe.magnitude()
+                assert (got != got) if value != value else got == float("inf"), (dtype, seed, index, value, got)
+                params[index].grad[at] = saved
+        params[4].grad[0, 4096] = float("nan")  # past the longest row the probe reads
+        params[0].grad[1, 0] = float("inf")  # the second row: not read
+        assert probe.magnitude() == _torch_reading(probe) < float("inf")
+
+
+@pytest.mark.skipif(not native.magnitude_available(), reason="sdc's C kernel was not built (no C compiler at install)")
+def test_the_probe_falls_back_to_the_views_for_a_gradient_laid_out_unlike_its_parameter():
+    params = _gradients(torch.float32, 0)
+    probe = GradientProbe(params)
+    params[0].grad = params[0].grad.t().contiguous().t()  # same values, column-major
+    params[0].grad[0, 50] = float("inf")
+    assert probe._native_magnitude() is None and probe.magnitude() == float("inf")
+    for p in params:
+        p.grad = None
+    assert probe.magnitude() is None

@@ -124,8 +124,8 @@ def test_the_sentinels_every_step_work_comes_out_of_the_budget():
     schedule._step_times.extend([0.1] * 4)
     schedule._every_step.extend([0.0005] * 4)  # half the budget goes to every step's work
     assert abs(schedule.allowance() - 0.005) < 1e-12
-    schedule._every_step.extend([0.05] * 8)  # more than the budget: a quarter is kept for the checks
-    assert abs(schedule.allowance() - 0.0025) < 1e-12
+    schedule._every_step.extend([0.05] * 8)  # more than the budget: a tenth is kept for the checks
+    assert abs(schedule.allowance() - 0.001) < 1e-12
 
 
 def test_without_a_budget_every_check_runs_exactly_at_its_base_period_without_agreement():
