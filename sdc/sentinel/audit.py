@@ -16,6 +16,13 @@ a few percent of the audit), and a weight-gradient fault (a corrupted dW GEMM) s
 its own layer's digest, so a rotation would see it only every few audits. When audits run is
 the check schedule's decision (``schedule.py``, one cost budget with the other checks).
 
+Each rank computes the audit ``repeats`` times (default 2) and compares its own results: the
+chip's own repeats are a judge that needs no majority. A fault that hits a share p of the
+forward passes (an intermittent unit) is caught by one audit with probability 1 - (1 - p)^2
+instead of p, and the rank whose repeats differ is named ``transient`` at once, with two
+replicas as with many. Under deterministic kernels a healthy chip reproduces its audit bit
+for bit; where an op had no deterministic variant the repeats may differ and are not judged.
+
 With two replicas an even split is resolved by
 a second opinion: both recompute the audit again and a rank whose result does not reproduce
 is named; if both reproduce, the split stays ``unattributed`` and the audit is handed to the
@@ -131,9 +138,11 @@ class Auditor:
         samples: rows of the owner's batch the audit recomputes.
     """
 
-    def __init__(self, comm: Collectives, replayer: Replayer, peers: Peers, samples: int, model: torch.nn.Module | None = None):
+    def __init__(self, comm: Collectives, replayer: Replayer, peers: Peers, samples: int, model: torch.nn.Module | None = None,
+                 repeats: int = 2):
         self.comm, self.replayer, self.peers, self.samples = comm, replayer, peers, samples
         self.model = model
+        self.repeats = max(1, repeats)
         self.audits = 0
         self.rounds = 0  # audits attempted, the same count on every rank: rotates the owner
 
@@ -176,8 +185,7 @@ class Auditor:
         piece = self.comm.broadcast_object(piece, owner)
         if piece is None:
             return []  # decided from the broadcast value: every rank skips together
-        first = self._attempt(piece, step)
-        sums, lengths, tensors, nondet, error = first
+        sums, lengths, tensors, nondet, error = self._attempt(piece, step)
         digest = (0, 0) if error else tuple(int(v) for v in combine_sums(sums, lengths))
         reduced = self.comm.max_(torch.tensor([digest[0], digest[1], ~digest[0], ~digest[1], int(error), int(nondet)],
                                               dtype=torch.int64)).tolist()
@@ -187,22 +195,53 @@ class Auditor:
         self.audits += 1
         when = schedule or {}
         base = {"owner_rank": self.peers.rank(owner), "samples": self.samples, "audits": self.audits, **when,
-                "next_audit_step": when.get("next_check_step")}
+                "next_audit_step": when.get("next_check_step"), "repeats": self.repeats}
         if reduced[5]:
             norms = torch.stack([t.double().norm() for t in tensors]).cpu() if tensors else torch.zeros(len(self.names), dtype=torch.float64)
             return [self._tolerance_vote(step, norms, base)]
+        del tensors  # the repeats need only the digests: no second set of gradients held at once
+        findings = self._repeats(step, piece, sums, base)
         if reduced[0] == ~reduced[2] and reduced[1] == ~reduced[3]:
-            return [Finding("audit", "ok", (), {**base, "comparison": "bit-exact"})]
+            return findings or [Finding("audit", "ok", (), {**base, "comparison": "bit-exact"})]
         everyone = self.comm.gather(sums.to(torch.int64)).cpu().tolist()
         result = majority_vote([[tuple(p) for p in replica] for replica in everyone], self.names)
         base = {**base, "comparison": "bit-exact"}
         if result.diagnosis == "divergence":
             suspects = tuple(self.peers.suspect(i, names) for i, names in result.minority.items())
             return [Finding("audit", "divergence", suspects, {**base, "first_param": {
-                str(self.peers.rank(i)): names[0] for i, names in result.minority.items()}})]
+                str(self.peers.rank(i)): names[0] for i, names in result.minority.items()}}), *findings]
         split = Finding("audit", "unattributed", (), {**base, "disagreeing_params": list(result.unattributed),
                                                        "first_param": result.unattributed[0]})
+        if findings and findings[0].diagnosis == "transient":
+            return [split, *findings]  # the rank whose repeats differ is the answer: no second opinion needed
         return [split, self._second_opinion(step, piece, sums, base, result.unattributed)]
+
+    def _repeats(self, step: int, piece: Any, first: torch.Tensor, base: dict) -> list[Finding]:
+        """The audit's further repeats on every rank; a finding if some rank's differ.
+
+        Under deterministic kernels a healthy chip reproduces its own result bit for bit, so a
+        rank whose repeats differ computed wrong at least once. Every rank enters the exchange,
+        whatever failed here (a failed repeat counts as no answer, not as a difference)."""
+        unstable: list[str] = []  # tensors whose digest differs between this rank's repeats
+        reference = first.cpu().tolist()
+        for _ in range(self.repeats - 1):
+            again, _, _, _, error = self._attempt(piece, step)
+            if error:
+                break
+            unstable = unstable or [n for n, a, b in zip(self.names, again.cpu().tolist(), reference) if a != b]
+        if self.repeats < 2 or not self.comm.max_(torch.tensor([int(bool(unstable))], dtype=torch.int64)).tolist()[0]:
+            return []
+        rows = self.comm.gather_objects(unstable)
+        flaky = [i for i, names in enumerate(rows) if names]
+        details = {**base, "comparison": "bit-exact", "check": "repeats",
+                   "repeats_differ": {str(self.peers.rank(i)): rows[i][:8] for i in flaky}}
+        if len(flaky) == self.comm.size and self.comm.size > 1:
+            # Every rank differs from itself: the software, not a chip (a kernel nondeterministic
+            # without saying so), or a fault everywhere at once.
+            return [Finding("audit", "unattributed", (), {**details, "why": "the audit does not reproduce on any rank"})]
+        suspects = tuple(self.peers.suspect(i, tuple(rows[i])) for i in flaky)
+        log.warning("sdc sentinel: step %s: the audit's repeats differ on rank(s) %s", step, [self.peers.rank(i) for i in flaky])
+        return [Finding("audit", "transient", suspects, {**details, "why": "the audit's repeats differ on this rank"})]
 
     def _attempt(self, piece: Any, step: int) -> tuple[torch.Tensor, list[int], list[torch.Tensor], bool, bool]:
         """The audit here; a failure becomes the error flag (the collectives still run)."""

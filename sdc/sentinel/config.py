@@ -44,6 +44,10 @@ class SentinelConfig:
             replay function (the adapters set one).
         audit_samples: rows of the owner's batch the audit recomputes (2: BatchNorm needs
             more than one row in training mode).
+        audit_repeats: how many times each rank computes the audit (default 2); a rank whose
+            repeats differ is named at once, without a majority (an intermittent fault that
+            hits a share p of the forward passes is caught by one audit with probability
+            1 - (1 - p)^2). 1: once.
         check_budget: the share of training time the sentinel may take (default 0.01: 1 %),
             shared by every periodic check (local and reduced gradient digests, parameter and
             optimizer-state digests, audits, GEMM checksums) less what its every-step work takes. After each
@@ -85,6 +89,7 @@ class SentinelConfig:
     flags_every: int = 1
     audit_every: int = 20
     audit_samples: int = 2
+    audit_repeats: int = 2
     check_budget: float = 0.01
     max_check_seconds: float = 300.0
     max_check_period: int = 0
@@ -122,7 +127,7 @@ class SentinelConfig:
                                       f"got {self.max_check_seconds!r}")
         if not (isinstance(self.check_budget, (int, float)) and 0.0 <= self.check_budget < 1.0):
             raise SentinelConfigError(f"SentinelConfig.check_budget: must be a share in [0, 1), got {self.check_budget!r}")
-        for name in ("audit_samples", "loss_window"):
+        for name in ("audit_samples", "audit_repeats", "loss_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise SentinelConfigError(f"SentinelConfig.{name}: must be an integer >= 1, got {value!r}")

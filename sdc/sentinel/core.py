@@ -123,7 +123,8 @@ class ReplicaSentinel:
                                  record_ok=self.config.record_ok)
         self.rng = RngCapture(self.device)
         self.replayer = Replayer(self.comm, params, self.names, self.peers, replay_fn, buffers=list(model.buffers()))
-        self.auditor = Auditor(self.comm, self.replayer, self.peers, self.config.audit_samples, model)
+        self.auditor = Auditor(self.comm, self.replayer, self.peers, self.config.audit_samples, model,
+                               repeats=self.config.audit_repeats)
         c = self.config
         # Sampled GEMM checksums on rotating nn.Linear layers (gemm_check_every=0 turns them off).
         self.gemm_checks: GemmChecks | None = None

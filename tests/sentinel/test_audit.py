@@ -115,3 +115,45 @@ def test_without_deterministic_kernels_the_audit_compares_within_a_tolerance():
     found = Auditor(Replicas(off), Replayer(), peers, samples=2)._tolerance_vote(0, torch.zeros(3), {})
     assert found.diagnosis == "divergence" and [s.rank for s in found.suspects] == [3]
     assert found.suspects[0].params == ("w",)
+
+
+def _audit_once(repeats: int, upset_call: int | None) -> list:
+    """One audited step of a lone replica whose ``upset_call``-th forward pass (counting the
+    step's own as the first) comes out wrong, as an intermittent unit would."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    calls = {"n": 0}
+
+    def forward(x):
+        calls["n"] += 1
+        out = model(x)
+        if calls["n"] == upset_call:
+            out = out * 1.0001  # a small error: no NaN, no spike, just different bits
+        return out.pow(2).mean()
+
+    events: list = []
+    sentinel = ReplicaSentinel(model, config=SentinelConfig(audit_every=1, audit_repeats=repeats, gemm_check_every=0),
+                               deliver=events.extend, replay_fn=forward)
+    x = torch.randn(16, 4)
+    sentinel.on_step_begin(0, x)
+    loss = forward(x)
+    sentinel.on_loss(loss)
+    loss.backward()
+    sentinel.on_grads_ready()
+    sentinel.on_step_end(0)
+    sentinel.close()
+    return [e for e in events if e.kind == "audit"]
+
+
+def test_a_rank_whose_audit_repeats_differ_is_named_without_any_other_replica():
+    """The chip's own repeats are a judge that needs no majority: a lone replica whose second
+    computation of the audit differs from its first is named ``transient`` at once."""
+    healthy = _audit_once(repeats=2, upset_call=None)
+    assert [e.diagnosis for e in healthy] == ["ok"] and healthy[0].details["repeats"] == 2
+    for upset in (2, 3):  # the audit's first or its second computation
+        found = _audit_once(repeats=2, upset_call=upset)
+        assert [e.diagnosis for e in found] == ["transient"], (upset, found)
+        assert found[0].details["check"] == "repeats" and found[0].details["suspects"][0]["rank"] == 0
+        assert "0.weight" in found[0].details["repeats_differ"]["0"]
+    # One computation only: nothing to compare it with, and a lone replica has no peers.
+    assert [e.diagnosis for e in _audit_once(repeats=1, upset_call=2)] == ["ok"]
