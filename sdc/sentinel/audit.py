@@ -20,8 +20,11 @@ Each rank computes the audit ``repeats`` times (default 2) and compares its own 
 chip's own repeats are a judge that needs no majority. A fault that hits a share p of the
 forward passes (an intermittent unit) is caught by one audit with probability 1 - (1 - p)^2
 instead of p, and the rank whose repeats differ is named ``transient`` at once, with two
-replicas as with many. Under deterministic kernels a healthy chip reproduces its audit bit
-for bit; where an op had no deterministic variant the repeats may differ and are not judged.
+replicas as with many: the others reproducing theirs show the computation is reproducible on a
+healthy chip. Under deterministic kernels a healthy chip reproduces its audit bit for bit;
+where an op had no deterministic variant the repeats may differ and are not judged. A lone
+replica whose repeats differ is reported ``unattributed`` with a probe case for the next
+sweep: alone, a chip fault and a kernel nondeterministic without saying so look alike.
 
 With two replicas an even split is resolved by
 a second opinion: both recompute the audit again and a rank whose result does not reproduce
@@ -235,7 +238,16 @@ class Auditor:
         flaky = [i for i, names in enumerate(rows) if names]
         details = {**base, "comparison": "bit-exact", "check": "repeats",
                    "repeats_differ": {str(self.peers.rank(i)): rows[i][:8] for i in flaky}}
-        if len(flaky) == self.comm.size and self.comm.size > 1:
+        if self.comm.size == 1:
+            # A lone replica: nothing shows the computation reproducible on a healthy chip, so
+            # a chip fault and a kernel nondeterministic without saying so look alike. Seen and
+            # recorded, blamed on no one; the next sweep of this chip decides.
+            probe_case = {"kind": "sentinel_audit", "step": step, "owner_rank": base["owner_rank"],
+                          "samples": self.samples, "params": rows[0][:8]}
+            return [Finding("audit", "unattributed", (), {**details, "second_opinion": "fleet", "probe_case": probe_case,
+                                                          "chip_id": self.peers.suspect(0).chip_id,
+                                                          "why": "the audit's repeats differ on the only replica"})]
+        if len(flaky) == self.comm.size:
             # Every rank differs from itself: the software, not a chip (a kernel nondeterministic
             # without saying so), or a fault everywhere at once.
             return [Finding("audit", "unattributed", (), {**details, "why": "the audit does not reproduce on any rank"})]

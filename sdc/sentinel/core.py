@@ -190,6 +190,8 @@ class ReplicaSentinel:
         self.step = step
         self._reset_step()
         try:
+            if self.gemm_checks is not None and self.gemm_checks.armed:
+                self.gemm_checks.disarm()  # a step that never reached on_step_end left its hooks
             if not self.schedule.quiet(step):
                 if self.local_tap is not None and self.schedule.due("local", step):
                     self.local_tap.arm()

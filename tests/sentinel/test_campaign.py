@@ -65,10 +65,12 @@ def test_four_ranks_name_the_faulty_rank_and_never_another(four):
     # audit period, parameter and optimizer-state faults at the next check) is localized.
     fixed = [o for o in faulty if o.timing != "intermittent"]
     assert [o.name for o in fixed if not o.named] == []
-    # Intermittent faults (each forward hit with p = 0.5) are seen when they hit an audit:
-    # most of them within the first two audits.
+    # Intermittent faults (each forward hit with p = 0.5) are seen when they hit an audit's
+    # computation; each audit computes twice (audit_repeats=2), so one audit sees such a fault
+    # with p = 0.75 and the first two with p = 0.94: nearly all within the window (the fault
+    # generator is seeded, so the count is the same on every run: 14 of 14 when written).
     intermittent = [o for o in faulty if o.timing == "intermittent"]
-    assert sum(o.named for o in intermittent) >= len(intermittent) // 2
+    assert sum(o.named for o in intermittent) >= len(intermittent) - 2
 
 
 def test_thirty_healthy_runs_raise_no_alarm(four):
@@ -77,7 +79,7 @@ def test_thirty_healthy_runs_raise_no_alarm(four):
     assert [o.name for o in healthy if o.wrong or o.first is not None] == []
 
 
-def test_two_ranks_resolve_transients_by_a_second_opinion_and_hand_persistent_splits_to_the_fleet(two):
+def test_two_ranks_resolve_transients_and_intermittents_and_hand_persistent_splits_to_the_fleet(two):
     faulty = [o for o in two if o.target]
     assert not [o.name for o in two if o.wrong]
     transient = [o for o in faulty if o.timing == "transient"]
@@ -85,4 +87,8 @@ def test_two_ranks_resolve_transients_by_a_second_opinion_and_hand_persistent_sp
     persistent = [o for o in faulty if o.timing == "persistent"]
     # Each replica reproduces its own answer: seen, left unattributed, never blamed on the wrong one.
     assert all(o.unattributed or o.named for o in persistent)
+    # An intermittent fault makes its rank's audit repeats differ while the other rank's agree:
+    # named without a majority (before the repeats, 6 of 14 here).
+    intermittent = [o for o in faulty if o.timing == "intermittent"]
+    assert sum(o.named for o in intermittent) >= len(intermittent) - 2
     assert [o.name for o in two if not o.target and o.first is not None] == []
