@@ -9,17 +9,21 @@ at run time from the CPU it runs on, and is called through ctypes (which release
 a tensor is split across ``torch.get_num_threads()`` Python threads). Where it was not built
 (no C compiler at install time) or cannot load, ``available()`` is False and callers use the
 eager path; nothing is compiled at run time.
+
+The same library holds ``kernels/magnitude.c``, the sentinel's every-step probe of the reduced
+gradients (``MagnitudeProbe``): a few pages read per step, so it is a C-API function of the
+importable module instead, where a ctypes call's argument conversions would cost more than it.
 """
 
 from __future__ import annotations
 
-import array
 import ctypes
 import importlib.util
 import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import torch
 
@@ -35,7 +39,7 @@ ISA_NAMES = {0: "plain", 1: "avx2", 2: "avx512"}
 MAGNITUDE_DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
 
 _lock = threading.Lock()
-_magnitude: ctypes._CFuncPtr | None = None
+_magnitude: Callable[[list, tuple, int], float] | None = None
 _functions: dict[int, ctypes._CFuncPtr] | None = None
 _isa: str | None = None
 _failed = False
@@ -71,11 +75,10 @@ def _load() -> dict[int, ctypes._CFuncPtr] | None:
                 fn.restype = None
             lib.sdc_digest_isa.restype = ctypes.c_int
             _isa = ISA_NAMES.get(lib.sdc_digest_isa(), "unknown")
-            magnitude = getattr(lib, "sdc_max_magnitude", None)  # absent from a build older than it
-            if magnitude is not None:
-                magnitude.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
-                magnitude.restype = ctypes.c_double
-                _magnitude = magnitude
+            try:  # the probe's kernel is a C-API function of the same library (absent from older builds)
+                _magnitude = getattr(importlib.import_module(MODULE), "max_magnitude", None)
+            except ImportError:
+                _magnitude = None
             _functions = functions
         except Exception as exc:  # any failure means: use the eager path
             log.info("sdc digest: native CPU kernel unavailable (%s); using the eager path", exc)
@@ -99,19 +102,18 @@ def magnitude_available() -> bool:
 
 class MagnitudeProbe:
     """The largest magnitude over the first ``counts[i]`` elements at each of a fixed list of
-    addresses of one float dtype (``kernels/magnitude.c``): built once, called on every step
+    addresses of one float dtype (``kernels/magnitude.c``, through the C API: a ctypes call's
+    argument conversions cost more than the kernel here): built once, called on every step
     with that step's addresses (0 for an array absent this step)."""
 
     def __init__(self, dtype: torch.dtype, counts: list[int]):
         if not magnitude_available():
             raise RuntimeError("native magnitude kernel unavailable")
         self.code = MAGNITUDE_DTYPES[dtype]
-        self.n = len(counts)
-        self._counts = (ctypes.c_int64 * self.n)(*counts)
+        self.counts = tuple(int(c) for c in counts)
 
     def __call__(self, addresses: list[int]) -> float:
-        table = array.array("Q", addresses)  # kept alive through the call
-        return _magnitude(table.buffer_info()[0], self._counts, self.n, self.code)
+        return _magnitude(addresses, self.counts, self.code)
 
 
 def _run(fn, address: int, count: int) -> tuple[int, int]:

@@ -186,6 +186,13 @@ void sdc_digest_i32(const int32_t* p, int64_t n, uint64_t* out) {
   plain_i32(p, n, out);
 }
 
-/* An importable module too, so `python -c "import sdc.digest._native"` says it was built. */
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "sdc's CPU digest kernels (called through ctypes)", -1, NULL};
+/* An importable module too, so `python -c "import sdc.digest._native"` says it was built; it
+ * also holds the probe's magnitude kernel as a C-API function (magnitude.c), called every
+ * training step, where a ctypes call's overhead would be most of its cost. */
+PyObject* sdc_py_max_magnitude(PyObject* self, PyObject* const* args, Py_ssize_t nargs);
+static PyMethodDef methods[] = {
+    {"max_magnitude", (PyCFunction)(void (*)(void))sdc_py_max_magnitude, METH_FASTCALL,
+     "max_magnitude(addresses, counts, dtype) -> the largest |x| over the arrays (NaN if any is NaN)"},
+    {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "sdc's CPU digest kernels (called through ctypes)", -1, methods};
 PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
