@@ -225,6 +225,8 @@ class Auditor:
         Under deterministic kernels a healthy chip reproduces its own result bit for bit, so a
         rank whose repeats differ computed wrong at least once. Every rank enters the exchange,
         whatever failed here (a failed repeat counts as no answer, not as a difference)."""
+        if self.repeats < 2:  # the same setting on every rank: none of them enters the exchange
+            return []
         unstable: list[str] = []  # tensors whose digest differs between this rank's repeats
         reference = first.cpu().tolist()
         for _ in range(self.repeats - 1):
@@ -232,7 +234,7 @@ class Auditor:
             if error:
                 break
             unstable = unstable or [n for n, a, b in zip(self.names, again.cpu().tolist(), reference) if a != b]
-        if self.repeats < 2 or not self.comm.max_(torch.tensor([int(bool(unstable))], dtype=torch.int64)).tolist()[0]:
+        if not self.comm.max_(torch.tensor([int(bool(unstable))], dtype=torch.int64)).tolist()[0]:
             return []
         rows = self.comm.gather_objects(unstable)
         flaky = [i for i, names in enumerate(rows) if names]

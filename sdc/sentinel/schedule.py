@@ -13,7 +13,7 @@ period on the same steps (one *check cycle*: what certification waits for).
 The rule, after each check step::
 
     s = sum over kinds k of cost_k / base_k  /  (allowance x step time)
-    period_k = max(base_k, min(cap_k, ceil(base_k x s)))
+    period_k = max(base_k, min(cap, ceil(base_k x s)))
 
 ``cost_k`` is the last measured cost of check kind k (host wall time; on an accelerator the
 device is synchronized around it, on check steps only; a kind's first run, which pays one-time
