@@ -7,7 +7,7 @@ ways to get one, chosen by what the gradients the sentinel sees are:
 * **Reduced gradients** (DDP, or a single replica): a NaN or Inf anywhere upstream of one
   rank's loss becomes non-finite local gradients there, and the all-reduce carries them into
   every rank's reduced gradients, bit-identically. So every rank reads the largest magnitude
-  of a sample of them (``probe_magnitude``: no collective, nothing on the wire) and reaches
+  of a sample of them (``GradientProbe``: no collective, nothing on the wire) and reaches
   the same answer; only when it is not finite, or jumped a thousandfold (``GradProbe``: an
   exponent-bit upset can overflow one rank's loss to Inf while its gradients, huge, stay
   finite), do the ranks exchange their flags (the replayer's gather) to find the origin. A
@@ -165,11 +165,6 @@ class GradientProbe:
         if not views:
             return None
         return float(torch.linalg.vector_norm(torch.cat(views), float("inf")))  # max |g|; cat promotes mixed dtypes
-
-
-def probe_magnitude(params: Sequence[torch.Tensor]) -> float | None:
-    """``GradientProbe(params).magnitude()``: the probe of these parameters' gradients, once."""
-    return GradientProbe(params).magnitude()
 
 
 class GradProbe:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from sdc.digest import native
-from sdc.sentinel.flags import GradientProbe, GradProbe, probe_magnitude
+from sdc.sentinel.flags import GradientProbe, GradProbe
 
 
 def _mlp(seed: int, bias: bool = True) -> nn.Sequential:
@@ -47,7 +47,7 @@ def test_a_non_finite_value_anywhere_in_the_forward_pass_reaches_the_probe():
                         mask = torch.ones_like(out)
                         mask[row, col % out.shape[1]] = value
                         return out * mask
-                magnitude = probe_magnitude(_grads(model, x, y, corrupt))
+                magnitude = GradientProbe(_grads(model, x, y, corrupt)).magnitude()
                 if magnitude is not None and magnitude == magnitude and magnitude < float("inf"):
                     missed.append((seed, bias, layer))
     # The whole first row of each weight gradient: no blind spot left (64 elements of it
@@ -70,7 +70,7 @@ def test_an_exponent_upset_that_overflows_the_loss_shows_as_a_thousandfold_jump(
                         mask = torch.ones_like(out)
                         mask.view(-1)[seed % out.numel()] = 2.0 ** 100
                         return out * mask
-            look, _ = probe.fires(probe_magnitude(_grads(model, x, y, corrupt)))
+            look, _ = probe.fires(GradientProbe(_grads(model, x, y, corrupt)).magnitude())
             assert not look or step == 11
             fired += look and step == 11
     assert fired == 20
@@ -85,7 +85,7 @@ def test_healthy_training_never_fires_the_probe():
         w = torch.randn(64, 8, generator=g)
         for step in range(150):
             x = torch.randn(16, 64, generator=g) * (1 + 4 * (step % 37 == 0))  # now and then a wild batch
-            look, _ = probe.fires(probe_magnitude(_grads(model, x, torch.tanh(x @ w))))
+            look, _ = probe.fires(GradientProbe(_grads(model, x, torch.tanh(x @ w))).magnitude())
             assert not look, (seed, step)
             opt.step()
 

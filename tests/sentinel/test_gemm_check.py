@@ -65,7 +65,9 @@ def test_an_upset_in_one_output_element_is_seen(bit):
     assert checksum_gap(bad, x, w, None, g) > 1.0
 
 
-def _train(fault_where: str | None, steps: int = 12):
+def _train(fault_where: str | None, steps: int = 12, budget: float = 0.0):
+    """Verdicts of a small MLP's steps with checksums on 3 layers every step (``budget=0``:
+    whatever they cost against these tiny steps; else under that check budget)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 4))
     fault = None
@@ -81,8 +83,7 @@ def _train(fault_where: str | None, steps: int = 12):
 
         model[2].register_forward_hook(plant)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    # check_budget=0: a checksum on every step, whatever it costs against these tiny steps
-    config = SentinelConfig(gemm_check_every=1, gemm_check_layers=3, audit_every=0, check_budget=0)
+    config = SentinelConfig(gemm_check_every=1, gemm_check_layers=3, audit_every=0, check_budget=budget)
     sentinel = ReplicaSentinel(model, optimizer, config=config, deliver=lambda e: None)
     if fault is not None:
         fault.arm()
@@ -135,23 +136,11 @@ def test_the_checksums_are_a_periodic_check_under_the_budget():
     """At the default budget the checksums' measured cost stretches their period like any
     other check's (a tiny model: checks every step would cost far more than 1 %), and the
     time they take counts as the schedule's ``gemm`` kind."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1))
-    sentinel = ReplicaSentinel(model, config=SentinelConfig(gemm_check_every=1, audit_every=0), deliver=lambda e: None)
-    checked = []
-    for step in range(60):
-        x = torch.randn(32, 16)
-        model.zero_grad()
-        sentinel.on_step_begin(step, None)
-        loss = model(x).pow(2).mean()
-        sentinel.on_loss(loss)
-        loss.backward()
-        sentinel.on_grads_ready()
-        if "gemm" in sentinel.on_step_end(step).checks:
-            checked.append(step)
-    sentinel.close()
-    assert checked[:2] == [0, 1] and len(checked) < 30, checked  # base period until a cost is learnt, then stretched
-    assert sentinel.schedule.costs["gemm"] > 0 and sentinel.schedule.period["gemm"] > 1
+    verdicts = _train(None, steps=60, budget=SentinelConfig().check_budget)
+    checked = [v for v in verdicts if "gemm" in v.checks]
+    steps = [v.step for v in checked]
+    assert steps[:2] == [0, 1] and len(steps) < 30, steps  # base period until a cost is learnt, then stretched
+    assert checked[-1].details["check_period"]["gemm"] > 1 and all(v.ok for v in verdicts)
 
 
 def test_in_place_ops_after_a_checked_layer_keep_working():
